@@ -1,0 +1,23 @@
+"""Installs l2l_tf: learned optimizers (Andrychowicz et al., 2016) for TensorFlow 2 / Keras 3."""
+import setuptools
+
+setuptools.setup(
+    name="l2l_tf",
+    version="0.1.0",
+    description=("Learning to learn by gradient descent by gradient descent: "
+                 "learned optimizers for TensorFlow 2 and Keras 3."),
+    packages=setuptools.find_packages(include=["l2l_tf", "l2l_tf.*"]),
+    package_data={"l2l_tf": ["data/mnist_sample/*.gz"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22; platform_machine!='x86_64'",
+        "tensorflow-cpu>=2.21,<2.22; platform_machine=='x86_64'",
+        "keras>=3.15,<3.16",
+        "tensorflow-datasets>=4.9.10,<4.10",
+        "importlib_resources>=6",  # tensorflow-datasets 4.9.10 needs it on Python 3.11 but does not declare it
+        "absl-py>=2.1,<3",
+        "matplotlib>=3.8",
+        "numpy>=1.26",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+)
