@@ -7,11 +7,9 @@ setuptools.setup(
     description=("Learning to learn by gradient descent by gradient descent: "
                  "learned optimizers for TensorFlow 2 and Keras 3."),
     packages=setuptools.find_packages(include=["l2l_tf", "l2l_tf.*"]),
-    package_data={"l2l_tf": ["data/mnist_sample/*.gz"]},
+    package_data={"l2l_tf": ["data/mnist_sample/*.gz", "data/mnist_sample/README.md"]},
     python_requires=">=3.10",
     install_requires=[
-        "tensorflow>=2.21,<2.22; platform_machine!='x86_64'",
-        "tensorflow-cpu>=2.21,<2.22; platform_machine=='x86_64'",
         "keras>=3.15,<3.16",
         "tensorflow-datasets>=4.9.10,<4.10",
         "importlib_resources>=6",  # tensorflow-datasets 4.9.10 needs it on Python 3.11 but does not declare it
@@ -19,5 +17,11 @@ setuptools.setup(
         "matplotlib>=3.8",
         "numpy>=1.26",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # TensorFlow comes through an extra so that GPU users are not forced onto the CPU wheel:
+    # pip install -e ".[cpu]"  or  pip install -e ".[gpu]".
+    extras_require={
+        "cpu": ["tensorflow-cpu>=2.21,<2.22"],
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        "test": ["pytest>=8"],
+    },
 )

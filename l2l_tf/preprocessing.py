@@ -1,0 +1,100 @@
+"""Gradient preprocessing: what a learned optimizer sees of each gradient coordinate.
+
+Every preprocessor maps gradients of shape [..., 1] to features of shape [..., num_features].
+Preprocessors are small value objects with get_config so that a cell's configuration (and an
+exported SavedModel's asset) records exactly which one was used.
+"""
+import math
+
+import tensorflow as tf
+
+
+class Preprocessor:
+  """Base class: maps raw gradients [..., 1] to input features [..., num_features]."""
+
+  name = None
+  num_features = 1
+
+  def __call__(self, gradients):
+    raise NotImplementedError
+
+  def get_config(self):
+    return {"name": self.name}
+
+
+class IdentityPreprocessor(Preprocessor):
+  """Feeds the gradient unchanged (the paper's quadratic experiment)."""
+
+  name = "identity"
+
+  def __call__(self, gradients):
+    return gradients
+
+
+class ScalePreprocessor(Preprocessor):
+  """Multiplies the gradient by a constant."""
+
+  name = "scale"
+
+  def __init__(self, scale=1.0):
+    if not math.isfinite(scale) or scale == 0:
+      raise ValueError(f"scale must be finite and non-zero, got {scale}")
+    self.scale = float(scale)
+
+  def __call__(self, gradients):
+    return gradients * tf.cast(self.scale, gradients.dtype)
+
+  def get_config(self):
+    return {"name": self.name, "scale": self.scale}
+
+
+class LogSignPreprocessor(Preprocessor):
+  """The paper's Appendix A preprocessing with parameter p (two features per coordinate).
+
+      |g| >= exp(-p):  (log|g| / p, sign(g))
+      otherwise:       (-1, exp(p) * g)
+
+  Gradients span many orders of magnitude; the log channel makes their scale visible to the
+  network while the sign (or the rescaled tiny value) keeps their direction.
+  """
+
+  name = "log_sign"
+  num_features = 2
+
+  def __init__(self, p=10.0):
+    if not (math.isfinite(p) and p > 0):
+      raise ValueError(f"log_sign preprocessing needs p > 0, got {p}")
+    self.p = float(p)
+
+  def __call__(self, gradients):
+    dtype = gradients.dtype
+    p = tf.cast(self.p, dtype)
+    magnitude = tf.abs(gradients)
+    large = magnitude >= tf.exp(-p)
+    # log of a clamped value: the other branch is selected for tiny gradients, and the clamp
+    # keeps log(0) = -inf (and its NaN derivative) out of the graph.
+    safe_log = tf.math.log(tf.maximum(magnitude, tf.exp(-p))) / p
+    first = tf.where(large, safe_log, -tf.ones_like(gradients))
+    second = tf.where(large, tf.sign(gradients), tf.exp(p) * gradients)
+    return tf.concat([first, second], axis=-1)
+
+  def get_config(self):
+    return {"name": self.name, "p": self.p}
+
+
+_PREPROCESSORS = {
+    cls.name: cls for cls in (IdentityPreprocessor, ScalePreprocessor, LogSignPreprocessor)
+}
+
+
+def get_preprocessor(identifier):
+  """Builds a preprocessor from a name, a config dict or an instance."""
+  if isinstance(identifier, Preprocessor):
+    return identifier
+  if isinstance(identifier, str):
+    identifier = {"name": identifier}
+  if not isinstance(identifier, dict) or identifier.get("name") not in _PREPROCESSORS:
+    raise ValueError(f"Unknown preprocessing {identifier!r}; choose one of "
+                     f"{sorted(_PREPROCESSORS)}")
+  config = dict(identifier)
+  return _PREPROCESSORS[config.pop("name")](**config)

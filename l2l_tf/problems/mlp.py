@@ -1,0 +1,81 @@
+"""MLP classifiers as optimizees: the paper's MNIST experiment and its generalisation variants."""
+import tensorflow as tf
+
+from l2l_tf.problems import base
+
+ACTIVATIONS = {"sigmoid": tf.sigmoid, "relu": tf.nn.relu, "tanh": tf.tanh}
+
+
+class MLPClassificationProblem(base.Problem):
+  """Softmax cross-entropy of an MLP on minibatches drawn from a fixed dataset.
+
+  The paper's MNIST optimizee: 784-20-10, sigmoid, minibatches of 128, parameters IID
+  N(0, init_stddev^2). `batch_size` independent networks (each with its own minibatches) step
+  together, as batched matmuls.
+
+  Args:
+    images: float [N, features]; labels: int [N] in [0, num_classes).
+    hidden_sizes: width of each hidden layer.
+    activation: "sigmoid", "relu" or "tanh".
+  """
+
+  name = "mnist"
+
+  def __init__(self, images, labels, hidden_sizes=(20,), activation="sigmoid", num_classes=10,
+               minibatch_size=128, batch_size=1, init_stddev=0.01, dtype="float32"):
+    super().__init__(batch_size=batch_size, dtype=dtype)
+    if activation not in ACTIVATIONS:
+      raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    if not hidden_sizes or min(hidden_sizes) <= 0:
+      raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}")
+    # Kept as tensors: a tf.function captures them by reference, and minibatches are gathered
+    # from pre-sampled indices, so a whole unroll's data is ready before it starts.
+    self.images = tf.convert_to_tensor(images, self.dtype)
+    self.labels = tf.convert_to_tensor(labels, tf.int32)
+    if self.images.shape.rank != 2 or self.images.shape[0] != self.labels.shape[0]:
+      raise ValueError(f"images must be [N, features] and labels [N]; got {self.images.shape} "
+                       f"and {self.labels.shape}")
+    self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+    self.activation = activation
+    self.num_classes = int(num_classes)
+    self.minibatch_size = int(minibatch_size)
+    self.init_stddev = float(init_stddev)
+    self.layer_sizes = (self.images.shape[1],) + self.hidden_sizes + (self.num_classes,)
+
+  def init_params(self, seed):
+    params = {}
+    for layer, (fan_in, fan_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
+      for kind, shape in (("w", [fan_in, fan_out]), ("b", [fan_out])):
+        params[f"layer_{layer}/{kind}"] = tf.random.stateless_normal(
+            [self.batch_size] + shape, base.stateless_seed(seed, 2 * layer + (kind == "b")),
+            stddev=self.init_stddev, dtype=self.dtype)
+    return params
+
+  def sample_batches(self, seed, num_steps):
+    indices = tf.random.stateless_uniform(
+        [num_steps + 1, self.batch_size, self.minibatch_size], base.stateless_seed(seed, 1000),
+        maxval=self.images.shape[0], dtype=tf.int32)
+    return {"indices": indices}
+
+  def logits(self, params, x):
+    """x: [batch_size, M, features] -> logits [batch_size, M, classes]."""
+    activation = ACTIVATIONS[self.activation]
+    num_layers = len(self.layer_sizes) - 1
+    for layer in range(num_layers):
+      x = tf.matmul(x, params[f"layer_{layer}/w"]) + params[f"layer_{layer}/b"][:, None, :]
+      if layer < num_layers - 1:
+        x = activation(x)
+    return x
+
+  def loss(self, params, batch):
+    x = tf.gather(self.images, batch["indices"])
+    y = tf.gather(self.labels, batch["indices"])
+    xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=self.logits(params, x))
+    return tf.reduce_mean(xent, axis=-1)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(hidden_sizes=list(self.hidden_sizes), activation=self.activation,
+                  num_classes=self.num_classes, minibatch_size=self.minibatch_size,
+                  init_stddev=self.init_stddev)
+    return config

@@ -1,0 +1,128 @@
+"""Update rules: the one step protocol shared by hand-designed and learned optimizers.
+
+    state = rule.init_state(params)
+    new_params, new_state = rule.step(params, grads, state)
+
+params and grads are dicts of tensors; state is a nested structure of tensors. Rules are pure
+functions of their inputs (plus, for learned rules, the network weights), so one unroll drives
+every optimizer and identical problems are seen by all of them.
+"""
+import tensorflow as tf
+
+
+class UpdateRule:
+  """Base class of update rules."""
+
+  name = None
+  learning_rate = None
+
+  def init_state(self, params):
+    raise NotImplementedError
+
+  def step(self, params, grads, state):
+    raise NotImplementedError
+
+  @property
+  def trainable_variables(self):
+    return []
+
+
+def _zeros_like(params):
+  return {name: tf.zeros_like(p) for name, p in params.items()}
+
+
+class SGD(UpdateRule):
+  """theta <- theta - lr * g (keras.optimizers.SGD)."""
+
+  name = "sgd"
+
+  def __init__(self, learning_rate=0.01):
+    self.learning_rate = float(learning_rate)
+
+  def init_state(self, params):
+    return ()
+
+  def step(self, params, grads, state):
+    return {n: p - self.learning_rate * grads[n] for n, p in params.items()}, state
+
+
+class NAG(UpdateRule):
+  """Nesterov momentum exactly as keras.optimizers.SGD(momentum, nesterov=True) steps."""
+
+  name = "nag"
+
+  def __init__(self, learning_rate=0.01, momentum=0.9):
+    self.learning_rate = float(learning_rate)
+    self.momentum = float(momentum)
+
+  def init_state(self, params):
+    return {"momentum": _zeros_like(params)}
+
+  def step(self, params, grads, state):
+    new_params, new_m = {}, {}
+    for n, p in params.items():
+      lr_g = self.learning_rate * grads[n]
+      m = state["momentum"][n] * self.momentum - lr_g
+      new_m[n] = m
+      new_params[n] = p + (m * self.momentum - lr_g)
+    return new_params, {"momentum": new_m}
+
+
+class RMSprop(UpdateRule):
+  """keras.optimizers.RMSprop (rho 0.9, epsilon 1e-7, no momentum, not centred)."""
+
+  name = "rmsprop"
+
+  def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7):
+    self.learning_rate = float(learning_rate)
+    self.rho = float(rho)
+    self.epsilon = float(epsilon)
+
+  def init_state(self, params):
+    return {"velocity": _zeros_like(params)}
+
+  def step(self, params, grads, state):
+    new_params, new_v = {}, {}
+    for n, p in params.items():
+      v = self.rho * state["velocity"][n] + (1 - self.rho) * tf.square(grads[n])
+      new_v[n] = v
+      new_params[n] = p - self.learning_rate * grads[n] / tf.sqrt(v + self.epsilon)
+    return new_params, {"velocity": new_v}
+
+
+class Adam(UpdateRule):
+  """keras.optimizers.Adam (beta_1 0.9, beta_2 0.999, epsilon 1e-7), bias-corrected."""
+
+  name = "adam"
+
+  def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    self.learning_rate = float(learning_rate)
+    self.beta_1 = float(beta_1)
+    self.beta_2 = float(beta_2)
+    self.epsilon = float(epsilon)
+
+  def init_state(self, params):
+    dtype = next(iter(params.values())).dtype
+    return {"step": tf.zeros([], dtype), "m": _zeros_like(params), "v": _zeros_like(params)}
+
+  def step(self, params, grads, state):
+    t = state["step"] + 1
+    alpha = (self.learning_rate * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, t.dtype), t))
+             / (1 - tf.pow(tf.cast(self.beta_1, t.dtype), t)))
+    new_params, new_m, new_v = {}, {}, {}
+    for n, p in params.items():
+      g = grads[n]
+      m = state["m"][n] + (g - state["m"][n]) * (1 - self.beta_1)
+      v = state["v"][n] + (tf.square(g) - state["v"][n]) * (1 - self.beta_2)
+      new_m[n], new_v[n] = m, v
+      new_params[n] = p - m * alpha / (tf.sqrt(v) + self.epsilon)
+    return new_params, {"step": t, "m": new_m, "v": new_v}
+
+
+BASELINES = {rule.name: rule for rule in (SGD, RMSprop, Adam, NAG)}
+
+
+def make_baseline(name, learning_rate):
+  if name not in BASELINES:
+    raise ValueError(f"Unknown baseline optimizer {name!r}; choose one of {sorted(BASELINES)}")
+  return BASELINES[name](learning_rate=learning_rate)
