@@ -14,6 +14,7 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.10,<4.10",
         "importlib_resources>=6",  # tensorflow-datasets 4.9.10 needs it on Python 3.11 but does not declare it
         "absl-py>=2.1,<3",
+        "tensorboard>=2.20,<2.22",  # tf.summary needs it; the tensorflow-cpu wheel lacks it
         "matplotlib>=3.8",
         "numpy>=1.26",
     ],

@@ -49,14 +49,14 @@ def atomic_directory(path):
       shutil.rmtree(tmp, ignore_errors=True)
 
 
-def atomic_write_text(path, text):
-  """Writes a text file through a temporary file and rename."""
+def atomic_write(path, data):
+  """Writes a file (str or bytes) through a temporary file and rename."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
   try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
+    with os.fdopen(fd, "w" if isinstance(data, str) else "wb") as f:
+      f.write(data)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
@@ -84,11 +84,39 @@ def save_rule(rule, path, metadata=None):
     write_rule(rule, tmp, metadata)
 
 
+def resolve_path(path):
+  """An optimizer directory, or a training output directory whose best/ holds one."""
+  best = os.path.join(path, "best")
+  if not os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isfile(
+      os.path.join(best, CONFIG_FILE)):
+    return best
+  return path
+
+
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+SAVED_MODEL_ASSETS = "assets"
+
+
+def is_saved_model(path):
+  """Whether `path` is a TensorFlow SavedModel directory (by its saved_model.pb[txt])."""
+  return any(os.path.isfile(os.path.join(path, f)) for f in SAVED_MODEL_FILES)
+
+
+def files_directory(path):
+  """Where an optimizer's files are: `path` itself, or a SavedModel's assets/ directory
+  (l2l_tf.export.export_saved_model puts optimizer.json and weights.npz there)."""
+  return os.path.join(path, SAVED_MODEL_ASSETS) if is_saved_model(path) else path
+
+
 def read_config(path):
-  """The optimizer.json of an optimizer directory, validated."""
-  config_path = os.path.join(path, CONFIG_FILE)
+  """The optimizer.json of an optimizer directory (or exported SavedModel), validated."""
+  path = resolve_path(path)
+  config_path = os.path.join(files_directory(path), CONFIG_FILE)
   if not os.path.isdir(path):
     raise OptimizerFileError(f"{path}: not a directory (expected an l2l_tf optimizer directory)")
+  if not os.path.isfile(config_path) and is_saved_model(path):
+    raise OptimizerFileError(f"{path}: a SavedModel without {SAVED_MODEL_ASSETS}/{CONFIG_FILE}; "
+                             "it was not exported by l2l_tf.export_saved_model")
   if not os.path.isfile(config_path):
     raise OptimizerFileError(f"{path}: no {CONFIG_FILE}; this is not an l2l_tf optimizer "
                              "(train one with scripts/train.py --output_dir)")
@@ -106,14 +134,15 @@ def read_config(path):
 
 
 def load_rule(path):
-  """Loads a LearnedUpdateRule (and its metadata) saved by save_rule."""
+  """Loads a LearnedUpdateRule (and its metadata) saved by save_rule (or a training run)."""
+  path = resolve_path(path)
   config = read_config(path)
   try:
     cells = {g: keras.saving.deserialize_keras_object(c) for g, c in config["cells"].items()}
     rule = learned_rule.LearnedUpdateRule(cells, config["groups"])
   except (KeyError, TypeError, ValueError) as e:
     raise OptimizerFileError(f"{path}: invalid optimizer config ({e})") from e
-  weights_path = os.path.join(path, WEIGHTS_FILE)
+  weights_path = os.path.join(files_directory(path), WEIGHTS_FILE)
   try:
     with np.load(weights_path, allow_pickle=False) as arrays:
       stored = {k: arrays[k] for k in arrays.files}

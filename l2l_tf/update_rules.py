@@ -27,6 +27,15 @@ class UpdateRule:
     return []
 
 
+def _rate(value):
+  """Python numbers stay floats; a tf.Variable (used when tuning) stays a variable."""
+  return value if isinstance(value, tf.Variable) else float(value)
+
+
+def _cast(value, like):
+  return tf.cast(value, like.dtype)
+
+
 def _zeros_like(params):
   return {name: tf.zeros_like(p) for name, p in params.items()}
 
@@ -37,13 +46,13 @@ class SGD(UpdateRule):
   name = "sgd"
 
   def __init__(self, learning_rate=0.01):
-    self.learning_rate = float(learning_rate)
+    self.learning_rate = _rate(learning_rate)
 
   def init_state(self, params):
     return ()
 
   def step(self, params, grads, state):
-    return {n: p - self.learning_rate * grads[n] for n, p in params.items()}, state
+    return {n: p - _cast(self.learning_rate, p) * grads[n] for n, p in params.items()}, state
 
 
 class NAG(UpdateRule):
@@ -52,7 +61,7 @@ class NAG(UpdateRule):
   name = "nag"
 
   def __init__(self, learning_rate=0.01, momentum=0.9):
-    self.learning_rate = float(learning_rate)
+    self.learning_rate = _rate(learning_rate)
     self.momentum = float(momentum)
 
   def init_state(self, params):
@@ -61,7 +70,7 @@ class NAG(UpdateRule):
   def step(self, params, grads, state):
     new_params, new_m = {}, {}
     for n, p in params.items():
-      lr_g = self.learning_rate * grads[n]
+      lr_g = _cast(self.learning_rate, p) * grads[n]
       m = state["momentum"][n] * self.momentum - lr_g
       new_m[n] = m
       new_params[n] = p + (m * self.momentum - lr_g)
@@ -74,7 +83,7 @@ class RMSprop(UpdateRule):
   name = "rmsprop"
 
   def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7):
-    self.learning_rate = float(learning_rate)
+    self.learning_rate = _rate(learning_rate)
     self.rho = float(rho)
     self.epsilon = float(epsilon)
 
@@ -86,7 +95,7 @@ class RMSprop(UpdateRule):
     for n, p in params.items():
       v = self.rho * state["velocity"][n] + (1 - self.rho) * tf.square(grads[n])
       new_v[n] = v
-      new_params[n] = p - self.learning_rate * grads[n] / tf.sqrt(v + self.epsilon)
+      new_params[n] = p - _cast(self.learning_rate, p) * grads[n] / tf.sqrt(v + self.epsilon)
     return new_params, {"velocity": new_v}
 
 
@@ -96,7 +105,7 @@ class Adam(UpdateRule):
   name = "adam"
 
   def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
-    self.learning_rate = float(learning_rate)
+    self.learning_rate = _rate(learning_rate)
     self.beta_1 = float(beta_1)
     self.beta_2 = float(beta_2)
     self.epsilon = float(epsilon)
@@ -107,7 +116,7 @@ class Adam(UpdateRule):
 
   def step(self, params, grads, state):
     t = state["step"] + 1
-    alpha = (self.learning_rate * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, t.dtype), t))
+    alpha = (_cast(self.learning_rate, t) * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, t.dtype), t))
              / (1 - tf.pow(tf.cast(self.beta_1, t.dtype), t)))
     new_params, new_m, new_v = {}, {}, {}
     for n, p in params.items():

@@ -1,0 +1,319 @@
+"""NTM-BFGS and NTM-L-BFGS: an LSTM+GAC controller with a low-rank memory (paper Appendix D).
+
+The BFGS skeleton g_t = read(M_t, theta_t), M_{t+1} = write(M_t, theta_t, g_t), with an
+n x n memory M shared by the n coordinates of one problem instance (one memory per instance of
+a batch) and a controller that runs coordinatewise with shared weights.
+
+Exact parametrisation (per step t, for every coordinate j of an instance; R read heads, W write
+heads):
+
+  controller input  x_t^j = [preprocess(grad_t^j), i_{t-1}^j]      (F + R features; i_{-1} = 0)
+                    the read values are fed back raw (no preprocessing).
+  controller        h_t^j = LSTM+GAC(x_t^j, state^j): the stacked LSTM of CoordinatewiseLSTM in
+                    which the last k units of every layer are Global Averaging Cells (their h
+                    is replaced by its mean over the instance's coordinates; see gac.py).
+  heads             linear layers on the top hidden state h_t^j:
+                      read keys      r_t^j   = h_t^j K_r + c_r                 (R scalars)
+                      write vectors  a_t^j   = h_t^j K_a + c_a,
+                                     b_t^j   = h_t^j K_b + c_b                 (W scalars each)
+                      direct output  o_t^j   = h_t^j K_o + c_o                 (1 scalar)
+  read              i_t = M_t r_t  (stacked over coordinates: [n, R]; coordinate j gets row j).
+                    The read uses the memory BEFORE this step's write.
+  write             M_{t+1} = M_t + sum_heads a_t b_t^T = M_t + A_t B_t^T  (rank <= W), M_0 = 0.
+  update            update_t^j = output_scale * (o_t^j + i_t^j . w_read)   (w_read: R weights)
+                    so the current read can shape this step's update (BFGS: update = -H g is a
+                    read with key r = g and w_read = -1), and it is also fed to the controller
+                    at the next step.
+
+States, in order: (h, c) of every LSTM layer ([..., n, units]), the last read i_t ([..., n, R]),
+then the memory:
+  NTMBFGS   memory M_t, [..., n, n]: O(n^2) per instance, so get_initial_state refuses more
+            than `max_dense_coordinates` coordinates before allocating anything.
+  NTMLBFGS  the last k steps' write vectors, A and B windows [..., n, k * W] (oldest first;
+            each step drops the oldest W columns and appends a_t, b_t). M_t = A B^T is never
+            formed: the read is A (B^T r), O(n k W R). While the window covers the whole
+            history (t <= k steps) it computes exactly the same function as NTMBFGS with the
+            same weights; afterwards it forgets the oldest writes, as L-BFGS does.
+
+`state_size` lists the trailing size of each state: an int for per-coordinate states
+[..., n, size], and None for the dense memory, whose trailing size is n (one column per
+coordinate; see get_initial_state).
+"""
+import numbers
+
+import keras
+import tensorflow as tf
+
+from l2l_tf.cells import coordinatewise_lstm
+from l2l_tf.cells import gac
+
+DEFAULT_MAX_DENSE_COORDINATES = 4096
+
+
+def _check_int(name, value, minimum):
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+  return int(value)
+
+
+class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
+  """Shared machinery of NTMBFGS and NTMLBFGS: controller, heads and update (see module doc).
+
+  Subclasses define the memory: memory_state_size, memory_state_names, initial_memory,
+  read_memory and write_memory.
+
+  Args:
+    hidden_sizes: units of each controller LSTM layer.
+    num_read_heads: R >= 1 read keys per coordinate (paper: 1).
+    num_write_heads: W >= 1 rank-one writes per step (paper: 3).
+    global_averaging_units, global_averaging_fraction: GACs of the controller (see gac.py).
+    preprocessing, output_scale: as in CoordinatewiseLSTM.
+  """
+
+  def __init__(self, hidden_sizes=(20, 20), num_read_heads=1, num_write_heads=3,
+               global_averaging_units=None, global_averaging_fraction=None,
+               preprocessing="log_sign", output_scale=0.1, **kwargs):
+    # Set before the base constructor: it builds the weights, whose shapes depend on them.
+    self.num_read_heads = _check_int("num_read_heads", num_read_heads, 1)
+    self.num_write_heads = _check_int("num_write_heads", num_write_heads, 1)
+    super().__init__(hidden_sizes=hidden_sizes, global_averaging_units=global_averaging_units,
+                     global_averaging_fraction=global_averaging_fraction,
+                     preprocessing=preprocessing, output_scale=output_scale, **kwargs)
+
+  def build(self, input_shape=None):
+    if self.built:
+      return
+    self.lstm_weights = []
+    in_features = self.preprocessor.num_features + self.num_read_heads
+    for layer, units in enumerate(self.hidden_sizes):
+      kernel = self.add_weight(name=f"lstm_{layer}_kernel", shape=(in_features, 4 * units),
+                               initializer="glorot_uniform")
+      recurrent = self.add_weight(name=f"lstm_{layer}_recurrent_kernel",
+                                  shape=(units, 4 * units), initializer="orthogonal")
+      bias = self.add_weight(
+          name=f"lstm_{layer}_bias", shape=(4 * units,),
+          initializer=keras.initializers.Constant([0.0] * units + [1.0] * units
+                                                  + [0.0] * (2 * units)))
+      self.lstm_weights.append((kernel, recurrent, bias))
+      in_features = units
+    small = keras.initializers.RandomNormal(stddev=0.01)
+    heads = "glorot_normal"  # read keys and write vectors start O(h): the memory path is open
+    self.output_kernel = self.add_weight(name="output_kernel", shape=(in_features, 1),
+                                         initializer=small)
+    self.output_bias = self.add_weight(name="output_bias", shape=(1,), initializer="zeros")
+    self.read_key_kernel = self.add_weight(name="read_key_kernel",
+                                           shape=(in_features, self.num_read_heads),
+                                           initializer=heads)
+    self.read_key_bias = self.add_weight(name="read_key_bias", shape=(self.num_read_heads,),
+                                         initializer="zeros")
+    # Columns [0, W) give a_t, columns [W, 2W) give b_t.
+    self.write_kernel = self.add_weight(name="write_kernel",
+                                        shape=(in_features, 2 * self.num_write_heads),
+                                        initializer=heads)
+    self.write_bias = self.add_weight(name="write_bias", shape=(2 * self.num_write_heads,),
+                                      initializer="zeros")
+    self.read_output_kernel = self.add_weight(name="read_output_kernel",
+                                              shape=(self.num_read_heads, 1), initializer=small)
+    self.built = True
+
+  # -- memory interface (subclasses) ------------------------------------------------------------
+
+  @property
+  def memory_state_size(self):
+    raise NotImplementedError
+
+  @property
+  def memory_state_names(self):
+    raise NotImplementedError
+
+  def initial_memory(self, shape):
+    """Zero memory states for a [..., n] coordinate shape (a list of ints / scalar tensors)."""
+    raise NotImplementedError
+
+  def read_memory(self, memory, keys):
+    """i = M r for keys [..., n, R]; returns [..., n, R]."""
+    raise NotImplementedError
+
+  def write_memory(self, memory, a, b):
+    """Memory states holding M + A B^T, for write vectors a, b [..., n, W]."""
+    raise NotImplementedError
+
+  # -- cell protocol ----------------------------------------------------------------------------
+
+  @property
+  def _num_lstm_states(self):
+    return 2 * len(self.hidden_sizes)
+
+  @property
+  def state_size(self):
+    return ([units for units in self.hidden_sizes for _ in ("h", "c")]
+            + [self.num_read_heads] + list(self.memory_state_size))
+
+  @property
+  def state_names(self):
+    return ([f"lstm_{layer}_{kind}" for layer in range(len(self.hidden_sizes))
+             for kind in ("h", "c")] + ["read"] + list(self.memory_state_names))
+
+  def get_initial_state(self, batch_size):
+    shape = list(batch_size) if isinstance(batch_size, (list, tuple)) else [batch_size]
+    memory = self.initial_memory(shape)  # first: it may refuse the size before any allocation
+    per_coordinate = [tf.zeros(shape + [size], dtype=self.compute_dtype)
+                      for size in self.state_size[:self._num_lstm_states + 1]]
+    return per_coordinate + memory
+
+  def controller_step(self, inputs, states):
+    """Runs the controller and heads (no memory access).
+
+    Args:
+      inputs: gradients [..., n, 1].
+      states: the cell's state list (only the LSTM states and the previous read are used).
+    Returns:
+      dict with "direct_output" [..., n, 1] (o_t, before output_scale), "read_keys"
+      [..., n, R], "write_a" and "write_b" [..., n, W], and "lstm_states" (list, each
+      [..., n, units]).
+    """
+    shape = tf.shape(inputs)
+    per_coordinate = lambda t: tf.reshape(t, tf.concat([shape[:-1], tf.shape(t)[-1:]], 0))
+    previous_read = tf.reshape(states[self._num_lstm_states], [-1, self.num_read_heads])
+    x = tf.concat([self.preprocessor(tf.reshape(inputs, [-1, 1])), previous_read], axis=-1)
+    lstm_states = []
+    for layer, (kernel, recurrent, bias) in enumerate(self.lstm_weights):
+      h = tf.reshape(states[2 * layer], [-1, self.hidden_sizes[layer]])
+      c = tf.reshape(states[2 * layer + 1], [-1, self.hidden_sizes[layer]])
+      h, c = coordinatewise_lstm.lstm_step(x, h, c, kernel, recurrent, bias)
+      h = self.transform_hidden(h, shape, layer)
+      lstm_states += [h, c]
+      x = h
+    writes = tf.matmul(x, self.write_kernel) + self.write_bias
+    write_a, write_b = tf.split(writes, 2, axis=-1)
+    return {
+        "direct_output": per_coordinate(tf.matmul(x, self.output_kernel) + self.output_bias),
+        "read_keys": per_coordinate(tf.matmul(x, self.read_key_kernel) + self.read_key_bias),
+        "write_a": per_coordinate(write_a),
+        "write_b": per_coordinate(write_b),
+        "lstm_states": [per_coordinate(s) for s in lstm_states],
+    }
+
+  def call(self, inputs, states):
+    states = list(states)
+    step = self.controller_step(inputs, states)
+    memory = states[self._num_lstm_states + 1:]
+    read = self.read_memory(memory, step["read_keys"])
+    new_memory = self.write_memory(memory, step["write_a"], step["write_b"])
+    updates = (step["direct_output"] + tf.matmul(read, self.read_output_kernel)) * tf.cast(
+        self.output_scale, inputs.dtype)
+    return updates, step["lstm_states"] + [read] + list(new_memory)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(num_read_heads=self.num_read_heads, num_write_heads=self.num_write_heads)
+    return config
+
+
+@keras.saving.register_keras_serializable(package="l2l_tf")
+class NTMBFGS(NeuralTuringMachineCell):
+  """NTM-BFGS: dense n x n memory per instance (see the module docstring).
+
+  Args:
+    max_dense_coordinates: the most coordinates per instance for which get_initial_state
+      allocates the dense memory (4 n^2 bytes per instance in float32); more is refused with
+      advice to use NTMLBFGS. Default 4096 (64 MiB per instance).
+    Other arguments as NeuralTuringMachineCell.
+  """
+
+  def __init__(self, hidden_sizes=(20, 20), num_read_heads=1, num_write_heads=3,
+               global_averaging_units=None, global_averaging_fraction=None,
+               max_dense_coordinates=DEFAULT_MAX_DENSE_COORDINATES, preprocessing="log_sign",
+               output_scale=0.1, **kwargs):
+    self.max_dense_coordinates = _check_int("max_dense_coordinates", max_dense_coordinates, 1)
+    super().__init__(hidden_sizes=hidden_sizes, num_read_heads=num_read_heads,
+                     num_write_heads=num_write_heads,
+                     global_averaging_units=global_averaging_units,
+                     global_averaging_fraction=global_averaging_fraction,
+                     preprocessing=preprocessing, output_scale=output_scale, **kwargs)
+
+  @property
+  def memory_state_size(self):
+    return [None]  # trailing size n: the memory is [..., n, n]
+
+  @property
+  def memory_state_names(self):
+    return ["memory"]
+
+  def _refusal(self, n=None):
+    size = ("the number of coordinates" if n is None else
+            f"{n} coordinates need {4.0 * n * n / 2**20:.1f} MiB per instance (float32),")
+    return (f"NTMBFGS keeps a dense n x n memory per problem instance: {size} over "
+            f"max_dense_coordinates={self.max_dense_coordinates}. Use NTMLBFGS "
+            "(--optimizer=ntm_lbfgs), whose sliding window of write vectors needs O(n k) memory, "
+            "or raise max_dense_coordinates.")
+
+  def initial_memory(self, shape):
+    n = shape[-1]
+    static_n = tf.get_static_value(n) if tf.is_tensor(n) else n
+    if static_n is not None:
+      if int(static_n) > self.max_dense_coordinates:
+        raise ValueError(self._refusal(int(static_n)))
+      return [tf.zeros(shape + [n], dtype=self.compute_dtype)]
+    check = tf.debugging.assert_less_equal(
+        tf.cast(n, tf.int64), tf.constant(self.max_dense_coordinates, tf.int64),
+        message=self._refusal())
+    with tf.control_dependencies([check]):
+      return [tf.zeros(shape + [n], dtype=self.compute_dtype)]
+
+  def read_memory(self, memory, keys):
+    return tf.matmul(memory[0], keys)
+
+  def write_memory(self, memory, a, b):
+    return [memory[0] + tf.matmul(a, b, transpose_b=True)]
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(max_dense_coordinates=self.max_dense_coordinates)
+    return config
+
+
+@keras.saving.register_keras_serializable(package="l2l_tf")
+class NTMLBFGS(NeuralTuringMachineCell):
+  """NTM-L-BFGS: M_t = A B^T over a sliding window of the last k steps' writes, O(n k) memory.
+
+  Args:
+    window_size: k >= 1 steps kept; the windows hold k * num_write_heads vectors each.
+    Other arguments as NeuralTuringMachineCell.
+  """
+
+  def __init__(self, hidden_sizes=(20, 20), num_read_heads=1, num_write_heads=3,
+               window_size=10, global_averaging_units=None, global_averaging_fraction=None,
+               preprocessing="log_sign", output_scale=0.1, **kwargs):
+    self.window_size = _check_int("window_size", window_size, 1)
+    super().__init__(hidden_sizes=hidden_sizes, num_read_heads=num_read_heads,
+                     num_write_heads=num_write_heads,
+                     global_averaging_units=global_averaging_units,
+                     global_averaging_fraction=global_averaging_fraction,
+                     preprocessing=preprocessing, output_scale=output_scale, **kwargs)
+
+  @property
+  def memory_state_size(self):
+    return [self.window_size * self.num_write_heads] * 2
+
+  @property
+  def memory_state_names(self):
+    return ["write_a_window", "write_b_window"]
+
+  def initial_memory(self, shape):
+    return [tf.zeros(shape + [size], dtype=self.compute_dtype)
+            for size in self.memory_state_size]
+
+  def read_memory(self, memory, keys):
+    window_a, window_b = memory
+    return tf.matmul(window_a, tf.matmul(window_b, keys, transpose_a=True))
+
+  def write_memory(self, memory, a, b):
+    heads = self.num_write_heads
+    return [tf.concat([window[..., heads:], new], axis=-1)
+            for window, new in zip(memory, (a, b))]
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(window_size=self.window_size)
+    return config

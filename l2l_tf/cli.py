@@ -1,0 +1,48 @@
+"""Shared pieces of the absl command-line programs in scripts/."""
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from l2l_tf import registry
+
+FLAGS = flags.FLAGS
+
+
+def define_problem_flags():
+  flags.DEFINE_enum("problem", "quadratic", list(registry.PROBLEMS), "Optimizee family.")
+  flags.DEFINE_enum("dataset_source", "embedded", ["embedded", "tfds", "idx"],
+                    "Where MNIST comes from: the sample shipped in the package, "
+                    "tensorflow-datasets, or a directory of official IDX files.")
+  flags.DEFINE_string("data_dir", None, "Data directory for --dataset_source=tfds|idx.")
+  flags.DEFINE_list("hidden_sizes", ["20"], "MNIST MLP hidden layer widths.")
+  flags.DEFINE_enum("activation", "sigmoid", ["sigmoid", "relu", "tanh"], "MNIST activation.")
+  flags.DEFINE_integer("num_steps", 100, "Optimizee steps per trajectory.", lower_bound=1)
+  flags.DEFINE_integer("seed", 0, "Base random seed.", lower_bound=0)
+
+
+def problem_from_flags(split, batch_size=None):
+  try:
+    hidden_sizes = [int(h) for h in FLAGS.hidden_sizes]
+  except ValueError:
+    raise ValueError(f"--hidden_sizes must be integers, got {FLAGS.hidden_sizes}") from None
+  if FLAGS.problem != "quadratic" and FLAGS.dataset_source == "idx" and not FLAGS.data_dir:
+    raise ValueError("--dataset_source=idx needs --data_dir")
+  return registry.make_problem(FLAGS.problem, split, batch_size, FLAGS.dataset_source,
+                               FLAGS.data_dir, hidden_sizes, FLAGS.activation)
+
+
+def run(main):
+  """app.run that turns expected failures (bad input, bad files) into one-line errors."""
+
+  def guarded(argv):
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+      sys.exit(f"error: unexpected arguments {argv[1:]} (flags are written --name=value)")
+    try:
+      main(argv)
+    except (ValueError, OSError) as e:
+      sys.exit(f"error: {e}")
+
+  app.run(guarded)

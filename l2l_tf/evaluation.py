@@ -1,0 +1,156 @@
+"""Evaluating optimizers on held-out problems, the same problems for every optimizer.
+
+    results, losses = compare(problem, {"learned": rule}, seed=..., num_steps=100,
+                              tuning_problem=validation_problem)
+
+Baselines (sgd, rmsprop, adam, nag) are tuned per problem family by a learning-rate grid on
+validation problems for the best final mean loss (the paper's protocol), then run on the test
+problems. Results have the JSON shape the scripts write:
+  {"problem", "num_steps", "num_problems",
+   "results": {name: {"learning_rate", "mean_loss" [num_steps + 1], "final_loss_mean",
+                      "final_loss_std"}}}
+"""
+import io as stdio
+import json
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from l2l_tf import io
+from l2l_tf import update_rules
+from l2l_tf.training import unroll as unroll_lib
+
+DEFAULT_LEARNING_RATES = tuple(float(x) for x in 10.0 ** np.linspace(-4, 1, 21))
+
+_compiled_runs = {}
+
+
+def _trajectory_function(problem, rule, jit_compile):
+  """A tf.function running a whole trajectory; cached so each (problem, rule) traces once."""
+  key = (problem, rule, jit_compile)
+  if key not in _compiled_runs:
+    @tf.function(jit_compile=jit_compile)
+    def run(params, batches):
+      first = tf.nest.map_structure(lambda x: x[0], batches)
+      rest = tf.nest.map_structure(lambda x: x[1:], batches)
+      trajectory = unroll_lib.start_trajectory(problem, rule, params, first)
+      _, _, losses = unroll_lib.unroll(problem, rule, trajectory, rest)
+      return tf.concat([trajectory.loss[None], losses], axis=0)
+    _compiled_runs[key] = run
+  return _compiled_runs[key]
+
+
+def run_trajectories(problem, rule, seed, num_steps, jit_compile=False):
+  """Losses [num_steps + 1, batch_size] of `rule` on the problems drawn with `seed`.
+
+  Row 0 is the loss at theta_0 (before the first step).
+  """
+  run = _trajectory_function(problem, rule, jit_compile)
+  losses = run(problem.init_params(seed), problem.sample_batches(seed, num_steps))
+  return losses.numpy().astype(np.float64)
+
+
+def _final_mean(losses):
+  final = float(np.mean(losses[-1]))
+  return final if math.isfinite(final) else math.inf
+
+
+def tune_learning_rate(problem, name, seed, num_steps, learning_rates=DEFAULT_LEARNING_RATES):
+  """The grid learning rate with the lowest final mean loss; returns (rate, {rate: loss})."""
+  rate = tf.Variable(learning_rates[0], dtype=tf.float64, trainable=False)
+  rule = update_rules.make_baseline(name, rate)
+  scores = {}
+  for lr in learning_rates:
+    rate.assign(lr)
+    scores[lr] = _final_mean(run_trajectories(problem, rule, seed, num_steps))
+  best = min(scores, key=scores.get)
+  return best, scores
+
+
+def summarize(losses, learning_rate=None):
+  final = losses[-1]
+  return {"learning_rate": learning_rate,
+          "mean_loss": [float(x) for x in np.mean(losses, axis=1)],
+          "final_loss_mean": float(np.mean(final)),
+          "final_loss_std": float(np.std(final))}
+
+
+def compare(problem, rules, seed, num_steps, baselines=tuple(update_rules.BASELINES),
+            tuning_problem=None, tuning_seed=None, learning_rates=DEFAULT_LEARNING_RATES,
+            fixed_learning_rates=None, log=print):
+  """Runs every optimizer on the same problems.
+
+  Returns (results in the JSON shape above, {name: raw losses [num_steps + 1, problems]}).
+
+  Args:
+    problem: the test problems (problem.batch_size of them, drawn with `seed`).
+    rules: {name: UpdateRule} already configured (e.g. {"learned": rule}).
+    baselines: names of baselines to tune and run.
+    tuning_problem, tuning_seed: validation problems for the learning-rate grid (default: the
+      test family with seed + 1, never the test problems themselves).
+    fixed_learning_rates: {baseline: rate} to skip tuning for those baselines.
+  """
+  tuning_problem = tuning_problem or problem
+  tuning_seed = seed + 1 if tuning_seed is None else tuning_seed
+  results, losses = {}, {}
+  for name, rule in rules.items():
+    losses[name] = run_trajectories(problem, rule, seed, num_steps)
+    results[name] = summarize(losses[name])
+  for name in baselines:
+    if fixed_learning_rates and name in fixed_learning_rates:
+      lr = float(fixed_learning_rates[name])
+    else:
+      lr, _ = tune_learning_rate(tuning_problem, name, tuning_seed, num_steps, learning_rates)
+      log(f"tuned {name}: learning_rate={lr:.3g}")
+    losses[name] = run_trajectories(problem, update_rules.make_baseline(name, lr), seed,
+                                    num_steps)
+    results[name] = summarize(losses[name], lr)
+  summary = {"problem": problem.name, "num_steps": int(num_steps),
+             "num_problems": int(problem.batch_size), "results": results}
+  return summary, losses
+
+
+def format_table(results):
+  """A fixed-width table of final losses, best first."""
+  rows = sorted(results["results"].items(), key=lambda kv: kv[1]["final_loss_mean"])
+  lines = [f"{results['problem']}: loss at step {results['num_steps']} over "
+           f"{results['num_problems']} held-out problems",
+           f"{'optimizer':<10} {'learning_rate':>13} {'mean':>10} {'std':>10}"]
+  for name, r in rows:
+    lr = "-" if r["learning_rate"] is None else f"{r['learning_rate']:.3g}"
+    lines.append(f"{name:<10} {lr:>13} {r['final_loss_mean']:>10.4g} {r['final_loss_std']:>10.4g}")
+  return "\n".join(lines)
+
+
+def write_json(results, path):
+  io.atomic_write(path, json.dumps(results, indent=2, allow_nan=True))
+
+
+def plot(results, path, losses=None, title=None):
+  """Mean loss per step (log scale) per optimizer, as a PNG written atomically.
+
+  losses: optional {name: [T+1, problems]} raw losses; their 25-75% band is shaded.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, r in sorted(results["results"].items()):
+    mean = np.asarray(r["mean_loss"])
+    steps = np.arange(len(mean))
+    label = name if r["learning_rate"] is None else f"{name} (lr={r['learning_rate']:.2g})"
+    line, = ax.plot(steps, mean, label=label, lw=2 if name == "learned" else 1)
+    if losses and name in losses:
+      low, high = np.percentile(losses[name], [25, 75], axis=1)
+      ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, lw=0)
+  ax.set_yscale("log")
+  ax.set_xlabel("step")
+  ax.set_ylabel("loss (mean; band: 25-75%)" if losses else "mean loss")
+  ax.set_title(title or f"{results['problem']}: {results['num_problems']} held-out problems")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  buffer = stdio.BytesIO()
+  fig.savefig(buffer, format="png", dpi=120)
+  plt.close(fig)
+  io.atomic_write(path, buffer.getvalue())

@@ -1,0 +1,273 @@
+"""Exporting trained optimizers as TensorFlow SavedModels (for serving and for other programs).
+
+    export_saved_model(rule_or_cell, path, metadata=None)
+
+writes a SavedModel with these signatures (tag "serve"):
+
+  initial_state   num_coordinates: int32 scalar n
+                  -> one float32 tensor [n, size] per state, keyed by the cell's state_names
+  step            gradients: float32 [n], plus every state tensor [n, size] by name
+                  -> update: float32 [n] (add it to the parameters), plus the new states by
+                     name (the same keys as the inputs, so a client feeds them straight back)
+  serving_default the same function as `step`
+
+A rule with several parameter groups gets one signature set per group instead:
+`initial_state_<group>` and `step_<group>`; `serving_default` is then the step of the rule's
+first group (in the order of rule.cells), and there is no plain `step`.
+
+Inputs are declared with dtype only (float32 / int32; any other dtype is refused by the
+signature itself) and shapes are checked at run time by assertions with messages: gradients
+must be a vector, every state must be [n, size] for the n of the gradients. The checks run
+inside the graph, so they also hold in the C++ loader (saved_model_cli, TensorFlow Serving),
+where a statically declared [None] shape would not be enforced.
+
+The SavedModel's `assets/` holds the optimizer in the l2l_tf.io directory format
+(optimizer.json with the cells' configs, parameter groups and metadata; weights.npz), so
+`l2l_tf.io.load_rule(path)` and `LearnedOptimizer.from_saved_model(path)` rebuild the cells
+with Keras-native compute. The metadata gains an "export" entry describing the signatures and
+each group's architecture, preprocessing, output scale and state layout.
+
+XLA: the cells fuse their gate math with tf.function(jit_compile=True). A serving signature
+must not require XLA (TensorFlow Serving disables its XLA:CPU JIT by default), so the export
+clears the "_XlaMustCompile" marks in the saved graph: the same ops then run without XLA.
+Outputs therefore match the in-memory cell to float rounding (tests use 1e-6), not bitwise.
+
+Writes are atomic: the model is written into a temporary sibling directory that is renamed
+into place only when complete (l2l_tf.io.atomic_directory).
+"""
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from l2l_tf import io as io_lib
+from l2l_tf import learned_rule
+from l2l_tf.cells import base as cells_base
+
+SIGNATURE_INITIAL_STATE = "initial_state"
+SIGNATURE_STEP = "step"
+GRADIENTS_KEY = "gradients"
+UPDATE_KEY = "update"
+NUM_COORDINATES_KEY = "num_coordinates"
+_XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_noinline_xla")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def as_rule(rule_or_cell):
+  """A LearnedUpdateRule from a rule, a single cell, or a {group: cell} dict."""
+  if isinstance(rule_or_cell, learned_rule.LearnedUpdateRule):
+    return rule_or_cell
+  if isinstance(rule_or_cell, (cells_base.LearnedOptimizerCell, dict)):
+    return learned_rule.LearnedUpdateRule(rule_or_cell)
+  raise TypeError(f"Expected a LearnedUpdateRule, a LearnedOptimizerCell or {{group: cell}}, "
+                  f"got {type(rule_or_cell).__name__}")
+
+
+def signature_names(rule):
+  """{group: (initial_state signature key, step signature key)} for an exported rule."""
+  groups = list(rule.cells)
+  if len(groups) == 1:
+    return {groups[0]: (SIGNATURE_INITIAL_STATE, SIGNATURE_STEP)}
+  return {g: (f"{SIGNATURE_INITIAL_STATE}_{g}", f"{SIGNATURE_STEP}_{g}") for g in groups}
+
+
+def _check_names(rule):
+  for group, cell in rule.cells.items():
+    if not _NAME_RE.match(group):
+      raise ValueError(f"Group name {group!r} cannot be used in a signature name; use letters, "
+                       "digits and underscores")
+    names = list(cell.state_names)
+    if len(names) != len(cell.state_size):
+      raise ValueError(f"{type(cell).__name__}: {len(names)} state_names for "
+                       f"{len(cell.state_size)} states")
+    for name in names:
+      if not _NAME_RE.match(name) or name in (GRADIENTS_KEY, UPDATE_KEY):
+        raise ValueError(f"{type(cell).__name__}: state name {name!r} cannot be a signature "
+                         "key")
+    if len(set(names)) != len(names):
+      raise ValueError(f"{type(cell).__name__}: duplicate state names {names}")
+
+
+def _assert_shape(x, expected, label):
+  """Runtime check that x has exactly the shape `expected` (list of int32 scalars)."""
+  shape = tf.shape(x, out_type=tf.int32)
+  rank = len(expected)
+  padded = tf.slice(tf.concat([shape, tf.fill([rank], -1)], 0), [0], [rank])
+  ok = tf.logical_and(tf.equal(tf.size(shape), rank),
+                      tf.reduce_all(tf.equal(padded, tf.stack(expected))))
+  return tf.debugging.Assert(
+      ok, [f"{label}: expected shape", tf.stack(expected), "got shape", shape], summarize=8)
+
+
+def _per_coordinate_states(cell):
+  """Refuses cells whose states are not all [n, size] (their own shapes cannot be served)."""
+  states = cell.get_initial_state(3)
+  bad = [name for name, s, size in zip(cell.state_names, states, cell.state_size)
+         if tuple(s.shape) != (3, size)]
+  if bad:
+    raise ValueError(f"{type(cell).__name__}: states {bad} are not per-coordinate [n, size]; "
+                     "export_saved_model serves only per-coordinate states")
+
+
+def _make_functions(cell, group):
+  names = list(cell.state_names)
+  sizes = [int(s) for s in cell.state_size]
+  compute_dtype = cell.compute_dtype
+
+  @tf.function(input_signature=[tf.TensorSpec(None, tf.int32, name=NUM_COORDINATES_KEY)])
+  def initial_state(num_coordinates):
+    check = tf.debugging.Assert(
+        tf.logical_and(tf.equal(tf.rank(num_coordinates), 0),
+                       tf.reduce_all(num_coordinates >= 0)),
+        [f"initial_state[{group}]: num_coordinates must be a non-negative int32 scalar, got",
+         num_coordinates])
+    with tf.control_dependencies([check]):
+      n = tf.reshape(tf.identity(num_coordinates), [])
+    return {name: tf.zeros(tf.stack([n, size]), tf.float32) for name, size in zip(names, sizes)}
+
+  specs = [tf.TensorSpec(None, tf.float32, name=GRADIENTS_KEY)]
+  specs += [tf.TensorSpec(None, tf.float32, name=name) for name in names]
+
+  @tf.function(input_signature=specs)
+  def step(gradients, *states):
+    rank_check = tf.debugging.Assert(
+        tf.equal(tf.rank(gradients), 1),
+        [f"step[{group}]: gradients must be a vector [n]; got shape", tf.shape(gradients)])
+    with tf.control_dependencies([rank_check]):
+      n = tf.size(gradients, out_type=tf.int32)
+    checks = [_assert_shape(s, [n, tf.constant(size)], f"step[{group}]: state {name!r}")
+              for s, name, size in zip(states, names, sizes)]
+    with tf.control_dependencies(checks + [rank_check]):
+      g = tf.reshape(gradients, [-1, 1])
+      states = [tf.reshape(s, [-1, size]) for s, size in zip(states, sizes)]
+    g = tf.cast(g, compute_dtype)[None]
+    states = [tf.cast(s, compute_dtype)[None] for s in states]
+    updates, new_states = cell(g, states)
+    outputs = {UPDATE_KEY: tf.reshape(tf.cast(updates, tf.float32), [-1])}
+    for name, size, s in zip(names, sizes, new_states):
+      outputs[name] = tf.reshape(tf.cast(s, tf.float32), [-1, size])
+    return outputs
+
+  return initial_state, step
+
+
+class _OptimizerModule(tf.Module):
+  """What gets saved: the cells' backing tf.Variables, the functions and the config assets."""
+
+
+def _backing_variable(weight):
+  value = getattr(weight, "value", weight)
+  if not isinstance(value, tf.Variable):
+    raise TypeError(f"weight {weight.name} is not backed by a tf.Variable")
+  return value
+
+
+def _strip_xla(saved_model_dir):
+  """Clears the XLA must-compile marks in saved_model.pb (see the module docstring)."""
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  pb_path = os.path.join(saved_model_dir, "saved_model.pb")
+  proto = saved_model_pb2.SavedModel()
+  with open(pb_path, "rb") as f:
+    proto.ParseFromString(f.read())
+  changed = 0
+
+  def clean_attrs(attrs):
+    nonlocal changed
+    for key in _XLA_ATTRS:
+      if key in attrs:
+        del attrs[key]
+        changed += 1
+
+  for meta_graph in proto.meta_graphs:
+    for node in meta_graph.graph_def.node:
+      clean_attrs(node.attr)
+    for function in meta_graph.graph_def.library.function:
+      clean_attrs(function.attr)
+      for node in function.node_def:
+        clean_attrs(node.attr)
+    for function in meta_graph.object_graph_def.nodes:
+      if function.WhichOneof("kind") == "function":
+        spec = function.function.function_spec
+        if spec.jit_compile:
+          spec.jit_compile = 0  # DEFAULT
+          changed += 1
+  if changed:
+    with open(pb_path, "wb") as f:
+      f.write(proto.SerializeToString())
+  return changed
+
+
+def _export_metadata(rule, metadata):
+  metadata = dict(metadata or {})
+  info = {"groups": {}, "tensorflow_version": tf.__version__, "keras_version": keras.__version__}
+  for group, (init_key, step_key) in signature_names(rule).items():
+    cell = rule.cells[group]
+    config = cell.get_config()
+    info["groups"][group] = {
+        "architecture": type(cell).__name__,
+        "config": {k: v for k, v in config.items()
+                   if k not in ("name", "trainable", "dtype", "preprocessing", "output_scale")},
+        "preprocessing": config.get("preprocessing"),
+        "output_scale": config.get("output_scale"),
+        "state_names": list(cell.state_names),
+        "state_size": [int(s) for s in cell.state_size],
+        "num_weights": int(sum(w.shape.num_elements() if hasattr(w.shape, "num_elements")
+                               else int(tf.size(w)) for w in cell.weights)),
+        "signatures": {"initial_state": init_key, "step": step_key},
+    }
+  info["serving_default"] = signature_names(rule)[next(iter(rule.cells))][1]
+  metadata["export"] = info
+  return metadata
+
+
+def export_saved_model(rule_or_cell, path, metadata=None):
+  """Writes `rule_or_cell` as a SavedModel at `path` (atomically); returns the path.
+
+  Args:
+    rule_or_cell: a LearnedUpdateRule, a LearnedOptimizerCell or {group: cell}.
+    path: target directory; replaced if it exists.
+    metadata: JSON-serializable dict stored in assets/optimizer.json, e.g.
+      {"meta_trained_on": {...}, "evaluation": {...}}.
+  """
+  rule = as_rule(rule_or_cell)
+  _check_names(rule)
+  for cell in rule.cells.values():
+    _per_coordinate_states(cell)
+  metadata = _export_metadata(rule, metadata)
+
+  module = _OptimizerModule()
+  signatures = {}
+  functions = {}
+  variables = []
+  for group, (init_key, step_key) in signature_names(rule).items():
+    cell = rule.cells[group]
+    initial_state, step = _make_functions(cell, group)
+    functions[init_key] = initial_state
+    functions[step_key] = step
+    signatures[init_key] = initial_state.get_concrete_function()
+    signatures[step_key] = step.get_concrete_function()
+    variables += [_backing_variable(w) for w in cell.weights]
+  signatures["serving_default"] = signatures[metadata["export"]["serving_default"]]
+
+  staging = tempfile.mkdtemp(prefix="l2l_tf_export_")
+  try:
+    io_lib.write_rule(rule, staging, metadata)
+    # Tracked on the module, the tf.Variables are what the C++ loader restores by name
+    # (see ENVIRONMENT.md: tracking the Keras layers alone is not enough).
+    module.cell_variables = variables
+    for key, fn in functions.items():
+      setattr(module, key, fn)
+    module.optimizer_config = tf.saved_model.Asset(os.path.join(staging, io_lib.CONFIG_FILE))
+    module.optimizer_weights = tf.saved_model.Asset(os.path.join(staging, io_lib.WEIGHTS_FILE))
+    with io_lib.atomic_directory(path) as tmp:
+      tf.saved_model.save(module, tmp, signatures=signatures)
+      _strip_xla(tmp)
+      for name in (io_lib.CONFIG_FILE, io_lib.WEIGHTS_FILE):
+        if not os.path.isfile(os.path.join(tmp, "assets", name)):
+          raise RuntimeError(f"export: asset {name} missing from the SavedModel")
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return os.path.abspath(path)

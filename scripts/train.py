@@ -1,0 +1,71 @@
+"""Meta-trains a learned optimizer and leaves the best one (by validation) in --output_dir.
+
+  python scripts/train.py --problem=quadratic --output_dir=runs/quadratic
+  python scripts/train.py --problem=mnist --output_dir=runs/mnist --epochs=20
+
+Re-running with the same flags resumes from the last checkpoint; a directory holding a
+different run is refused.
+"""
+import os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+
+from absl import flags
+
+from l2l_tf import cli
+from l2l_tf import learned_rule
+from l2l_tf import registry
+from l2l_tf.training import meta_trainer
+
+cli.define_problem_flags()
+flags.DEFINE_string("output_dir", None, "Where checkpoints and the best optimizer go.",
+                    required=True)
+flags.DEFINE_enum("optimizer", "lstm", sorted(registry.OPTIMIZERS), "Optimizer network.")
+flags.DEFINE_integer("unroll_length", 20, "Optimizee steps per truncation.", lower_bound=1)
+flags.DEFINE_integer("epochs", 12, "Epochs (each ends with validation).", lower_bound=1)
+flags.DEFINE_integer("trajectories_per_epoch", 50, "Trajectories per epoch.", lower_bound=1)
+flags.DEFINE_float("meta_learning_rate", 0.003, "Adam learning rate on the optimizer's weights.")
+flags.DEFINE_float("meta_gradient_clip", 1.0, "Global-norm clip of meta-gradients (0: off).")
+flags.DEFINE_bool("second_derivatives", False, "Keep second derivatives (the paper drops them).")
+flags.DEFINE_integer("batch_size", None, "Problem instances per trajectory (default: 128 "
+                     "quadratics, 1 MNIST network).", lower_bound=1)
+flags.DEFINE_integer("num_validation_problems", 128, "Fixed validation problems.", lower_bound=1)
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA for the unroll; auto = XLA on GPU/TPU, plain graphs on CPU.")
+flags.DEFINE_enum("preprocessing", None, ["identity", "log_sign", "scale"],
+                  "Gradient preprocessing (default: the paper's choice for the problem).")
+flags.DEFINE_float("output_scale", None, "Update scale (default: the paper's for the problem).")
+flags.DEFINE_integer("log_every", 25, "Trajectories between progress lines.", lower_bound=1)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  config = meta_trainer.MetaTrainingConfig(
+      num_steps=FLAGS.num_steps, unroll_length=FLAGS.unroll_length, epochs=FLAGS.epochs,
+      trajectories_per_epoch=FLAGS.trajectories_per_epoch,
+      meta_learning_rate=FLAGS.meta_learning_rate, meta_gradient_clip=FLAGS.meta_gradient_clip,
+      second_derivatives=FLAGS.second_derivatives, seed=FLAGS.seed,
+      jit_compile=FLAGS.jit_compile, log_every=FLAGS.log_every)
+  config.validate()  # before any data is loaded or directory touched
+  problem = cli.problem_from_flags("train", FLAGS.batch_size)
+  validation = cli.problem_from_flags("validation", FLAGS.num_validation_problems)
+  cell = registry.make_cell(FLAGS.optimizer, FLAGS.problem, preprocessing=FLAGS.preprocessing,
+                            output_scale=FLAGS.output_scale)
+  rule = learned_rule.LearnedUpdateRule(cell)
+  metadata = {"optimizer": FLAGS.optimizer, "problem": problem.get_config(),
+              "dataset_source": FLAGS.dataset_source,
+              "command": "python scripts/train.py " + " ".join(
+                  f"--{name}={FLAGS[name].value}" for name in sorted(FLAGS)
+                  if FLAGS[name].present)}
+  trainer = meta_trainer.MetaTrainer(rule, problem, validation, config, metadata=metadata)
+  print(f"meta-training {FLAGS.optimizer} on {FLAGS.problem}: {problem.num_coordinates()} "
+        f"coordinates x {problem.batch_size} instances, {config.epochs} epochs of "
+        f"{config.trajectories_per_epoch} trajectories, T={config.num_steps}, "
+        f"unroll={config.unroll_length}", flush=True)
+  history = trainer.train(FLAGS.output_dir)
+  best = min(h["best_validation_loss"] for h in history) if history else float("nan")
+  print(f"best validation loss {best:.4g}; best optimizer in {FLAGS.output_dir}/best")
+
+
+if __name__ == "__main__":
+  cli.run(main)
