@@ -6,6 +6,8 @@ writes a SavedModel with these signatures (tag "serve"):
 
   initial_state   num_coordinates: int32 scalar n
                   -> one float32 tensor [n, size] per state, keyed by the cell's state_names
+                     (size from cell.state_size; a size of None means n, e.g. NTMBFGS's
+                     [n, n] memory)
   step            gradients: float32 [n], plus every state tensor [n, size] by name
                   -> update: float32 [n] (add it to the parameters), plus the new states by
                      name (the same keys as the inputs, so a client feeds them straight back)
@@ -35,12 +37,14 @@ Outputs therefore match the in-memory cell to float rounding (tests use 1e-6), n
 Writes are atomic: the model is written into a temporary sibling directory that is renamed
 into place only when complete (l2l_tf.io.atomic_directory).
 """
+import json
 import os
 import re
 import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from l2l_tf import io as io_lib
@@ -102,19 +106,19 @@ def _assert_shape(x, expected, label):
       ok, [f"{label}: expected shape", tf.stack(expected), "got shape", shape], summarize=8)
 
 
-def _per_coordinate_states(cell):
-  """Refuses cells whose states are not all [n, size] (their own shapes cannot be served)."""
-  states = cell.get_initial_state(3)
-  bad = [name for name, s, size in zip(cell.state_names, states, cell.state_size)
-         if tuple(s.shape) != (3, size)]
-  if bad:
-    raise ValueError(f"{type(cell).__name__}: states {bad} are not per-coordinate [n, size]; "
-                     "export_saved_model serves only per-coordinate states")
+def _state_sizes(cell):
+  """Trailing size of each state: an int, or None for a state whose trailing size is n."""
+  sizes = list(cell.state_size)
+  for name, size in zip(cell.state_names, sizes):
+    if size is not None and (isinstance(size, bool) or int(size) != size or size < 0):
+      raise ValueError(f"{type(cell).__name__}: state {name!r} has size {size!r}; export needs "
+                       "states of shape [n, size] (size an int, or None for [n, n])")
+  return [None if size is None else int(size) for size in sizes]
 
 
 def _make_functions(cell, group):
   names = list(cell.state_names)
-  sizes = [int(s) for s in cell.state_size]
+  sizes = _state_sizes(cell)
   compute_dtype = cell.compute_dtype
 
   @tf.function(input_signature=[tf.TensorSpec(None, tf.int32, name=NUM_COORDINATES_KEY)])
@@ -126,7 +130,9 @@ def _make_functions(cell, group):
          num_coordinates])
     with tf.control_dependencies([check]):
       n = tf.reshape(tf.identity(num_coordinates), [])
-    return {name: tf.zeros(tf.stack([n, size]), tf.float32) for name, size in zip(names, sizes)}
+    states = cell.get_initial_state(n)
+    return {name: tf.reshape(tf.cast(s, tf.float32), [-1, n if size is None else size])
+            for name, s, size in zip(names, states, sizes)}
 
   specs = [tf.TensorSpec(None, tf.float32, name=GRADIENTS_KEY)]
   specs += [tf.TensorSpec(None, tf.float32, name=name) for name in names]
@@ -138,17 +144,18 @@ def _make_functions(cell, group):
         [f"step[{group}]: gradients must be a vector [n]; got shape", tf.shape(gradients)])
     with tf.control_dependencies([rank_check]):
       n = tf.size(gradients, out_type=tf.int32)
-    checks = [_assert_shape(s, [n, tf.constant(size)], f"step[{group}]: state {name!r}")
-              for s, name, size in zip(states, names, sizes)]
+    trailing = [n if size is None else tf.constant(size) for size in sizes]
+    checks = [_assert_shape(s, [n, t], f"step[{group}]: state {name!r}")
+              for s, name, t in zip(states, names, trailing)]
     with tf.control_dependencies(checks + [rank_check]):
       g = tf.reshape(gradients, [-1, 1])
-      states = [tf.reshape(s, [-1, size]) for s, size in zip(states, sizes)]
+      states = [tf.reshape(s, tf.stack([n, t])) for s, t in zip(states, trailing)]
     g = tf.cast(g, compute_dtype)[None]
     states = [tf.cast(s, compute_dtype)[None] for s in states]
     updates, new_states = cell(g, states)
     outputs = {UPDATE_KEY: tf.reshape(tf.cast(updates, tf.float32), [-1])}
     for name, size, s in zip(names, sizes, new_states):
-      outputs[name] = tf.reshape(tf.cast(s, tf.float32), [-1, size])
+      outputs[name] = tf.reshape(tf.cast(s, tf.float32), [-1, n if size is None else size])
     return outputs
 
   return initial_state, step
@@ -213,9 +220,8 @@ def _export_metadata(rule, metadata):
         "preprocessing": config.get("preprocessing"),
         "output_scale": config.get("output_scale"),
         "state_names": list(cell.state_names),
-        "state_size": [int(s) for s in cell.state_size],
-        "num_weights": int(sum(w.shape.num_elements() if hasattr(w.shape, "num_elements")
-                               else int(tf.size(w)) for w in cell.weights)),
+        "state_size": _state_sizes(cell),
+        "num_weights": int(sum(np.prod(w.shape, dtype=np.int64) for w in cell.weights)),
         "signatures": {"initial_state": init_key, "step": step_key},
     }
   info["serving_default"] = signature_names(rule)[next(iter(rule.cells))][1]
@@ -235,7 +241,7 @@ def export_saved_model(rule_or_cell, path, metadata=None):
   rule = as_rule(rule_or_cell)
   _check_names(rule)
   for cell in rule.cells.values():
-    _per_coordinate_states(cell)
+    _state_sizes(cell)
   metadata = _export_metadata(rule, metadata)
 
   module = _OptimizerModule()
@@ -271,3 +277,134 @@ def export_saved_model(rule_or_cell, path, metadata=None):
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return os.path.abspath(path)
+
+
+def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None):
+  """scripts/export.py: an l2l_tf optimizer directory -> SavedModel; returns the metadata.
+
+  optimizer_path is an optimizer directory (scripts/train.py's <output_dir>/best, or
+  <output_dir> itself). Its stored metadata (problem, training command and settings, best
+  validation loss) becomes "meta_trained_on"; evaluation_json (scripts/evaluate.py's
+  --output_json) becomes "evaluation". Raises ValueError (OptimizerFileError) on bad input.
+  """
+  if not optimizer_path:
+    raise ValueError("--optimizer_path is required")
+  if not output_path:
+    raise ValueError("--output_path is required")
+  if not os.path.exists(optimizer_path):
+    raise io_lib.OptimizerFileError(f"{optimizer_path}: does not exist (expected an l2l_tf "
+                                    "optimizer directory)")
+  if os.path.exists(output_path) and not os.path.isdir(output_path):
+    raise ValueError(f"{output_path}: exists and is not a directory")
+  source = os.path.abspath(io_lib.resolve_path(optimizer_path))
+  if os.path.abspath(output_path) in (source, os.path.abspath(optimizer_path)):
+    raise ValueError(f"{output_path}: the output would replace the optimizer being exported")
+  rule, stored = io_lib.load_rule(optimizer_path)
+  metadata = {"meta_trained_on": stored, "exported_from": source}
+  if evaluation_json:
+    try:
+      with open(evaluation_json) as f:
+        metadata["evaluation"] = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"{evaluation_json}: unreadable evaluation JSON ({e})") from e
+  export_saved_model(rule, output_path, metadata)
+  return rule, metadata
+
+
+class SavedModelError(io_lib.OptimizerFileError):
+  """A path that is not a servable l2l_tf optimizer SavedModel (the message names the path)."""
+
+
+def inspect_saved_model(path):
+  """Validates `path` as an exported l2l_tf SavedModel without running it.
+
+  Returns (the "serve" MetaGraphDef, the optimizer config from assets/optimizer.json); raises
+  SavedModelError naming the path for a missing path, a non-SavedModel, a corrupt
+  saved_model.pb, a SavedModel from another program or a missing/corrupt optimizer asset.
+  """
+  from google.protobuf import message  # pylint: disable=g-import-not-at-top
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  path = str(path)
+  if not os.path.exists(path):
+    raise SavedModelError(f"{path}: does not exist")
+  if not os.path.isdir(path):
+    raise SavedModelError(f"{path}: not a directory, so not a SavedModel")
+  pb_path = os.path.join(path, "saved_model.pb")
+  if not os.path.isfile(pb_path):
+    raise SavedModelError(f"{path}: not a SavedModel (no saved_model.pb)")
+  proto = saved_model_pb2.SavedModel()
+  try:
+    with open(pb_path, "rb") as f:
+      proto.ParseFromString(f.read())
+  except (OSError, message.DecodeError) as e:
+    raise SavedModelError(f"{pb_path}: corrupt SavedModel graph ({e})") from e
+  serving = [m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags]
+  if not serving:
+    raise SavedModelError(f"{path}: corrupt or foreign SavedModel: no 'serve' tag-set")
+  signatures = set(serving[0].signature_def)
+  if not any(k == "step" or k.startswith("step_") for k in signatures) or not any(
+      k == "initial_state" or k.startswith("initial_state_") for k in signatures):
+    raise SavedModelError(f"{path}: a SavedModel from another program: it has signatures "
+                          f"{sorted(signatures)}, not l2l_tf's initial_state / step")
+  try:
+    config = io_lib.read_config(path)
+  except io_lib.OptimizerFileError as e:
+    raise SavedModelError(str(e)) from e
+  return serving[0], config
+
+
+def _initial_state_key(step_key, config):
+  if step_key == "serving_default":
+    step_key = config.get("metadata", {}).get("export", {}).get("serving_default", "step")
+  return "initial_state" + step_key[len("step"):]
+
+
+def serve_request(path, signature=None, num_coordinates=8, seed=0):
+  """Loads `path` as TensorFlow Serving does and runs one request; returns (request, response).
+
+  The SavedModel is loaded in a TF1 Session with tf.compat.v1.saved_model.load (the C++
+  loader), `initial_state` runs for num_coordinates, then `signature` (default "step", or
+  "serving_default" for several-group exports) on a random normal gradient. Request and
+  response are dicts in TensorFlow Serving's REST predict format (columnar inputs/outputs).
+  """
+  path = str(path)
+  meta_graph, config = inspect_saved_model(path)
+  keys = set(meta_graph.signature_def)
+  if signature is None:
+    signature = "step" if "step" in keys else "serving_default"
+  if signature not in keys:
+    raise SavedModelError(f"{path}: no signature {signature!r}; it has {sorted(keys)}")
+  init_key = _initial_state_key(signature, config)
+  if init_key not in keys:
+    raise SavedModelError(f"{path}: no signature {init_key!r} to go with {signature!r}")
+  gradients = np.random.default_rng(seed).normal(size=num_coordinates).astype(np.float32)
+  logger = tf.get_logger()
+  level = logger.level
+  with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
+    try:
+      logger.setLevel("ERROR")  # tf.compat.v1.saved_model.load's deprecation notice
+      try:
+        loaded = tf.compat.v1.saved_model.load(sess, ["serve"], path)
+      finally:
+        logger.setLevel(level)
+      init_sig, step_sig = loaded.signature_def[init_key], loaded.signature_def[signature]
+      states = sess.run({k: v.name for k, v in init_sig.outputs.items()},
+                        {init_sig.inputs["num_coordinates"].name: num_coordinates})
+      inputs = dict(states, gradients=gradients)
+      missing = sorted(set(step_sig.inputs) - set(inputs))
+      if missing:
+        raise SavedModelError(f"{path}: signature {signature!r} needs inputs {missing} that "
+                              f"{init_key!r} does not provide")
+      outputs = sess.run({k: v.name for k, v in step_sig.outputs.items()},
+                         {step_sig.inputs[k].name: inputs[k] for k in step_sig.inputs})
+    except (tf.errors.OpError, ValueError, RuntimeError, OSError, KeyError) as e:
+      if isinstance(e, SavedModelError):
+        raise
+      first_line = (getattr(e, "message", None) or str(e)).strip().splitlines()
+      raise SavedModelError(f"{path}: corrupt SavedModel, loading or running it in a Session "
+                            f"failed ({type(e).__name__}: "
+                            f"{first_line[0] if first_line else ''})") from e
+  request = {"signature_name": signature,
+             "inputs": {k: np.asarray(v).tolist() for k, v in sorted(inputs.items())}}
+  response = {"outputs": {k: np.asarray(v).tolist() for k, v in sorted(outputs.items())}}
+  return request, response

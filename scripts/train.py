@@ -21,7 +21,7 @@ flags.DEFINE_string("output_dir", None, "Where checkpoints and the best optimize
                     required=True)
 flags.DEFINE_enum("optimizer", "lstm", sorted(registry.OPTIMIZERS), "Optimizer network.")
 flags.DEFINE_integer("unroll_length", 20, "Optimizee steps per truncation.", lower_bound=1)
-flags.DEFINE_integer("epochs", 12, "Epochs (each ends with validation).", lower_bound=1)
+flags.DEFINE_integer("epochs", 10, "Epochs (each ends with validation).", lower_bound=1)
 flags.DEFINE_integer("trajectories_per_epoch", 50, "Trajectories per epoch.", lower_bound=1)
 flags.DEFINE_float("meta_learning_rate", 0.003, "Adam learning rate on the optimizer's weights.")
 flags.DEFINE_float("meta_gradient_clip", 1.0, "Global-norm clip of meta-gradients (0: off).")

@@ -80,7 +80,7 @@ def test_gac_output_is_the_mean_over_coordinates_of_each_instance():
 
   # Reference: the plain LSTM step with the same weights, then the mean over axis -2.
   kernel, recurrent, bias = gac.lstm_weights[0]
-  ref_h0, _ = coordinatewise_lstm.lstm_step_reference(
+  ref_h0, _ = coordinatewise_lstm.lstm_step(
       tf.reshape(grads, [-1, 1]), tf.reshape(states[0], [-1, 6]), tf.reshape(states[1], [-1, 6]),
       kernel, recurrent, bias)
   ref_h0 = ref_h0.numpy().reshape(3, 7, 6)
@@ -88,7 +88,7 @@ def test_gac_output_is_the_mean_over_coordinates_of_each_instance():
   np.testing.assert_allclose(h0[..., 4:], np.broadcast_to(
       ref_h0[..., 4:].mean(axis=-2, keepdims=True), (3, 7, 2)), atol=ATOL)
   kernel, recurrent, bias = gac.lstm_weights[1]
-  ref_h1, _ = coordinatewise_lstm.lstm_step_reference(
+  ref_h1, _ = coordinatewise_lstm.lstm_step(
       tf.reshape(h0, [-1, 6]), tf.reshape(states[2], [-1, 5]), tf.reshape(states[3], [-1, 5]),
       kernel, recurrent, bias)
   ref_h1 = ref_h1.numpy().reshape(3, 7, 5)

@@ -29,10 +29,15 @@ def lstm_step_reference(inputs, h, c, kernel, recurrent_kernel, bias):
 def _gates_forward(z, c):
   """Gate math on scaled pre-activations z [rows, 4u]: returns (h, c, tanh(z), tanh(c))."""
   t = tf.tanh(z)
+  return _cell_forward(t, c) + (t, _cell_forward(t, c)[2])
+
+
+def _cell_forward(t, c):
+  """Gate math after the tanh: (h, c, tanh(c)) from t = tanh(z) [rows, 4u]."""
   t_i, t_f, g, t_o = tf.split(t, 4, axis=-1)
   new_c = (0.5 * t_f + 0.5) * c + (0.5 * t_i + 0.5) * g
   tanh_c = tf.tanh(new_c)
-  return (0.5 * t_o + 0.5) * tanh_c, new_c, t, tanh_c
+  return (0.5 * t_o + 0.5) * tanh_c, new_c, tanh_c
 
 
 def _gates_backward(d_h, d_c, c, t, tanh_c):
@@ -49,14 +54,15 @@ def _gates_backward(d_h, d_c, c, t, tanh_c):
 # The gate math is a chain of ~20 elementwise passes over [rows, 4u]; as separate TF kernels it
 # dominates the CPU cost. XLA fuses each direction into one loop compiled for the host ISA,
 # while the matmuls stay on TensorFlow's oneDNN kernels (faster here than XLA's).
-_fused_gates_forward = tf.function(_gates_forward, jit_compile=True, autograph=False)
+_fused_cell_forward = tf.function(_cell_forward, jit_compile=True, autograph=False)
 _fused_gates_backward = tf.function(_gates_backward, jit_compile=True, autograph=False)
 
 
 @tf.custom_gradient
 def _fused_lstm(u, c, kernel, bias):
   """LSTM step on u = [inputs, h] with scaled, stacked weights; hand-written backward pass."""
-  new_h, new_c, t, tanh_c = _fused_gates_forward(tf.matmul(u, kernel) + bias, c)
+  t = tf.tanh(tf.matmul(u, kernel) + bias)
+  new_h, new_c, tanh_c = _fused_cell_forward(t, c)
 
   def gradient(d_h, d_c):
     d_c = tf.zeros_like(new_c) if d_c is None else d_c

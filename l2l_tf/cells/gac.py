@@ -85,7 +85,7 @@ def global_average(h, shape, num_global):
   units = h.shape[-1]
   per_instance = tf.reshape(h, tf.stack([-1, shape[-2], units]))
   local, shared = tf.split(per_instance, [units - num_global, num_global], axis=-1)
-  shared = tf.broadcast_to(tf.reduce_mean(shared, axis=[0, 1], keepdims=True), tf.shape(shared))
+  shared = tf.broadcast_to(tf.reduce_mean(shared, axis=-2, keepdims=True), tf.shape(shared))
   return tf.reshape(tf.concat([local, shared], axis=-1), tf.shape(h))
 
 

@@ -112,8 +112,11 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
                                         initializer=heads)
     self.write_bias = self.add_weight(name="write_bias", shape=(2 * self.num_write_heads,),
                                       initializer="zeros")
+    # Zero: the update starts as the LSTM+GAC's (reads only feed the controller), so a fresh
+    # cell does not diverge through the growing memory; meta-training opens the read path.
     self.read_output_kernel = self.add_weight(name="read_output_kernel",
-                                              shape=(self.num_read_heads, 1), initializer=small)
+                                              shape=(self.num_read_heads, 1),
+                                              initializer="zeros")
     self.built = True
 
   # -- memory interface (subclasses) ------------------------------------------------------------
@@ -184,11 +187,15 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
       h = self.transform_hidden(h, shape, layer)
       lstm_states += [h, c]
       x = h
-    writes = tf.matmul(x, self.write_kernel) + self.write_bias
-    write_a, write_b = tf.split(writes, 2, axis=-1)
+    # All heads in one matmul: [rows, units] x [units, 1 + R + 2W].
+    heads = tf.matmul(x, tf.concat([self.output_kernel, self.read_key_kernel,
+                                    self.write_kernel], axis=1))
+    heads += tf.concat([self.output_bias, self.read_key_bias, self.write_bias], axis=0)
+    output, keys, write_a, write_b = tf.split(
+        heads, [1, self.num_read_heads, self.num_write_heads, self.num_write_heads], axis=-1)
     return {
-        "direct_output": per_coordinate(tf.matmul(x, self.output_kernel) + self.output_bias),
-        "read_keys": per_coordinate(tf.matmul(x, self.read_key_kernel) + self.read_key_bias),
+        "direct_output": per_coordinate(output),
+        "read_keys": per_coordinate(keys),
         "write_a": per_coordinate(write_a),
         "write_b": per_coordinate(write_b),
         "lstm_states": [per_coordinate(s) for s in lstm_states],

@@ -1,0 +1,98 @@
+"""The meta-training loop: learning, NaN guard, run directories, resume."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import l2l_tf
+from l2l_tf import io
+from l2l_tf.training import meta_trainer
+
+
+def _trainer(log=None, problem=None, **overrides):
+  problem = problem or l2l_tf.QuadraticProblem(batch_size=32)
+  tf.keras.utils.set_random_seed(0)
+  rule = l2l_tf.LearnedUpdateRule(l2l_tf.CoordinatewiseLSTM(preprocessing="identity",
+                                                            output_scale=1.0))
+  settings = dict(num_steps=20, unroll_length=10, epochs=2, trajectories_per_epoch=6,
+                  meta_learning_rate=0.01, jit_compile="false", log_every=100)
+  settings.update(overrides)
+  logs = [] if log is None else log
+  trainer = meta_trainer.MetaTrainer(rule, problem, l2l_tf.QuadraticProblem(batch_size=32),
+                                     meta_trainer.MetaTrainingConfig(**settings),
+                                     log=logs.append)
+  return trainer, rule, logs
+
+
+def test_short_meta_training_lowers_the_meta_loss(tmp_path):
+  trainer, rule, logs = _trainer(epochs=3, trajectories_per_epoch=10)
+  before = trainer.validation_loss()
+  history = trainer.train(str(tmp_path / "run"))
+  assert history[-1]["best_validation_loss"] < 0.7 * before
+  assert history[-1]["meta_loss"] < history[0]["meta_loss"]
+  loaded, metadata = io.load_rule(str(tmp_path / "run"))
+  assert metadata["best_validation_loss"] == pytest.approx(history[-1]["best_validation_loss"])
+  assert any("ETA" in line for line in logs)
+  for name in ("run.json", "history.json", "checkpoints", "tensorboard", "best"):
+    assert os.path.exists(tmp_path / "run" / name), name
+
+
+class ExplodingQuadratic(l2l_tf.QuadraticProblem):
+  """Its loss turns to NaN once the parameters leave a small ball (a diverging optimizee)."""
+
+  def loss(self, params, batch):
+    value = super().loss(params, batch)
+    far = tf.reduce_max(tf.abs(params["theta"]), axis=-1) > 0.02
+    return tf.where(far, tf.constant(np.nan, value.dtype), value)
+
+
+def test_non_finite_meta_loss_is_reported_and_skipped(tmp_path):
+  logs = []
+  trainer, rule, _ = _trainer(log=logs, problem=ExplodingQuadratic(batch_size=8), epochs=1,
+                              trajectories_per_epoch=2)
+  weights = [w.numpy() for w in rule.trainable_variables]
+  objective, skipped = trainer.train_trajectory(1_000_000)
+  assert skipped == 1
+  assert any("non-finite meta-loss" in line and "meta-step 1" in line for line in logs)
+  for before, after in zip(weights, rule.trainable_variables):
+    np.testing.assert_array_equal(before, after.numpy())
+  history = trainer.train(str(tmp_path / "run"))
+  assert history[0]["skipped_updates"] == 2
+  io.load_rule(str(tmp_path / "run"))  # the last good optimizer is still there
+
+
+def test_directory_with_another_run_is_refused(tmp_path):
+  trainer, _, _ = _trainer(epochs=1, trajectories_per_epoch=1)
+  trainer.train(str(tmp_path / "run"))
+  other, _, _ = _trainer(epochs=1, trajectories_per_epoch=1, meta_learning_rate=0.5)
+  with pytest.raises(meta_trainer.RunDirectoryError, match="holds another run"):
+    other.train(str(tmp_path / "run"))
+  (tmp_path / "stuff").mkdir()
+  (tmp_path / "stuff" / "notes.txt").write_text("mine")
+  with pytest.raises(meta_trainer.RunDirectoryError, match="holds no l2l_tf run"):
+    other.train(str(tmp_path / "stuff"))
+  assert (tmp_path / "stuff" / "notes.txt").read_text() == "mine"
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+  out = str(tmp_path / "run")
+  first, _, _ = _trainer(epochs=2, trajectories_per_epoch=3)
+  first.train(out)
+  resumed, rule, logs = _trainer(epochs=3, trajectories_per_epoch=3)
+  # Same configuration but for the epoch count is another run: refuse; same one resumes.
+  with pytest.raises(meta_trainer.RunDirectoryError):
+    resumed.train(out)
+  again, rule, logs = _trainer(epochs=2, trajectories_per_epoch=3)
+  history = again.train(out)
+  assert any("resuming" in line for line in logs)
+  assert [h["epoch"] for h in history] == [1, 2]  # nothing re-run
+  assert int(again.meta_optimizer.iterations.numpy()) == int(first.meta_optimizer.iterations.numpy())
+
+
+@pytest.mark.parametrize("bad", [dict(num_steps=30, unroll_length=20), dict(num_steps=0),
+                                 dict(meta_learning_rate=-1.0), dict(jit_compile="maybe")])
+def test_inconsistent_config_refused(bad):
+  with pytest.raises(ValueError):
+    meta_trainer.MetaTrainingConfig(**bad).validate()

@@ -1,0 +1,86 @@
+"""The absl scripts end to end: JSON shape, optimizer directories, one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, *args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args],
+                        capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("runs") / "quadratic")
+  result = _run("train.py", f"--output_dir={out}", "--epochs=1", "--trajectories_per_epoch=2",
+                "--num_steps=20", "--unroll_length=10", "--num_validation_problems=8")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "best optimizer in" in result.stdout
+  return out
+
+
+def test_evaluate_writes_the_documented_json_shape(trained, tmp_path):
+  json_path, png_path = str(tmp_path / "eval.json"), str(tmp_path / "eval.png")
+  result = _run("evaluate.py", f"--optimizer_path={trained}", "--num_problems=5",
+                "--num_steps=10", f"--output_json={json_path}", f"--output_plot={png_path}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(json_path) as f:
+    data = json.load(f)
+  assert set(data) == {"problem", "num_steps", "num_problems", "results"}
+  assert (data["problem"], data["num_steps"], data["num_problems"]) == ("quadratic", 10, 5)
+  assert set(data["results"]) == {"learned", "sgd", "rmsprop", "adam", "nag"}
+  for name, r in data["results"].items():
+    assert set(r) == {"learning_rate", "mean_loss", "final_loss_mean", "final_loss_std"}
+    assert len(r["mean_loss"]) == 11
+    assert r["final_loss_mean"] == pytest.approx(r["mean_loss"][-1])
+    assert (r["learning_rate"] is None) == (name == "learned")
+  # Every optimizer starts from the same problems.
+  assert len({r["mean_loss"][0] for r in data["results"].values()}) == 1
+  with open(png_path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--problem=cubic"], "problem"),
+    (["--num_steps=0"], "num_steps"),
+    (["--optimizer_path=/does/not/exist"], "does not exist"),
+    (["--optimizers=learned,adagrad", "--optimizer_path=x"], "adagrad"),
+])
+def test_evaluate_bad_input_fails_with_a_clear_message(args, message, tmp_path):
+  result = _run("evaluate.py", *args, f"--output_json={tmp_path / 'out.json'}")
+  assert result.returncode != 0
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "out.json")
+
+
+def test_evaluate_refuses_a_directory_that_is_not_an_optimizer(tmp_path):
+  result = _run("evaluate.py", f"--optimizer_path={tmp_path}")
+  assert result.returncode != 0 and "not an l2l_tf optimizer" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--num_steps=50", "--unroll_length=30"], "multiple of unroll_length"),
+    (["--unroll_length=0"], "unroll_length"),
+    (["--optimizer=adam"], "optimizer"),
+    (["--meta_learning_rate=0"], "meta_learning_rate"),
+])
+def test_train_bad_input_fails_without_touching_the_output(args, message, tmp_path):
+  out = tmp_path / "run"
+  result = _run("train.py", f"--output_dir={out}", *args)
+  assert result.returncode != 0 and message in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not out.exists()
+
+
+def test_train_refuses_a_directory_holding_another_run(trained):
+  result = _run("train.py", f"--output_dir={trained}", "--epochs=3")
+  assert result.returncode != 0 and "holds another run" in result.stderr
+  assert os.path.isfile(os.path.join(trained, "best", "optimizer.json"))
