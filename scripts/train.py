@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 
 from absl import flags
+import keras
 
 from l2l_tf import cli
 from l2l_tf import learned_rule
@@ -47,6 +48,7 @@ def main(argv):
       second_derivatives=FLAGS.second_derivatives, seed=FLAGS.seed,
       jit_compile=FLAGS.jit_compile, log_every=FLAGS.log_every)
   config.validate()  # before any data is loaded or directory touched
+  keras.utils.set_random_seed(FLAGS.seed)  # the optimizer's initial weights follow --seed
   problem = cli.problem_from_flags("train", FLAGS.batch_size)
   validation = cli.problem_from_flags("validation", FLAGS.num_validation_problems)
   cell = registry.make_cell(FLAGS.optimizer, FLAGS.problem, preprocessing=FLAGS.preprocessing,
