@@ -6,6 +6,7 @@ each coordinate layout, measures
   fwd_ms      median time of one cell step (tf.function, plain graph),
   fwd_bwd_ms  median time of a 20-step unroll of the cell and its gradient w.r.t. the weights
               (the meta-training pattern), divided by 20,
+timed round-robin over the cells of a layout (so load from other processes hits all alike),
 and prints each relative to the coordinatewise LSTM on the same layout. Layouts:
   quad_batch   128 instances x 10 coordinates = 1,280 (the quadratic meta-training batch)
   dense_1280   1 instance x 1,280 coordinates (NTM-BFGS memory 1,280^2)
@@ -48,18 +49,12 @@ def _cells():
   return variants
 
 
-def _median_seconds(fn, *args):
-  tf.nest.map_structure(lambda t: t.numpy(), fn(*args))  # trace and warm up
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+def _block(result):
+  tf.nest.map_structure(lambda t: t.numpy(), result)
 
 
-def measure(cell, shape):
-  """(state bytes, forward s/step, forward+backward s/step) of `cell` on [*shape, 1] inputs."""
+def prepare(cell, shape):
+  """(state bytes, [forward step, forward+backward unroll] as no-argument callables)."""
   states = cell.get_initial_state(list(shape))  # NTMBFGS refuses large n here, before allocating
   state_bytes = sum(int(np.prod(s.shape)) * s.dtype.size for s in states)
   grads = tf.random.stateless_normal([_UNROLL.value] + list(shape) + [1], [0, 1], stddev=0.1)
@@ -77,9 +72,23 @@ def measure(cell, shape):
         loss += tf.reduce_sum(tf.square(updates + grads[t]))
     return tape.gradient(loss, cell.trainable_variables)
 
-  forward = _median_seconds(step, grads[0], states)
-  backward = _median_seconds(unroll_and_gradient, grads, states) / _UNROLL.value
-  return state_bytes, forward, backward
+  runs = [lambda: step(grads[0], states), lambda: unroll_and_gradient(grads, states)]
+  for run in runs:
+    _block(run())  # trace and warm up
+  return state_bytes, runs
+
+
+def time_interleaved(prepared):
+  """Median seconds of every callable, timed round-robin so that load changes (the machine is
+  shared) hit every cell alike. prepared: {name: [callables]} -> {name: [medians]}."""
+  times = {name: [[] for _ in runs] for name, runs in prepared.items()}
+  for _ in range(_REPEATS.value):
+    for name, runs in prepared.items():
+      for i, run in enumerate(runs):
+        start = time.perf_counter()
+        _block(run())
+        times[name][i].append(time.perf_counter() - start)
+  return {name: [float(np.median(t)) for t in per_run] for name, per_run in times.items()}
 
 
 def main(argv):
@@ -90,22 +99,26 @@ def main(argv):
     if layout not in _LAYOUTS:
       raise app.UsageError(f"unknown layout {layout!r}; choose from {sorted(_LAYOUTS)}")
     shape = _LAYOUTS[layout]
+    prepared, layout_rows = {}, {}
     for name, make in _cells():
       cell = make()
       row = {"layout": layout, "instances": shape[0], "coordinates": shape[0] * shape[1],
              "cell": name}
+      rows.append(row)
       try:
-        state_bytes, forward, backward = measure(cell, shape)
+        state_bytes, prepared[name] = prepare(cell, shape)
       except ValueError as e:  # NTM-BFGS over its dense-memory limit
         row.update(status="refused", reason=str(e))
         print(f"RESULT layout={layout} cell={name} refused: {e}", flush=True)
-        rows.append(row)
         continue
-      row.update(status="ok", state_bytes=state_bytes, forward_ms=1e3 * forward,
-                 forward_backward_ms=1e3 * backward)
-      print(f"RESULT layout={layout} cell={name} state_MiB={state_bytes / 2**20:.3f} "
-            f"fwd_ms={1e3 * forward:.2f} fwd_bwd_ms={1e3 * backward:.2f}", flush=True)
-      rows.append(row)
+      row.update(status="ok", state_bytes=state_bytes)
+      layout_rows[name] = row
+    for name, (forward, backward) in time_interleaved(prepared).items():
+      row = layout_rows[name]
+      row.update(forward_ms=1e3 * forward, forward_backward_ms=1e3 * backward / _UNROLL.value)
+      print(f"RESULT layout={layout} cell={name} state_MiB={row['state_bytes'] / 2**20:.3f} "
+            f"fwd_ms={row['forward_ms']:.2f} fwd_bwd_ms={row['forward_backward_ms']:.2f}",
+            flush=True)
 
   print()
   print(f"{'layout':<11} {'coords':>6} {'cell':<15} {'state MiB':>10} {'x lstm':>7} "

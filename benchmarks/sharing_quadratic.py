@@ -14,10 +14,9 @@ prints a table of the mean loss at step --num_steps with each optimizer's ratio 
 import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import time  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from absl import app
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
+import keras
 import numpy as np
 
 from l2l_tf import evaluation
@@ -58,18 +57,18 @@ def main(argv):
   validation_problem = QuadraticProblem(batch_size=_VALIDATION.value)
   rules, meta = {}, {}
   for name in _OPTIMIZERS.value:
+    keras.utils.set_random_seed(_SEED.value)  # reproducible initial weights
     rule = learned_rule.LearnedUpdateRule(registry.make_cell(name, "quadratic"))
     run_dir = os.path.join(_OUTPUT.value, name)
     print(f"== meta-training {name} ({sum(int(np.prod(v.shape)) for v in rule.trainable_variables)}"
           " weights)", flush=True)
-    start = time.time()
     history = MetaTrainer(rule, train_problem, validation_problem, config,
                           metadata={"optimizer": name},
                           log=lambda line, n=name: print(f"[{n}] {line}", flush=True)
                           ).train(run_dir)
     best, metadata = io.load_rule(os.path.join(run_dir, "best"))
     rules[name] = best
-    meta[name] = {"meta_training_seconds": time.time() - start,
+    meta[name] = {"meta_training_seconds": sum(h["epoch_seconds"] for h in history),
                   "best_validation_loss": metadata.get("best_validation_loss"),
                   "best_epoch": metadata.get("epoch"), "history": history}
 

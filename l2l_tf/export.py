@@ -36,6 +36,14 @@ Outputs therefore match the in-memory cell to float rounding (tests use 1e-6), n
 
 Writes are atomic: the model is written into a temporary sibling directory that is renamed
 into place only when complete (l2l_tf.io.atomic_directory).
+
+Also here, for scripts/export.py and scripts/serve_check.py:
+  export_optimizer_directory(optimizer_path, output_path, evaluation_json=None)
+      an l2l_tf optimizer directory (train.py's output) -> SavedModel, with its metadata.
+  inspect_saved_model(path)
+      validates a path as an l2l_tf SavedModel without running it (SavedModelError otherwise).
+  serve_request(path, signature=None, num_coordinates=8, seed=0)
+      loads it in a TF1 Session as TensorFlow Serving does and runs one request.
 """
 import json
 import os
@@ -56,7 +64,7 @@ SIGNATURE_STEP = "step"
 GRADIENTS_KEY = "gradients"
 UPDATE_KEY = "update"
 NUM_COORDINATES_KEY = "num_coordinates"
-_XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_noinline_xla")
+_XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -145,7 +153,7 @@ def _make_functions(cell, group):
     with tf.control_dependencies([rank_check]):
       n = tf.size(gradients, out_type=tf.int32)
     trailing = [n if size is None else tf.constant(size) for size in sizes]
-    checks = [_assert_shape(s, [n, t], f"step[{group}]: state {name!r}")
+    checks = [_assert_shape(s, [n, t], f"step[{group}]: state {name}")
               for s, name, t in zip(states, names, trailing)]
     with tf.control_dependencies(checks + [rank_check]):
       g = tf.reshape(gradients, [-1, 1])
@@ -204,6 +212,14 @@ def _strip_xla(saved_model_dir):
   if changed:
     with open(pb_path, "wb") as f:
       f.write(proto.SerializeToString())
+    # fingerprint.pb hashes saved_model.pb: rewrite it (or drop it; it is optional).
+    try:
+      from tensorflow.python.saved_model import fingerprinting_utils  # pylint: disable=g-import-not-at-top
+      fingerprinting_utils.write_fingerprint(saved_model_dir)
+    except Exception:  # pylint: disable=broad-except
+      fingerprint = os.path.join(saved_model_dir, "fingerprint.pb")
+      if os.path.exists(fingerprint):
+        os.remove(fingerprint)
   return changed
 
 

@@ -1,6 +1,7 @@
 """Cells that share information across coordinates: LSTM+GAC, NTM-BFGS and NTM-L-BFGS."""
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,6 +18,11 @@ from l2l_tf.problems.quadratic import QuadraticProblem
 from l2l_tf.training import unroll as unroll_lib
 
 ATOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+  keras.utils.set_random_seed(0)  # weight initializers: every test sees the same cells
 
 
 def _random_states(cell, shape, seed):

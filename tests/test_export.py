@@ -145,6 +145,10 @@ def test_assets_hold_the_optimizer_and_load_rule_reads_them(exported, cell):
   assert info["output_scale"] == pytest.approx(0.1)
   assert info["state_names"] == list(cell.state_names)
   assert info["signatures"] == {"initial_state": "initial_state", "step": "step"}
+  with open(os.path.join(exported, "saved_model.pb"), "rb") as f:
+    assert b"_XlaMustCompile" not in f.read()  # serving must not require XLA
+  fingerprint = tf.saved_model.experimental.read_fingerprint(exported)
+  assert fingerprint.saved_model_checksum
   rule, loaded_metadata = io.load_rule(exported)
   assert loaded_metadata == metadata
   for a, b in zip(rule.cells["all"].weights, cell.weights):
@@ -159,10 +163,10 @@ def test_signatures_refuse_wrong_dtype_and_shape(exported, cell):
   with pytest.raises(tf.errors.InvalidArgumentError, match="gradients must be a vector"):
     step(gradients=tf.zeros([1, N]), **states)
   bad = dict(states, lstm_1_c=tf.zeros([N - 1, cell.state_size[3]]))
-  with pytest.raises(tf.errors.InvalidArgumentError, match="state 'lstm_1_c'"):
+  with pytest.raises(tf.errors.InvalidArgumentError, match="state lstm_1_c: expected shape"):
     step(gradients=tf.zeros([N]), **bad)
   bad = dict(states, lstm_0_h=tf.zeros([N, cell.state_size[0], 1]))  # would broadcast
-  with pytest.raises(tf.errors.InvalidArgumentError, match="state 'lstm_0_h'"):
+  with pytest.raises(tf.errors.InvalidArgumentError, match="state lstm_0_h: expected shape"):
     step(gradients=tf.zeros([N]), **bad)
   init = tf.saved_model.load(exported).signatures["initial_state"]
   with pytest.raises(tf.errors.InvalidArgumentError, match="non-negative int32 scalar"):
@@ -193,9 +197,12 @@ def test_saved_model_cli_run(exported, cell, tmp_path):
   exprs = ";".join([f"gradients={gradients}"] + [
       f"{name}={zeros(size)}" for name, size in zip(cell.state_names, cell.state_size)])
   out_dir = tmp_path / "cli_out"
+  # The installed console script; where it is not on PATH (e.g. a Bazel sandbox), its module.
+  cli = ([shutil.which("saved_model_cli")] if shutil.which("saved_model_cli")
+         else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"])
   result = subprocess.run(
-      ["saved_model_cli", "run", "--dir", exported, "--tag_set", "serve", "--signature_def",
-       "step", "--input_exprs", exprs, "--outdir", str(out_dir)],
+      cli + ["run", "--dir", exported, "--tag_set", "serve", "--signature_def", "step",
+             "--input_exprs", exprs, "--outdir", str(out_dir)],
       capture_output=True, text=True, env=_env(), timeout=120, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   update, new_states = _cell_step(cell, np.asarray(gradients, np.float32),
@@ -270,9 +277,17 @@ def test_scripts_export_serve_check_and_one_line_errors(cell, tmp_path, foreign_
   evaluation = tmp_path / "eval.json"
   evaluation.write_text(json.dumps({"results": {"learned": {"final_loss": 0.25}}}))
   output = tmp_path / "exported"
-  script = lambda name, *args: subprocess.run(
-      [sys.executable, os.path.join(ROOT, "scripts", name), *args], capture_output=True,
-      text=True, env=_env(), timeout=120, check=False)
+  start = lambda name, *args: subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "scripts", name), *args], stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, env=_env())
+
+  def finish(process):
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+  script = lambda name, *args: finish(start(name, *args))
+  # Bad input, run alongside the export (independent): one line naming the path, no traceback.
+  foreign = start("serve_check.py", f"--saved_model={foreign_saved_model}")
   result = script("export.py", f"--optimizer_path={tmp_path / 'run'}",
                   f"--output_path={output}", f"--evaluation_json={evaluation}")
   assert result.returncode == 0, result.stderr[-2000:]
@@ -285,7 +300,7 @@ def test_scripts_export_serve_check_and_one_line_errors(cell, tmp_path, foreign_
   response = json.loads(result.stdout.split("response:", 1)[1].splitlines()[0])
   assert len(response["outputs"]["update"]) == 3
 
-  result = script("serve_check.py", f"--saved_model={foreign_saved_model}")
+  result = finish(foreign)
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
   last = result.stderr.strip().splitlines()[-1]

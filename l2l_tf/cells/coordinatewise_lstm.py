@@ -20,28 +20,20 @@ def lstm_gate_scales(units, dtype):
 def lstm_step_reference(inputs, h, c, kernel, recurrent_kernel, bias):
   """One LSTM step written with plain ops (autodiff reference for the fused step)."""
   scales = lstm_gate_scales(h.shape[-1], inputs.dtype)
-  z = (tf.matmul(inputs, kernel * scales) + tf.matmul(h, recurrent_kernel * scales)
-       + bias * scales)
-  new_h, new_c, _, _ = _gates_forward(z, c)
-  return new_h, new_c
-
-
-def _gates_forward(z, c):
-  """Gate math on scaled pre-activations z [rows, 4u]: returns (h, c, tanh(z), tanh(c))."""
-  t = tf.tanh(z)
-  return _cell_forward(t, c) + (t, _cell_forward(t, c)[2])
+  t = tf.tanh(tf.matmul(inputs, kernel * scales) + tf.matmul(h, recurrent_kernel * scales)
+              + bias * scales)
+  new_c, o = _cell_forward(t, c)
+  return o * tf.tanh(new_c), new_c
 
 
 def _cell_forward(t, c):
-  """Gate math after the tanh: (h, c, tanh(c)) from t = tanh(z) [rows, 4u]."""
+  """Gate math on t = tanh(scaled pre-activations) [rows, 4u]: returns (new c, output gate)."""
   t_i, t_f, g, t_o = tf.split(t, 4, axis=-1)
-  new_c = (0.5 * t_f + 0.5) * c + (0.5 * t_i + 0.5) * g
-  tanh_c = tf.tanh(new_c)
-  return (0.5 * t_o + 0.5) * tanh_c, new_c, tanh_c
+  return (0.5 * t_f + 0.5) * c + (0.5 * t_i + 0.5) * g, 0.5 * t_o + 0.5
 
 
-def _gates_backward(d_h, d_c, c, t, tanh_c):
-  """Backward of _gates_forward: (dL/dz, dL/dc_prev) from the upstream dL/dh and dL/dc."""
+def _cell_backward(d_h, d_c, c, t, tanh_c):
+  """Backward of _cell_forward and the tanh: (dL/dz, dL/dc_prev) from upstream dL/dh, dL/dc."""
   t_i, t_f, g, t_o = tf.split(t, 4, axis=-1)
   d_c = d_c + d_h * (0.5 * t_o + 0.5) * (1 - tf.square(tanh_c))
   d_z = tf.concat([0.5 * d_c * g * (1 - tf.square(t_i)),
@@ -51,25 +43,38 @@ def _gates_backward(d_h, d_c, c, t, tanh_c):
   return d_z, d_c * (0.5 * t_f + 0.5)
 
 
-# The gate math is a chain of ~20 elementwise passes over [rows, 4u]; as separate TF kernels it
-# dominates the CPU cost. XLA fuses each direction into one loop compiled for the host ISA,
-# while the matmuls stay on TensorFlow's oneDNN kernels (faster here than XLA's).
+# The gate math is a chain of ~20 elementwise passes; as separate TF kernels (Eigen, no AVX-512
+# in this wheel) it would dominate the CPU cost. XLA fuses each direction into a few loops
+# compiled for the host ISA. The matmuls stay on TensorFlow's oneDNN kernels, faster here.
 _fused_cell_forward = tf.function(_cell_forward, jit_compile=True, autograph=False)
-_fused_gates_backward = tf.function(_gates_backward, jit_compile=True, autograph=False)
+_fused_cell_backward = tf.function(_cell_backward, jit_compile=True, autograph=False)
 
 
 @tf.custom_gradient
-def _fused_lstm(u, c, kernel, bias):
-  """LSTM step on u = [inputs, h] with scaled, stacked weights; hand-written backward pass."""
-  t = tf.tanh(tf.matmul(u, kernel) + bias)
-  new_h, new_c, tanh_c = _fused_cell_forward(t, c)
+def _fused_lstm(x, h, c, kernel, bias):
+  """LSTM step with scaled weights, kernel = [input rows; recurrent rows]; hand-written backward."""
+  # A ones column in u (against a zero kernel row) makes u^T dL/dz hold the bias gradient too:
+  # one pass over dL/dz fewer than a separate reduction.
+  u = tf.concat([x, h, tf.ones_like(c[:, :1])], axis=-1)
+  padded = tf.pad(kernel, [[0, 1], [0, 0]])
+  # MatMul + BiasAdd + Tanh become one oneDNN kernel (grappler remapper): z is never stored.
+  t = tf.tanh(tf.matmul(u, padded) + bias)
+  new_c, o = _fused_cell_forward(t, c)
+  # TF's tanh kernel is several times faster than XLA:CPU's on [rows, 20] arrays.
+  tanh_c = tf.tanh(new_c)
+  new_h = o * tanh_c
 
   def gradient(d_h, d_c):
     d_c = tf.zeros_like(new_c) if d_c is None else d_c
     d_h = tf.zeros_like(new_h) if d_h is None else d_h
-    d_z, d_c_prev = _fused_gates_backward(d_h, d_c, c, t, tanh_c)
-    return (tf.matmul(d_z, kernel, transpose_b=True), d_c_prev,
-            tf.matmul(u, d_z, transpose_a=True), tf.reduce_sum(d_z, axis=0))
+    d_z, d_c_prev = _fused_cell_backward(d_h, d_c, c, t, tanh_c)
+    kernel_x, kernel_h = tf.split(kernel, [tf.shape(x)[-1], tf.shape(h)[-1]])
+    # Two matmuls instead of one plus a split of its [rows, features + units] result; the x
+    # one is pruned from the graph where x needs no gradient (the first layer's inputs).
+    d_x = tf.matmul(d_z, kernel_x, transpose_b=True)
+    d_h_prev = tf.matmul(d_z, kernel_h, transpose_b=True)
+    d_kernel, d_bias = tf.split(tf.matmul(u, d_z, transpose_a=True), [-1, 1])
+    return d_x, d_h_prev, d_c_prev, d_kernel, d_bias[0]
 
   return (new_h, new_c), gradient
 
@@ -82,7 +87,7 @@ def lstm_step(inputs, h, c, kernel, recurrent_kernel, bias):
   """
   scales = lstm_gate_scales(h.shape[-1], inputs.dtype)
   stacked = tf.concat([kernel, recurrent_kernel], axis=0) * scales
-  return _fused_lstm(tf.concat([inputs, h], axis=-1), c, stacked, bias * scales)
+  return _fused_lstm(inputs, h, c, stacked, bias * scales)
 
 
 @keras.saving.register_keras_serializable(package="l2l_tf")

@@ -220,8 +220,14 @@ class MetaTrainer:
         if math.isfinite(objective):
           objectives.append(objective)
         if (index + 1) % cfg.log_every == 0:
+          done = (epoch - first_epoch) * cfg.trajectories_per_epoch + index + 1
+          left = (cfg.epochs - epoch) * cfg.trajectories_per_epoch - index - 1
+          eta = (time.time() - run_start) / done * left
           self.log(f"epoch {epoch + 1}/{cfg.epochs} trajectory {index + 1}/"
-                   f"{cfg.trajectories_per_epoch} meta-loss {np.mean(objectives[-cfg.log_every:]):.4g}")
+                   f"{cfg.trajectories_per_epoch} meta-loss "
+                   f"{np.mean(objectives[-cfg.log_every:]):.4g} "
+                   f"(best validation {float(self.best_validation.numpy()):.4g}) "
+                   f"{(time.time() - epoch_start) / (index + 1):.2f}s/trajectory ETA {eta:.0f}s")
       validation = self.validation_loss()
       improved = validation < float(self.best_validation.numpy())
       if improved:
