@@ -426,6 +426,9 @@ def test_keras_problem_bad_inputs_refused():
     KerasModelProblem(model, x[:0], y[:0], loss=loss)
   with pytest.raises(ValueError, match="Unknown loss 'no_such_loss'"):
     KerasModelProblem(model, x, y, loss="no_such_loss")
+  with pytest.raises(ValueError, match="fails on the first examples"):
+    KerasModelProblem(model, x, np.eye(5, dtype=np.float32)[y % 5],
+                      loss="categorical_crossentropy")  # 3 outputs, 5-wide targets
   with pytest.raises(ValueError, match="Pass loss="):
     KerasModelProblem(model, x, y)
   with pytest.raises(ValueError, match="init must be"):

@@ -154,6 +154,13 @@ class KerasModelProblem(base.Problem):
     self.loss_fn, self.loss_name = self._resolve_loss(loss, model)
     self.x, self.y = self._resolve_data(x, y, int(max_examples))
     self.num_examples = int(tf.nest.flatten(self.x)[0].shape[0])
+    # Fail here, with a clear message, rather than inside a traced meta-training graph.
+    try:
+      self.instance_loss(self._model_weights,
+                                 tf.nest.map_structure(lambda t: t[:2], self.x), self.y[:2])
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
+      raise ValueError(f"Model {model.name!r} with loss {self.loss_name!r} fails on the first "
+                       f"examples of x and y: {e}") from e
 
   # --- construction helpers ------------------------------------------------------------------
 

@@ -1,0 +1,29 @@
+"""The optimizers shipped in savedmodels/ beat tuned Adam on their own problem family."""
+import os
+
+import numpy as np
+import pytest
+
+from l2l_tf import evaluation
+from l2l_tf import io
+from l2l_tf import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRID = tuple(float(x) for x in 10.0 ** np.linspace(-3, 0.5, 8))
+
+
+@pytest.mark.parametrize("name,num_problems", [("quadratic", 64), ("mnist", 4)])
+def test_shipped_optimizer_beats_tuned_adam(name, num_problems):
+  path = os.path.join(ROOT, "savedmodels", name)
+  if not os.path.isdir(path):
+    pytest.fail(f"{path} is missing: the pretrained {name} optimizer must ship")
+  rule, metadata = io.load_rule(path)
+  assert metadata["problem"]["name"] == name
+  test = registry.make_problem(name, "test", num_problems)
+  validation = registry.make_problem(name, "validation", num_problems)
+  results, _ = evaluation.compare(test, {"learned": rule}, seed=20_000, num_steps=100,
+                                  baselines=("adam",), tuning_problem=validation,
+                                  tuning_seed=7, learning_rates=GRID, log=lambda *_: None)
+  learned = results["results"]["learned"]["final_loss_mean"]
+  adam = results["results"]["adam"]["final_loss_mean"]
+  assert learned < adam, (learned, adam)
