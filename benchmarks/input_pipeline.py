@@ -115,7 +115,8 @@ def measure(name):
   print(f"RESULT problem={name} coordinates={problem.num_coordinates()} "
         f"minibatch={problem.minibatch_size} unroll_length={k} sample_ms={sample_ms:.2f} "
         f"gather_ms={gather_ms:.2f} unroll_ms={unroll_ms:.1f} "
-        f"sample_pct={100 * sample_ms / unroll_ms:.3f} gather_pct={100 * gather_ms / unroll_ms:.2f} "
+        f"sample_pct={100 * sample_ms / unroll_ms:.3f} "
+        f"gather_pct={100 * gather_ms / unroll_ms:.2f} "
         f"trace_s={trace_s:.1f}", flush=True)
 
 

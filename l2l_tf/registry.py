@@ -72,7 +72,7 @@ def make_problem(name, split="train", batch_size=None, dataset_source="embedded"
 def _make_cifar_problem(name, split, batch_size, dataset_source, data_dir, seed, labels):
   """CIFAR-10 / -5 / -2 convnet problems; labels overrides the class subset (LSTM-sub)."""
   from l2l_tf import data  # pylint: disable=g-import-not-at-top
-  from l2l_tf.problems.convnet import ConvNetClassificationProblem  # pylint: disable=g-import-not-at-top
+  from l2l_tf.problems import convnet  # pylint: disable=g-import-not-at-top
   from l2l_tf.data import cifar  # pylint: disable=g-import-not-at-top
   if dataset_source not in cifar.SOURCES:
     raise ValueError(f"{name} reads CIFAR-10 from dataset_source 'tfds' (downloads) or 'binary' "
@@ -86,5 +86,6 @@ def _make_cifar_problem(name, split, batch_size, dataset_source, data_dir, seed,
         *data.load_cifar10(dataset_source, "train", data_dir, labels=labels),
         validation_fraction=0.1, seed=seed)
     images, targets = train if split == "train" else validation
-  return ConvNetClassificationProblem(images, targets, num_classes=len(labels),
-                                      batch_size=batch_size or 1, name=name, class_ids=labels)
+  return convnet.ConvNetClassificationProblem(images, targets, num_classes=len(labels),
+                                              batch_size=batch_size or 1, name=name,
+                                              class_ids=labels)

@@ -324,8 +324,8 @@ def test_keras_problem_loss_and_gradients_equal_the_models(batch_norm, loss):
   for value, v in zip(before, model.non_trainable_variables):
     np.testing.assert_array_equal(value, v.numpy())
   if loss == "name":  # a per-example function: the problem averages it
-    loss_fn = lambda t, p: tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(  # pylint: disable=g-long-lambda
-        t, p))
+    def loss_fn(targets, predictions):
+      return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(targets, predictions))
   expected, expected_grads = _model_loss_and_grads(model, loss_fn, x[indices[0]], y[indices[0]])
   np.testing.assert_allclose(losses[0], expected, rtol=1e-5)
   assert set(grads) == set(expected_grads)
@@ -353,7 +353,8 @@ def test_keras_problem_reinitialize_and_callable_init():
     seen.append(seed)
     return [np.full(v.shape, seed, np.float32) for v in model.trainable_variables]
 
-  custom = KerasModelProblem(model, x, y, loss="mse", batch_size=2, init=init)
+  custom = KerasModelProblem(model, x, y, loss="sparse_categorical_crossentropy", batch_size=2,
+                             init=init)
   params = custom.init_params(3)
   assert seen == [6, 7]
   np.testing.assert_array_equal(params[kernel][1], np.full((6, 8), 7.0))
@@ -384,7 +385,8 @@ def test_keras_problem_from_tf_data_matches_arrays():
   batch = _first(from_arrays.sample_batches(0, 1))
   params = from_arrays.init_params(0)
   np.testing.assert_allclose(from_dataset.loss(params, batch), from_arrays.loss(params, batch))
-  unbatched = KerasModelProblem(model, tf.data.Dataset.from_tensor_slices((x, y)), loss="mse")
+  unbatched = KerasModelProblem(model, tf.data.Dataset.from_tensor_slices((x, y)),
+                                loss="sparse_categorical_crossentropy")
   assert unbatched.num_examples == 40
 
 
