@@ -90,7 +90,7 @@ def main(argv):
             + "---|" * (len(NAMES) + 3))
   text = (f"Final training loss, mean of {FLAGS.num_problems} held-out runs (paper's value in "
           f"parentheses).\nOptimizer: {FLAGS.optimizer_path} "
-          f"({metadata.get('command', 'unknown command')})\n\n" + header + "\n"
+          f"({metadata.get('meta_trained_on', metadata).get('command', 'unknown command')})\n\n" + header + "\n"
           + "\n".join(table) + "\n")
   io.atomic_write(os.path.join(FLAGS.output_dir, "generalization.md"), text)
   io.atomic_write(os.path.join(FLAGS.output_dir, "generalization.json"),

@@ -18,7 +18,7 @@ def test_shipped_optimizer_beats_tuned_adam(name, num_problems):
   if not os.path.isdir(path):
     pytest.fail(f"{path} is missing: the pretrained {name} optimizer must ship")
   rule, metadata = io.load_rule(path)
-  assert metadata["problem"]["name"] == name
+  assert metadata["meta_trained_on"]["problem"]["name"] == name
   test = registry.make_problem(name, "test", num_problems)
   validation = registry.make_problem(name, "validation", num_problems)
   results, _ = evaluation.compare(test, {"learned": rule}, seed=20_000, num_steps=100,

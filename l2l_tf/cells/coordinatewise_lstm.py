@@ -68,7 +68,7 @@ def _fused_lstm(x, h, c, kernel, bias):
     d_c = tf.zeros_like(new_c) if d_c is None else d_c
     d_h = tf.zeros_like(new_h) if d_h is None else d_h
     d_z, d_c_prev = _fused_cell_backward(d_h, d_c, c, t, tanh_c)
-    kernel_x, kernel_h = tf.split(kernel, [tf.shape(x)[-1], tf.shape(h)[-1]])
+    kernel_x, kernel_h = tf.split(kernel, [-1, h.shape[-1]])
     # Two matmuls instead of one plus a split of its [rows, features + units] result; the x
     # one is pruned from the graph where x needs no gradient (the first layer's inputs).
     d_x = tf.matmul(d_z, kernel_x, transpose_b=True)
