@@ -15,6 +15,7 @@ import keras
 from l2l_tf import cli
 from l2l_tf import learned_rule
 from l2l_tf import registry
+from l2l_tf.problems import convnet
 from l2l_tf.training import meta_trainer
 
 cli.define_problem_flags()
@@ -51,9 +52,14 @@ def main(argv):
   keras.utils.set_random_seed(FLAGS.seed)  # the optimizer's initial weights follow --seed
   problem = cli.problem_from_flags("train", FLAGS.batch_size)
   validation = cli.problem_from_flags("validation", FLAGS.num_validation_problems)
-  cell = registry.make_cell(FLAGS.optimizer, FLAGS.problem, preprocessing=FLAGS.preprocessing,
-                            output_scale=FLAGS.output_scale)
-  rule = learned_rule.LearnedUpdateRule(cell)
+  cell_options = dict(preprocessing=FLAGS.preprocessing, output_scale=FLAGS.output_scale)
+  if FLAGS.problem in registry.CIFAR_PROBLEMS:
+    # The paper's CIFAR setup: one optimizer network for conv parameters, one for the rest.
+    rule = convnet.make_two_network_rule(FLAGS.optimizer, FLAGS.problem, **{
+        k: v for k, v in cell_options.items() if v is not None})
+  else:
+    rule = learned_rule.LearnedUpdateRule(
+        registry.make_cell(FLAGS.optimizer, FLAGS.problem, **cell_options))
   metadata = {"optimizer": FLAGS.optimizer, "problem": problem.get_config(),
               "dataset_source": FLAGS.dataset_source,
               "command": "python scripts/train.py " + " ".join(

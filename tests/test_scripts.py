@@ -84,3 +84,21 @@ def test_train_refuses_a_directory_holding_another_run(trained):
   result = _run("train.py", f"--output_dir={trained}", "--epochs=3")
   assert result.returncode != 0 and "holds another run" in result.stderr
   assert os.path.isfile(os.path.join(trained, "best", "optimizer.json"))
+
+
+def test_train_cifar_from_binary_files_uses_two_networks(tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+    records = np.concatenate([rng.integers(0, 10, (40, 1)), rng.integers(0, 256, (40, 3072))], 1)
+    (tmp_path / name).write_bytes(records.astype(np.uint8).tobytes())
+  out = tmp_path / "run"
+  result = _run("train.py", "--problem=cifar2", "--dataset_source=binary",
+                f"--data_dir={tmp_path}", f"--output_dir={out}", "--epochs=1",
+                "--trajectories_per_epoch=1", "--num_steps=2", "--unroll_length=1",
+                "--num_validation_problems=1")
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(out / "best" / "optimizer.json") as f:
+    config = json.load(f)
+  assert set(config["cells"]) == {"conv", "fc"}
+  assert config["metadata"]["problem"]["name"] == "cifar2"
