@@ -13,6 +13,17 @@ def stateless_seed(seed, stream):
   return tf.stack([tf.cast(seed, tf.int64), tf.constant(stream, tf.int64)])
 
 
+def minibatch_indices(seed, num_steps, batch_size, minibatch_size, num_examples):
+  """Pre-sampled minibatch indices [num_steps + 1, batch_size, minibatch_size].
+
+  Problems on a fixed dataset gather their minibatches from these inside the graph, so a whole
+  unroll's data is ready before it starts.
+  """
+  return tf.random.stateless_uniform([num_steps + 1, batch_size, minibatch_size],
+                                     stateless_seed(seed, 1000), maxval=num_examples,
+                                     dtype=tf.int32)
+
+
 class Problem:
   """Base class of optimizee families.
 

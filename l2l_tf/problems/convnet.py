@@ -185,10 +185,8 @@ class ConvNetClassificationProblem(base.Problem):
     return params
 
   def sample_batches(self, seed, num_steps):
-    indices = tf.random.stateless_uniform(
-        [num_steps + 1, self.batch_size, self.minibatch_size], base.stateless_seed(seed, 1000),
-        maxval=self.images.shape[0], dtype=tf.int32)
-    return {"indices": indices}
+    return {"indices": base.minibatch_indices(seed, num_steps, self.batch_size,
+                                              self.minibatch_size, self.images.shape[0])}
 
   # --- the network ----------------------------------------------------------------------------
 

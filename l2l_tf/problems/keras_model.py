@@ -259,9 +259,8 @@ class KerasModelProblem(base.Problem):
     return {n: tf.stack([w[n] for w in instances]) for n in self.names}
 
   def sample_batches(self, seed, num_steps):
-    batches = {"indices": tf.random.stateless_uniform(
-        [num_steps + 1, self.batch_size, self.minibatch_size], base.stateless_seed(seed, 1000),
-        maxval=self.num_examples, dtype=tf.int32)}
+    batches = {"indices": base.minibatch_indices(seed, num_steps, self.batch_size,
+                                                 self.minibatch_size, self.num_examples)}
     if self._seed_slots:
       # Fresh seed-generator states per step and instance (dropout masks differ per step).
       states = tf.random.stateless_uniform(

@@ -52,10 +52,8 @@ class MLPClassificationProblem(base.Problem):
     return params
 
   def sample_batches(self, seed, num_steps):
-    indices = tf.random.stateless_uniform(
-        [num_steps + 1, self.batch_size, self.minibatch_size], base.stateless_seed(seed, 1000),
-        maxval=self.images.shape[0], dtype=tf.int32)
-    return {"indices": indices}
+    return {"indices": base.minibatch_indices(seed, num_steps, self.batch_size,
+                                              self.minibatch_size, self.images.shape[0])}
 
   def logits(self, params, x):
     """x: [batch_size, M, features] -> logits [batch_size, M, classes]."""
