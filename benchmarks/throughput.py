@@ -5,6 +5,11 @@ on the quadratic batch (128 x 10 = 1,280 coordinates) and on an MNIST-MLP-sized 
 (784-20-10: 15,910 coordinates, minibatch 128, synthetic data), with XLA on and off.
 
     python benchmarks/throughput.py [--problems=quadratic,mnist] [--jit=false,true]
+        [--intra_op_threads=N --inter_op_threads=N]
+
+Thread pools default to TensorFlow's choice (one thread per core each). On a 2-core CPU,
+--intra_op_threads=1 --inter_op_threads=2 was faster for the quadratic problem (its ops are too
+small to gain from being split across threads) and about even for MNIST: measure on yours.
 
 Prints one line per configuration:
     RESULT problem=mnist jit=false coord_steps_per_s=1234567 compile_s=12.3
@@ -26,6 +31,8 @@ _PROBLEMS = flags.DEFINE_list("problems", ["quadratic", "mnist"], "Problems to t
 _JIT = flags.DEFINE_list("jit", ["false", "true"], "jit_compile settings to time.")
 _UNROLL = flags.DEFINE_integer("unroll_length", 20, "Steps per unroll.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed unrolls per configuration (median).")
+_INTRA = flags.DEFINE_integer("intra_op_threads", 0, "Threads within an op (0: TF default).")
+_INTER = flags.DEFINE_integer("inter_op_threads", 0, "Ops run concurrently (0: TF default).")
 
 
 def make_problem(name):
@@ -69,6 +76,9 @@ def measure(problem_name, jit):
 
 def main(argv):
   del argv
+  # Must precede the first TensorFlow op.
+  tf.config.threading.set_intra_op_parallelism_threads(_INTRA.value)
+  tf.config.threading.set_inter_op_parallelism_threads(_INTER.value)
   for name in _PROBLEMS.value:
     for jit in _JIT.value:
       measure(name, jit.lower() == "true")

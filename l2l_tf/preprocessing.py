@@ -42,7 +42,8 @@ class ScalePreprocessor(Preprocessor):
     self.scale = float(scale)
 
   def __call__(self, gradients):
-    return gradients * tf.cast(self.scale, gradients.dtype)
+    # tf.constant, not tf.cast: a Python float would be rounded to float32 first.
+    return gradients * tf.constant(self.scale, gradients.dtype)
 
   def get_config(self):
     return {"name": self.name, "scale": self.scale}
@@ -68,7 +69,7 @@ class LogSignPreprocessor(Preprocessor):
 
   def __call__(self, gradients):
     dtype = gradients.dtype
-    p = tf.cast(self.p, dtype)
+    p = tf.constant(self.p, dtype)  # not tf.cast: a Python float would be rounded to float32
     magnitude = tf.abs(gradients)
     large = magnitude >= tf.exp(-p)
     # log of a clamped value: the other branch is selected for tiny gradients, and the clamp

@@ -18,12 +18,11 @@ def lstm_gate_scales(units, dtype):
 
 
 def lstm_step_reference(inputs, h, c, kernel, recurrent_kernel, bias):
-  """One LSTM step written with plain ops (autodiff reference for the fused step)."""
-  scales = lstm_gate_scales(h.shape[-1], inputs.dtype)
-  t = tf.tanh(tf.matmul(inputs, kernel * scales) + tf.matmul(h, recurrent_kernel * scales)
-              + bias * scales)
-  new_c, o = _cell_forward(t, c)
-  return o * tf.tanh(new_c), new_c
+  """One LSTM step in the textbook form with plain ops (autodiff reference for lstm_step)."""
+  z = tf.matmul(inputs, kernel) + tf.matmul(h, recurrent_kernel) + bias
+  z_i, z_f, z_g, z_o = tf.split(z, 4, axis=-1)
+  new_c = tf.sigmoid(z_f) * c + tf.sigmoid(z_i) * tf.tanh(z_g)
+  return tf.sigmoid(z_o) * tf.tanh(new_c), new_c
 
 
 def _cell_forward(t, c):
@@ -43,38 +42,39 @@ def _cell_backward(d_h, d_c, c, t, tanh_c):
   return d_z, d_c * (0.5 * t_f + 0.5)
 
 
-# The gate math is a chain of ~20 elementwise passes; as separate TF kernels (Eigen, no AVX-512
-# in this wheel) it would dominate the CPU cost. XLA fuses each direction into a few loops
-# compiled for the host ISA. The matmuls stay on TensorFlow's oneDNN kernels, faster here.
+# The gate math is a chain of ~20 elementwise ops; as separate TF kernels (Eigen, no AVX-512 in
+# this wheel) each is a pass over memory. XLA fuses each direction into one or two loops. The
+# matmuls stay on TensorFlow's oneDNN kernels (faster here than XLA's), as does tanh(c) below.
 _fused_cell_forward = tf.function(_cell_forward, jit_compile=True, autograph=False)
 _fused_cell_backward = tf.function(_cell_backward, jit_compile=True, autograph=False)
 
 
 @tf.custom_gradient
-def _fused_lstm(x, h, c, kernel, bias):
-  """LSTM step with scaled weights, kernel = [input rows; recurrent rows]; hand-written backward."""
-  # A ones column in u (against a zero kernel row) makes u^T dL/dz hold the bias gradient too:
-  # one pass over dL/dz fewer than a separate reduction.
+def _fused_lstm(x, h, c, kernel, recurrent_kernel, bias):
+  """lstm_step with a hand-written backward pass."""
+  units = h.shape[-1]
+  scales = lstm_gate_scales(units, x.dtype)
+  # u = [x, h, 1] against [kernel; recurrent; 0]: one matmul u^T dL/dz then gives the weight
+  # and the bias gradients, without another pass over dL/dz [rows, 4u] for the bias.
+  stacked = tf.concat([kernel, recurrent_kernel, tf.zeros_like(bias)[None]], axis=0) * scales
   u = tf.concat([x, h, tf.ones_like(c[:, :1])], axis=-1)
-  padded = tf.pad(kernel, [[0, 1], [0, 0]])
   # MatMul + BiasAdd + Tanh become one oneDNN kernel (grappler remapper): z is never stored.
-  t = tf.tanh(tf.matmul(u, padded) + bias)
+  t = tf.tanh(tf.matmul(u, stacked) + bias * scales)
   new_c, o = _fused_cell_forward(t, c)
   # TF's tanh kernel is several times faster than XLA:CPU's on [rows, 20] arrays.
   tanh_c = tf.tanh(new_c)
   new_h = o * tanh_c
 
-  def gradient(d_h, d_c):
-    d_c = tf.zeros_like(new_c) if d_c is None else d_c
-    d_h = tf.zeros_like(new_h) if d_h is None else d_h
+  def gradient(d_h, d_c):  # TF passes zeros, not None, for an output without a gradient
     d_z, d_c_prev = _fused_cell_backward(d_h, d_c, c, t, tanh_c)
-    kernel_x, kernel_h = tf.split(kernel, [-1, h.shape[-1]])
-    # Two matmuls instead of one plus a split of its [rows, features + units] result; the x
+    kernel_x, kernel_h, _ = tf.split(stacked, [-1, units, 1])
+    # Two matmuls rather than one and a split of its [rows, features + units] result; the x
     # one is pruned from the graph where x needs no gradient (the first layer's inputs).
     d_x = tf.matmul(d_z, kernel_x, transpose_b=True)
     d_h_prev = tf.matmul(d_z, kernel_h, transpose_b=True)
-    d_kernel, d_bias = tf.split(tf.matmul(u, d_z, transpose_a=True), [-1, 1])
-    return d_x, d_h_prev, d_c_prev, d_kernel, d_bias[0]
+    d_kernel, d_recurrent, d_bias = tf.split(
+        tf.matmul(u, d_z, transpose_a=True) * scales, [-1, units, 1])
+    return d_x, d_h_prev, d_c_prev, d_kernel, d_recurrent, d_bias[0]
 
   return (new_h, new_c), gradient
 
@@ -82,12 +82,12 @@ def _fused_lstm(x, h, c, kernel, bias):
 def lstm_step(inputs, h, c, kernel, recurrent_kernel, bias):
   """One LSTM step on rows of `inputs` [rows, features]; returns (h, c).
 
-  Gates are ordered input, forget, cell, output; the forward and backward passes are fused
-  (see _fused_lstm). lstm_step_reference computes the same function with plain ops.
+  Gates are ordered input, forget, cell, output. Same function as lstm_step_reference, computed
+  with one tanh for all gates (lstm_gate_scales), oneDNN matmuls, XLA-fused elementwise gate
+  math and a hand-written backward pass (see _fused_lstm).
   """
-  scales = lstm_gate_scales(h.shape[-1], inputs.dtype)
-  stacked = tf.concat([kernel, recurrent_kernel], axis=0) * scales
-  return _fused_lstm(inputs, h, c, stacked, bias * scales)
+  weights = [tf.convert_to_tensor(w) for w in (kernel, recurrent_kernel, bias)]
+  return _fused_lstm(inputs, h, c, *weights)
 
 
 @keras.saving.register_keras_serializable(package="l2l_tf")
@@ -114,8 +114,16 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
   def build(self, input_shape=None):
     if self.built:
       return
+    top = self.build_lstm_layers(self.preprocessor.num_features)
+    self.output_kernel = self.add_weight(name="output_kernel", shape=(top, 1),
+                                         initializer=keras.initializers.RandomNormal(
+                                             stddev=0.01))
+    self.output_bias = self.add_weight(name="output_bias", shape=(1,), initializer="zeros")
+    self.built = True
+
+  def build_lstm_layers(self, in_features):
+    """Creates the stacked LSTM's weights; returns the top layer's width."""
     self.lstm_weights = []
-    in_features = self.preprocessor.num_features
     for layer, units in enumerate(self.hidden_sizes):
       kernel = self.add_weight(name=f"lstm_{layer}_kernel", shape=(in_features, 4 * units),
                                initializer="glorot_uniform")
@@ -128,11 +136,7 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
                                                   + [0.0] * (2 * units)))
       self.lstm_weights.append((kernel, recurrent, bias))
       in_features = units
-    self.output_kernel = self.add_weight(name="output_kernel", shape=(in_features, 1),
-                                         initializer=keras.initializers.RandomNormal(
-                                             stddev=0.01))
-    self.output_bias = self.add_weight(name="output_bias", shape=(1,), initializer="zeros")
-    self.built = True
+    return in_features
 
   @property
   def state_size(self):
@@ -155,7 +159,8 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
       h = self.transform_hidden(h, shape, layer)
       new_states += [h, c]
       x = h
-    updates = (tf.matmul(x, self.output_kernel) + self.output_bias) * tf.cast(
+    # tf.constant, not tf.cast: a Python float would be rounded to float32 first.
+    updates = (tf.matmul(x, self.output_kernel) + self.output_bias) * tf.constant(
         self.output_scale, x.dtype)
     state_shape = lambda s: tf.concat([shape[:-1], tf.shape(s)[-1:]], axis=0)
     return (tf.reshape(updates, shape),

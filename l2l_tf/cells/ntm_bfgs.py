@@ -83,19 +83,7 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
   def build(self, input_shape=None):
     if self.built:
       return
-    self.lstm_weights = []
-    in_features = self.preprocessor.num_features + self.num_read_heads
-    for layer, units in enumerate(self.hidden_sizes):
-      kernel = self.add_weight(name=f"lstm_{layer}_kernel", shape=(in_features, 4 * units),
-                               initializer="glorot_uniform")
-      recurrent = self.add_weight(name=f"lstm_{layer}_recurrent_kernel",
-                                  shape=(units, 4 * units), initializer="orthogonal")
-      bias = self.add_weight(
-          name=f"lstm_{layer}_bias", shape=(4 * units,),
-          initializer=keras.initializers.Constant([0.0] * units + [1.0] * units
-                                                  + [0.0] * (2 * units)))
-      self.lstm_weights.append((kernel, recurrent, bias))
-      in_features = units
+    in_features = self.build_lstm_layers(self.preprocessor.num_features + self.num_read_heads)
     small = keras.initializers.RandomNormal(stddev=0.01)
     heads = "glorot_normal"  # read keys and write vectors start O(h): the memory path is open
     self.output_kernel = self.add_weight(name="output_kernel", shape=(in_features, 1),
@@ -207,8 +195,8 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
     memory = states[self._num_lstm_states + 1:]
     read = self.read_memory(memory, step["read_keys"])
     new_memory = self.write_memory(memory, step["write_a"], step["write_b"])
-    updates = (step["direct_output"] + tf.matmul(read, self.read_output_kernel)) * tf.cast(
-        self.output_scale, inputs.dtype)
+    updates = (step["direct_output"] + tf.matmul(read, self.read_output_kernel)) * tf.constant(
+        self.output_scale, inputs.dtype)  # not tf.cast: that rounds 0.1 to float32 first
     return updates, step["lstm_states"] + [read] + list(new_memory)
 
   def get_config(self):
