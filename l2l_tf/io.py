@@ -136,6 +136,20 @@ def read_config(path):
   return config
 
 
+def assign_weights(rule, stored, source):
+  """Sets the rule's weights from {"group/weight_name": array}; refuses any mismatch."""
+  expected = {f"{g}/{w.name}": w for g, cell in rule.cells.items() for w in cell.weights}
+  if set(stored) != set(expected):
+    raise OptimizerFileError(f"{source}: weights {sorted(stored)} do not match the "
+                             f"configured cells' {sorted(expected)}")
+  for key, w in expected.items():
+    value = np.asarray(stored[key])
+    if value.shape != tuple(w.shape):
+      raise OptimizerFileError(f"{source}: {key} has shape {value.shape}, expected "
+                               f"{tuple(w.shape)}")
+    w.assign(value)
+
+
 def load_rule(path):
   """Loads a LearnedUpdateRule (and its metadata) saved by save_rule (or a training run)."""
   path = resolve_path(path)
@@ -151,15 +165,5 @@ def load_rule(path):
       stored = {k: arrays[k] for k in arrays.files}
   except (OSError, ValueError) as e:
     raise OptimizerFileError(f"{weights_path}: unreadable weights ({e})") from e
-  expected = _weight_arrays(rule)
-  if set(stored) != set(expected):
-    raise OptimizerFileError(f"{weights_path}: weights {sorted(stored)} do not match the "
-                             f"configured cells' {sorted(expected)}")
-  for group, cell in rule.cells.items():
-    for w in cell.weights:
-      value = stored[f"{group}/{w.name}"]
-      if value.shape != tuple(w.shape):
-        raise OptimizerFileError(f"{weights_path}: {group}/{w.name} has shape {value.shape}, "
-                                 f"expected {tuple(w.shape)}")
-      w.assign(value)
+  assign_weights(rule, stored, weights_path)
   return rule, config["metadata"]

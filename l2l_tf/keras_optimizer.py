@@ -86,19 +86,9 @@ def deserialize_rule(config):
                      f"supported (expected {io_lib.VERSION})")
   cells = {g: keras.saving.deserialize_keras_object(c) for g, c in config["cells"].items()}
   rule = learned_rule.LearnedUpdateRule(cells, config["groups"])
-  stored = config.get("weights", {})
-  expected = {f"{g}/{w.name}": w for g, cell in rule.cells.items() for w in cell.weights}
-  if set(stored) != set(expected):
-    raise ValueError(f"Serialized weights {sorted(stored)} do not match the configured cells' "
-                     f"{sorted(expected)}")
-  for key, w in expected.items():
-    entry = stored[key]
-    value = np.asarray(entry["values"], dtype=entry.get("dtype", "float32"))
-    value = value.reshape(entry["shape"])
-    if value.shape != tuple(w.shape):
-      raise ValueError(f"Serialized weight {key} has shape {value.shape}, expected "
-                       f"{tuple(w.shape)}")
-    w.assign(value)
+  stored = {key: np.asarray(entry["values"], dtype=entry.get("dtype", "float32")).reshape(
+      entry["shape"]) for key, entry in config.get("weights", {}).items()}
+  io_lib.assign_weights(rule, stored, "serialized LearnedOptimizer config")
   return rule, config.get("metadata", {})
 
 
