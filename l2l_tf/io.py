@@ -66,19 +66,24 @@ def atomic_write(path, data):
       os.remove(tmp)
 
 
-def _weight_arrays(rule):
+def weight_arrays(rule):
   return {f"{group}/{w.name}": np.asarray(w.numpy()) for group, cell in rule.cells.items()
           for w in cell.weights}
 
 
+def rule_config(rule, metadata=None):
+  """The optimizer.json content of a rule (everything but its weights)."""
+  return {"format": FORMAT, "version": VERSION,
+          "cells": {g: keras.saving.serialize_keras_object(c) for g, c in rule.cells.items()},
+          "groups": dict(rule.groups.patterns), "metadata": metadata or {}}
+
+
 def write_rule(rule, directory, metadata=None):
   """Writes the rule's configuration and weights into an existing directory."""
-  config = {"format": FORMAT, "version": VERSION,
-            "cells": {g: keras.saving.serialize_keras_object(c) for g, c in rule.cells.items()},
-            "groups": rule.groups.patterns, "metadata": metadata or {}}
+  config = rule_config(rule, metadata)
   with open(os.path.join(directory, CONFIG_FILE), "w") as f:
     json.dump(config, f, indent=2, sort_keys=True)
-  np.savez(os.path.join(directory, WEIGHTS_FILE), **_weight_arrays(rule))
+  np.savez(os.path.join(directory, WEIGHTS_FILE), **weight_arrays(rule))
 
 
 def save_rule(rule, path, metadata=None):

@@ -65,15 +65,10 @@ def is_coordinatewise(cell):
 
 def serialize_rule(rule, metadata=None):
   """A JSON-compatible dict holding the rule's configuration and weights (lists of floats)."""
-  weights = {}
-  for group, cell in rule.cells.items():
-    for w in cell.weights:
-      value = np.asarray(w.numpy())
-      weights[f"{group}/{w.name}"] = {"dtype": str(value.dtype), "shape": list(value.shape),
-                                      "values": value.ravel().tolist()}
-  return {"format": io_lib.FORMAT, "version": io_lib.VERSION,
-          "cells": {g: keras.saving.serialize_keras_object(c) for g, c in rule.cells.items()},
-          "groups": dict(rule.groups.patterns), "metadata": metadata or {}, "weights": weights}
+  weights = {key: {"dtype": str(value.dtype), "shape": list(value.shape),
+                   "values": value.ravel().tolist()}
+             for key, value in io_lib.weight_arrays(rule).items()}
+  return dict(io_lib.rule_config(rule, metadata), weights=weights)
 
 
 def deserialize_rule(config):
