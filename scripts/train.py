@@ -13,6 +13,7 @@ from absl import flags
 import keras
 
 from l2l_tf import cli
+from l2l_tf import io
 from l2l_tf import learned_rule
 from l2l_tf import registry
 from l2l_tf.problems import convnet
@@ -37,6 +38,16 @@ flags.DEFINE_enum("preprocessing", None, ["identity", "log_sign", "scale"],
                   "Gradient preprocessing (default: the paper's choice for the problem).")
 flags.DEFINE_float("output_scale", None, "Update scale (default: the paper's for the problem).")
 flags.DEFINE_integer("log_every", 25, "Trajectories between progress lines.", lower_bound=1)
+flags.DEFINE_enum("meta_objective", "loss", list(meta_trainer.META_OBJECTIVES),
+                  "loss: the paper's sum of losses; log_loss: mean log loss (weighs late steps "
+                  "as much as early ones).")
+flags.DEFINE_enum("validation_metric", "mean", list(meta_trainer.VALIDATION_METRICS),
+                  "Early stopping on the mean validation loss over all steps, or over the last "
+                  "unroll (final).")
+flags.DEFINE_string("init_from", None, "Start from this trained optimizer (run directory, its "
+                    "best/ or a SavedModel) instead of fresh weights: fine-tuning. Its cell "
+                    "configuration is used, so --optimizer, --preprocessing and --output_scale "
+                    "must not be given.")
 FLAGS = flags.FLAGS
 
 
@@ -47,26 +58,39 @@ def main(argv):
       trajectories_per_epoch=FLAGS.trajectories_per_epoch,
       meta_learning_rate=FLAGS.meta_learning_rate, meta_gradient_clip=FLAGS.meta_gradient_clip,
       second_derivatives=FLAGS.second_derivatives, seed=FLAGS.seed,
-      jit_compile=FLAGS.jit_compile, log_every=FLAGS.log_every)
+      jit_compile=FLAGS.jit_compile, log_every=FLAGS.log_every,
+      meta_objective=FLAGS.meta_objective, validation_metric=FLAGS.validation_metric)
   config.validate()  # before any data is loaded or directory touched
+  if FLAGS.init_from:
+    clashing = [f"--{name}" for name in ("optimizer", "preprocessing", "output_scale")
+                if FLAGS[name].present]
+    if clashing:
+      raise ValueError(f"--init_from takes the cell configuration from {FLAGS.init_from}; "
+                       f"drop {', '.join(clashing)}")
+    if FLAGS.problem in registry.CIFAR_PROBLEMS:
+      raise ValueError("--init_from is not supported for the two-network CIFAR problems yet")
   keras.utils.set_random_seed(FLAGS.seed)  # the optimizer's initial weights follow --seed
   problem = cli.problem_from_flags("train", FLAGS.batch_size)
   validation = cli.problem_from_flags("validation", FLAGS.num_validation_problems)
   cell_options = dict(preprocessing=FLAGS.preprocessing, output_scale=FLAGS.output_scale)
-  if FLAGS.problem in registry.CIFAR_PROBLEMS:
+  optimizer_name = FLAGS.optimizer
+  if FLAGS.init_from:
+    rule, initial_metadata = io.load_rule(FLAGS.init_from)
+    optimizer_name = initial_metadata.get("optimizer", optimizer_name)
+  elif FLAGS.problem in registry.CIFAR_PROBLEMS:
     # The paper's CIFAR setup: one optimizer network for conv parameters, one for the rest.
     rule = convnet.make_two_network_rule(FLAGS.optimizer, FLAGS.problem, **{
         k: v for k, v in cell_options.items() if v is not None})
   else:
     rule = learned_rule.LearnedUpdateRule(
         registry.make_cell(FLAGS.optimizer, FLAGS.problem, **cell_options))
-  metadata = {"optimizer": FLAGS.optimizer, "problem": problem.get_config(),
+  metadata = {"optimizer": optimizer_name, "problem": problem.get_config(),
               "dataset_source": FLAGS.dataset_source,
               "command": "python scripts/train.py " + " ".join(
                   f"--{name}={FLAGS[name].value}" for name in sorted(FLAGS)
                   if FLAGS[name].present)}
   trainer = meta_trainer.MetaTrainer(rule, problem, validation, config, metadata=metadata)
-  print(f"meta-training {FLAGS.optimizer} on {FLAGS.problem}: {problem.num_coordinates()} "
+  print(f"meta-training {optimizer_name} on {FLAGS.problem}: {problem.num_coordinates()} "
         f"coordinates x {problem.batch_size} instances, {config.epochs} epochs of "
         f"{config.trajectories_per_epoch} trajectories, T={config.num_steps}, "
         f"unroll={config.unroll_length}", flush=True)

@@ -91,8 +91,53 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
   assert int(again.meta_optimizer.iterations.numpy()) == int(first.meta_optimizer.iterations.numpy())
 
 
+def test_log_loss_objective_is_the_mean_log_loss_and_trains(tmp_path):
+  trainer, rule, _ = _trainer(meta_objective="log_loss", epochs=2, trajectories_per_epoch=8)
+  problem = trainer.problem
+  params = problem.init_params(5)
+  batches = problem.sample_batches(5, 10)
+  first = tf.nest.map_structure(lambda x: x[0], batches)
+  window = tf.nest.map_structure(lambda x: x[1:], batches)
+  trajectory = trainer._start(params, first)
+  objective, _, grads, finite = trainer._train_unroll(trajectory, window)
+  _, _, losses = meta_trainer.unroll_lib.unroll(problem, rule, trajectory, window)
+  assert bool(finite)
+  np.testing.assert_allclose(float(objective), np.mean(np.log(losses.numpy())), rtol=1e-5)
+  assert all(np.abs(g.numpy()).max() > 0 for g in grads)
+  before = trainer.validation_loss()
+  history = trainer.train(str(tmp_path / "run"))
+  assert history[-1]["best_validation_loss"] < before
+
+
+def test_final_validation_metric_is_the_mean_over_the_last_unroll():
+  mean_trainer, rule, _ = _trainer()
+  final_trainer, _, _ = _trainer(validation_metric="final")
+  final_trainer.rule = rule
+  losses = l2l_tf.evaluation.run_trajectories(mean_trainer.validation_problem, rule, 1, 20)
+  assert mean_trainer.validation_loss() == pytest.approx(np.mean(losses[1:]))
+  assert final_trainer.validation_loss() == pytest.approx(np.mean(losses[-10:]))
+  assert np.mean(losses[-10:]) < np.mean(losses[1:])  # the two metrics differ here
+
+
+def test_run_written_before_a_setting_existed_resumes_with_its_default(tmp_path):
+  out = tmp_path / "run"
+  first, _, _ = _trainer(epochs=1, trajectories_per_epoch=2)
+  first.train(str(out))
+  run = json.loads((out / "run.json").read_text())
+  del run["config"]["meta_objective"], run["config"]["validation_metric"]
+  (out / "run.json").write_text(json.dumps(run))
+  again, _, logs = _trainer(epochs=1, trajectories_per_epoch=2)
+  again.train(str(out))
+  assert any("resuming" in line for line in logs)
+  changed, _, _ = _trainer(epochs=1, trajectories_per_epoch=2, meta_objective="log_loss")
+  with pytest.raises(meta_trainer.RunDirectoryError, match="holds another run"):
+    changed.train(str(out))
+
+
 @pytest.mark.parametrize("bad", [dict(num_steps=30, unroll_length=20), dict(num_steps=0),
-                                 dict(meta_learning_rate=-1.0), dict(jit_compile="maybe")])
+                                 dict(meta_learning_rate=-1.0), dict(jit_compile="maybe"),
+                                 dict(meta_objective="loss_squared"),
+                                 dict(validation_metric="median")])
 def test_inconsistent_config_refused(bad):
   with pytest.raises(ValueError):
     meta_trainer.MetaTrainingConfig(**bad).validate()

@@ -86,6 +86,27 @@ def test_train_refuses_a_directory_holding_another_run(trained):
   assert os.path.isfile(os.path.join(trained, "best", "optimizer.json"))
 
 
+def test_train_init_from_starts_from_the_given_optimizer(trained, tmp_path):
+  from l2l_tf import io  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / "finetuned")
+  result = _run("train.py", f"--output_dir={out}", f"--init_from={trained}", "--epochs=1",
+                "--trajectories_per_epoch=1", "--num_steps=20", "--unroll_length=10",
+                "--num_validation_problems=8", "--meta_objective=log_loss")
+  assert result.returncode == 0, result.stderr[-2000:]
+  # Same validation problems and metric as the starting run: before any meta-update the
+  # fine-tuning run's validation loss is the starting optimizer's best.
+  _, start_metadata = io.load_rule(trained)
+  assert f"initial validation loss {start_metadata['best_validation_loss']:.4g}" in result.stdout
+  with open(os.path.join(out, "run.json")) as f:
+    run = json.load(f)
+  assert run["config"]["meta_objective"] == "log_loss"
+  assert "--init_from" in run["metadata"]["command"]
+  clash = _run("train.py", f"--output_dir={tmp_path / 'clash'}", f"--init_from={trained}",
+               "--optimizer=lstm_gac")
+  assert clash.returncode != 0 and "drop --optimizer" in clash.stderr
+  assert "Traceback" not in clash.stderr and not (tmp_path / "clash").exists()
+
+
 def test_train_cifar_from_binary_files_uses_two_networks(tmp_path):
   import numpy as np  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)

@@ -8,7 +8,11 @@ Exact parametrisation (per step t, for every coordinate j of an instance; R read
 heads):
 
   controller input  x_t^j = [preprocess(grad_t^j), i_{t-1}^j]      (F + R features; i_{-1} = 0)
-                    the read values are fed back raw (no preprocessing).
+                    the read values are fed back raw (no preprocessing). The first layer's
+                    kernel rows for the read start at zero, so a fresh cell computes the same
+                    kind of function as LSTM+GAC and meta-training opens the memory path only
+                    as far as it helps (with them random, the growing reads perturbed the
+                    controller from the first step and NTM-BFGS trained worse than the LSTM).
   controller        h_t^j = LSTM+GAC(x_t^j, state^j): the stacked LSTM of CoordinatewiseLSTM in
                     which the last k units of every layer are Global Averaging Cells (their h
                     is replaced by its mean over the instance's coordinates; see gac.py).
@@ -17,6 +21,10 @@ heads):
                       write vectors  a_t^j   = h_t^j K_a + c_a,
                                      b_t^j   = h_t^j K_b + c_b                 (W scalars each)
                       direct output  o_t^j   = h_t^j K_o + c_o                 (1 scalar)
+                    Keys and writes are bounded by h's range, so the memory grows at most
+                    linearly in t. (Heads that also read the raw gradient let the memory grow
+                    as g^2 per step; on the unpreprocessed quadratics the first meta-update
+                    that opened the read path then diverged.)
   read              i_t = M_t r_t  (stacked over coordinates: [n, R]; coordinate j gets row j).
                     The read uses the memory BEFORE this step's write.
   write             M_{t+1} = M_t + sum_heads a_t b_t^T = M_t + A_t B_t^T  (rank <= W), M_0 = 0.
@@ -83,7 +91,12 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
   def build(self, input_shape=None):
     if self.built:
       return
-    in_features = self.build_lstm_layers(self.preprocessor.num_features + self.num_read_heads)
+    gradient_features = self.preprocessor.num_features
+    in_features = self.build_lstm_layers(gradient_features + self.num_read_heads)
+    # Memory path closed at the start: zero the first layer's rows for the fed-back read.
+    kernel = self.lstm_weights[0][0]
+    kernel.assign(tf.concat([kernel[:gradient_features], tf.zeros_like(kernel[gradient_features:])],
+                            axis=0))
     small = keras.initializers.RandomNormal(stddev=0.01)
     heads = "glorot_normal"  # read keys and write vectors start O(h): the memory path is open
     self.output_kernel = self.add_weight(name="output_kernel", shape=(in_features, 1),
