@@ -10,7 +10,9 @@ test problems (digits the optimizer never saw):
   python scripts/generalization.py --optimizer_path=savedmodels/mnist --output_dir=runs/gen
 
 Writes OUTPUT_DIR/generalization.json, OUTPUT_DIR/generalization.md (table with the paper's
-numbers beside ours), and one PNG of loss curves per variant.
+numbers beside ours), one PNG of loss curves per variant, and summary.png: for every variant,
+the learned optimizer's final loss over the best tuned baseline's (below 1: the learned one
+wins).
 """
 import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
@@ -45,6 +47,33 @@ PAPER = {
     "relu": {"learned": None, "adam": 0.37, "rmsprop": 0.41, "nag": 0.36, "sgd": 0.45},
 }
 NAMES = ("learned", "adam", "rmsprop", "nag", "sgd")
+
+
+def plot_summary(everything, path, num_problems):
+  """Bar chart of final loss ratios, learned / best tuned baseline, one bar per variant."""
+  import io as bytes_io  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  names, ratios, labels = list(everything), [], []
+  for name in names:
+    finals = {n: everything[name]["results"][n]["final_loss_mean"] for n in NAMES}
+    best = min(NAMES[1:], key=finals.get)
+    ratios.append(finals["learned"] / finals[best])
+    labels.append(f"{name} (vs {best})")
+  fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(names) + 1.4))
+  y = np.arange(len(names))[::-1]
+  ax.barh(y, ratios, color=["tab:green" if r < 1 else "tab:red" for r in ratios])
+  ax.axvline(1.0, color="black", linewidth=1)
+  ax.set_xscale("log")
+  ax.set_yticks(y, labels)
+  ax.set_xlabel("final loss: learned / best tuned baseline (< 1: learned wins)")
+  ax.set_title(f"MNIST generalisation, mean of {num_problems} held-out runs")
+  fig.tight_layout()
+  buffer = bytes_io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=120)
+  plt.close(fig)
+  io.atomic_write(path, buffer.getvalue())
 
 
 def variants(sweep):
@@ -95,6 +124,7 @@ def main(argv):
   io.atomic_write(os.path.join(FLAGS.output_dir, "generalization.md"), text)
   io.atomic_write(os.path.join(FLAGS.output_dir, "generalization.json"),
                   json.dumps(everything, indent=2))
+  plot_summary(everything, os.path.join(FLAGS.output_dir, "summary.png"), FLAGS.num_problems)
   print(text)
 
 

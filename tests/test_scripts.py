@@ -123,3 +123,23 @@ def test_train_cifar_from_binary_files_uses_two_networks(tmp_path):
     config = json.load(f)
   assert set(config["cells"]) == {"conv", "fc"}
   assert config["metadata"]["problem"]["name"] == "cifar2"
+
+
+def test_generalization_writes_table_json_and_summary(tmp_path):
+  out = tmp_path / "gen"
+  result = _run("generalization.py", f"--optimizer_path={os.path.join(ROOT, 'savedmodels', 'mnist')}",
+                f"--output_dir={out}", "--num_problems=1", "--grid_points=2")
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(out / "generalization.json") as f:
+    data = json.load(f)
+  assert list(data) == ["base", "200 steps", "40 units", "2 layers", "relu"]
+  assert [data[v]["num_steps"] for v in data] == [100, 200, 100, 100, 100]
+  rows = [line for line in (out / "generalization.md").read_text().splitlines()
+          if line.startswith("| ") and not line.startswith("| variant")]
+  assert len(rows) == 5
+  for row, (name, variant) in zip(rows, data.items()):
+    finals = {n: r["final_loss_mean"] for n, r in variant["results"].items()}
+    learned_best = finals.pop("learned") < min(finals.values())
+    assert row.startswith(f"| {name} |") and row.endswith("yes |" if learned_best else "no |")
+  for name in ("summary.png", "base.png", "relu.png"):
+    assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
