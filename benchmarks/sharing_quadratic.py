@@ -182,8 +182,8 @@ def main(argv):
   pooled = {name: np.concatenate(seed_losses[name], axis=1) for name in names}
   pooled.update(baseline_losses)
   evaluation.plot(curves, os.path.join(_OUTPUT.value, "loss.png"), pooled,
-                  title=f"10-d quadratics: {_TEST.value} held-out problems, equal meta budget, "
-                        f"mean of {len(seeds)} seeds")
+                  title=f"10-d quadratics: {_TEST.value} problems x {len(seeds)} seeds, "
+                        "equal budget")
   print(f"wrote {_OUTPUT.value}/results.json and {_OUTPUT.value}/loss.png")
 
 
