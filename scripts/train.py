@@ -76,7 +76,10 @@ def main(argv):
   optimizer_name = FLAGS.optimizer
   if FLAGS.init_from:
     rule, initial_metadata = io.load_rule(FLAGS.init_from)
-    optimizer_name = initial_metadata.get("optimizer", optimizer_name)
+    # A run's best/ records the optimizer's name at the top; a SavedModel under meta_trained_on.
+    optimizer_name = (initial_metadata.get("optimizer")
+                      or initial_metadata.get("meta_trained_on", {}).get("optimizer")
+                      or optimizer_name)
   elif FLAGS.problem in registry.CIFAR_PROBLEMS:
     # The paper's CIFAR setup: one optimizer network for conv parameters, one for the rest.
     rule = convnet.make_two_network_rule(FLAGS.optimizer, FLAGS.problem, **{
