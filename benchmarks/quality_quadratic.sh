@@ -9,11 +9,4 @@ python scripts/train.py --output_dir="$out"
 python scripts/evaluate.py --optimizer_path="$out" --output_json="$out/eval.json" \
     --output_plot="$out/eval.png"
 echo "RESULT wall_seconds=$(( $(date +%s) - start )) output=$out"
-python - "$out/eval.json" <<'PY'
-import json, sys
-results = json.load(open(sys.argv[1]))["results"]
-learned = results["learned"]["final_loss_mean"]
-beats = all(learned < r["final_loss_mean"] for n, r in results.items() if n != "learned")
-print(f"RESULT learned_beats_all_baselines={str(beats).lower()} learned={learned:.4g} "
-      + " ".join(f"{n}={r['final_loss_mean']:.4g}" for n, r in sorted(results.items()) if n != "learned"))
-PY
+python benchmarks/verdict.py "$out/eval.json"
