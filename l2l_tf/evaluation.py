@@ -132,10 +132,7 @@ def plot(results, path, losses=None, title=None):
 
   losses: optional {name: [T+1, problems]} raw losses; their 25-75% band is shaded.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig, ax = pyplot().subplots(figsize=(6, 4))
   for name, r in sorted(results["results"].items()):
     mean = np.asarray(r["mean_loss"])
     steps = np.arange(len(mean))
@@ -149,8 +146,21 @@ def plot(results, path, losses=None, title=None):
   ax.set_ylabel("loss (mean; band: 25-75%)" if losses else "mean loss")
   ax.set_title(title or f"{results['problem']}: {results['num_problems']} held-out problems")
   ax.legend(fontsize=8)
+  write_png(fig, path)
+
+
+def pyplot():
+  """matplotlib.pyplot on the file-only Agg backend (imported lazily: plotting is optional)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def write_png(fig, path):
+  """Lays out, writes atomically as a PNG, and closes a figure made with pyplot()."""
   fig.tight_layout()
   buffer = stdio.BytesIO()
   fig.savefig(buffer, format="png", dpi=120)
-  plt.close(fig)
+  pyplot().close(fig)
   io.atomic_write(path, buffer.getvalue())

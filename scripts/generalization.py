@@ -51,17 +51,13 @@ NAMES = ("learned", "adam", "rmsprop", "nag", "sgd")
 
 def plot_summary(everything, path, num_problems):
   """Bar chart of final loss ratios, learned / best tuned baseline, one bar per variant."""
-  import io as bytes_io  # pylint: disable=g-import-not-at-top
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   names, ratios, labels = list(everything), [], []
   for name in names:
     finals = {n: everything[name]["results"][n]["final_loss_mean"] for n in NAMES}
     best = min(NAMES[1:], key=finals.get)
     ratios.append(finals["learned"] / finals[best])
     labels.append(f"{name} (vs {best})")
-  fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(names) + 1.4))
+  fig, ax = evaluation.pyplot().subplots(figsize=(6.5, 0.35 * len(names) + 1.4))
   y = np.arange(len(names))[::-1]
   ax.barh(y, ratios, color=["tab:green" if r < 1 else "tab:red" for r in ratios])
   ax.axvline(1.0, color="black", linewidth=1)
@@ -69,11 +65,7 @@ def plot_summary(everything, path, num_problems):
   ax.set_yticks(y, labels)
   ax.set_xlabel("final loss: learned / best tuned baseline (< 1: learned wins)")
   ax.set_title(f"MNIST generalisation, mean of {num_problems} held-out runs")
-  fig.tight_layout()
-  buffer = bytes_io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=120)
-  plt.close(fig)
-  io.atomic_write(path, buffer.getvalue())
+  evaluation.write_png(fig, path)
 
 
 def variants(sweep):
