@@ -139,13 +139,14 @@ def main(argv):
     _print_table(f"Seed {seed}: mean loss at step {_NUM_STEPS.value} on {_TEST.value} held-out "
                  "10-d quadratics", rows)
 
-  lstm = np.concatenate(seed_losses["lstm"], axis=1) if "lstm" in names else None
+  # Each optimizer's losses of all seeds side by side: [T + 1, seeds x problems].
+  pooled = {name: np.concatenate(seed_losses[name], axis=1) for name in names}
+  lstm = pooled.get("lstm")
   overall = {}
   for name in names:
     finals = [float(np.mean(l[-1])) for l in seed_losses[name]]
-    row = _summarize(np.concatenate(seed_losses[name], axis=1), None if name == "lstm" else lstm)
-    row.update(final_loss_mean_per_seed=finals,
-               mean_loss=np.mean([l.mean(axis=1) for l in seed_losses[name]], axis=0).tolist())
+    row = _summarize(pooled[name], None if name == "lstm" else lstm)
+    row.update(final_loss_mean_per_seed=finals, mean_loss=pooled[name].mean(axis=1).tolist())
     if "lstm" in names and name != "lstm":
       row["seeds_with_lower_mean_than_lstm"] = sum(
           f < float(np.mean(l[-1])) for f, l in zip(finals, seed_losses["lstm"]))
@@ -179,9 +180,7 @@ def main(argv):
   curves = {"results": {name: {"mean_loss": overall[name]["mean_loss"],
                                "learning_rate": overall[name].get("learning_rate")}
                         for name in overall}}
-  pooled = {name: np.concatenate(seed_losses[name], axis=1) for name in names}
-  pooled.update(baseline_losses)
-  evaluation.plot(curves, os.path.join(_OUTPUT.value, "loss.png"), pooled,
+  evaluation.plot(curves, os.path.join(_OUTPUT.value, "loss.png"), {**pooled, **baseline_losses},
                   title=f"10-d quadratics: {_TEST.value} problems x {len(seeds)} seeds, "
                         "equal budget")
   print(f"wrote {_OUTPUT.value}/results.json and {_OUTPUT.value}/loss.png")
