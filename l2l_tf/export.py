@@ -245,15 +245,36 @@ def _export_metadata(rule, metadata):
   return metadata
 
 
-def export_saved_model(rule_or_cell, path, metadata=None):
+def _is_our_export(path):
+  """Whether `path` holds a SavedModel written by export_saved_model (safe to replace)."""
+  try:
+    return io_lib.is_saved_model(path) and bool(io_lib.read_config(path))
+  except io_lib.OptimizerFileError:
+    return False
+
+
+def check_replaceable(path, overwrite=False):
+  """Refuses to replace a non-empty directory that is not an l2l_tf export (data loss)."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"{path}: exists and is not a directory")
+  if overwrite or not os.path.isdir(path) or not os.listdir(path) or _is_our_export(path):
+    return
+  raise ValueError(f"{path}: a non-empty directory that is not an l2l_tf SavedModel; refusing "
+                   "to replace it (choose another path, or pass overwrite=True / --overwrite)")
+
+
+def export_saved_model(rule_or_cell, path, metadata=None, overwrite=False):
   """Writes `rule_or_cell` as a SavedModel at `path` (atomically); returns the path.
 
   Args:
     rule_or_cell: a LearnedUpdateRule, a LearnedOptimizerCell or {group: cell}.
-    path: target directory; replaced if it exists.
+    path: target directory. An earlier export there is replaced; any other non-empty
+      directory is refused (ValueError) unless overwrite is True.
     metadata: JSON-serializable dict stored in assets/optimizer.json, e.g.
       {"meta_trained_on": {...}, "evaluation": {...}}.
+    overwrite: replace `path` whatever it holds.
   """
+  check_replaceable(path, overwrite)
   rule = as_rule(rule_or_cell)
   _check_names(rule)
   for cell in rule.cells.values():
@@ -295,7 +316,8 @@ def export_saved_model(rule_or_cell, path, metadata=None):
   return os.path.abspath(path)
 
 
-def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None):
+def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None,
+                               overwrite=False):
   """scripts/export.py: an l2l_tf optimizer directory -> SavedModel; returns the metadata.
 
   optimizer_path is an optimizer directory (scripts/train.py's <output_dir>/best, or
@@ -310,8 +332,7 @@ def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None
   if not os.path.exists(optimizer_path):
     raise io_lib.OptimizerFileError(f"{optimizer_path}: does not exist (expected an l2l_tf "
                                     "optimizer directory)")
-  if os.path.exists(output_path) and not os.path.isdir(output_path):
-    raise ValueError(f"{output_path}: exists and is not a directory")
+  check_replaceable(output_path, overwrite)
   source = os.path.abspath(io_lib.resolve_path(optimizer_path))
   if os.path.abspath(output_path) in (source, os.path.abspath(optimizer_path)):
     raise ValueError(f"{output_path}: the output would replace the optimizer being exported")
@@ -323,7 +344,7 @@ def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None
         metadata["evaluation"] = json.load(f)
     except (OSError, ValueError) as e:
       raise ValueError(f"{evaluation_json}: unreadable evaluation JSON ({e})") from e
-  export_saved_model(rule, output_path, metadata)
+  export_saved_model(rule, output_path, metadata, overwrite=overwrite)
   return rule, metadata
 
 

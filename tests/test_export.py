@@ -316,3 +316,28 @@ def test_bad_export_input(tmp_path, cell):
   with pytest.raises(io.OptimizerFileError, match="does not exist"):
     export.export_optimizer_directory(str(tmp_path / "none"), str(tmp_path / "y"))
   assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")
+
+
+def test_export_refuses_a_foreign_directory_and_leaves_it_intact(tmp_path, cell):
+  optimizer_dir = tmp_path / "run" / "best"
+  io.save_rule(l2l_tf.LearnedUpdateRule(cell), str(optimizer_dir))
+  foreign = tmp_path / "precious"
+  (foreign / "sub").mkdir(parents=True)
+  (foreign / "notes.txt").write_text("do not lose me")
+  (foreign / "sub" / "data.bin").write_bytes(b"\x00\x01")
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "scripts", "export.py"),
+       f"--optimizer_path={optimizer_dir}", f"--output_path={foreign}"],
+      capture_output=True, text=True, env=_env(), timeout=120, check=False)
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and str(foreign) in last and "--overwrite" in last
+  assert (foreign / "notes.txt").read_text() == "do not lose me"
+  assert (foreign / "sub" / "data.bin").read_bytes() == b"\x00\x01"
+  assert sorted(os.listdir(foreign)) == ["notes.txt", "sub"]
+  # An earlier export of ours is replaced without --overwrite; a foreign one only with it.
+  export.export_optimizer_directory(str(optimizer_dir), str(tmp_path / "ours"))
+  export.export_optimizer_directory(str(optimizer_dir), str(tmp_path / "ours"))
+  export.export_optimizer_directory(str(optimizer_dir), str(foreign), overwrite=True)
+  assert io.is_saved_model(str(foreign)) and not (foreign / "notes.txt").exists()
