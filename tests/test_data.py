@@ -140,6 +140,56 @@ def test_corrupt_file_through_load_mnist(idx_dir):
         load_mnist("idx", "test", data_dir=str(idx_dir))
 
 
+def _write_test_split(idx_dir, images=None, labels=None, labels_code=0x08):
+    """Replaces the test split's IDX files (gzip-less) by the given arrays."""
+    for name in MNIST_FILES[2:]:
+        (idx_dir / (name + ".gz")).unlink()
+    if images is None:
+        images = np.zeros((3, 28, 28), np.uint8)
+    if labels is None:
+        labels = np.zeros(len(images), np.uint8)
+    _write_idx(idx_dir / MNIST_FILES[2], images)
+    _write_idx(idx_dir / MNIST_FILES[3], labels, type_code=labels_code)
+
+
+@pytest.mark.parametrize("labels,code,match", [
+    (np.array([0, 10, 2], np.uint8), 0x08, "label 10 outside 0..9"),
+    (np.array([0, -1, 2], np.int8), 0x09, "expected 3 uint8 labels, got int8"),
+    (np.array([0, 1, 300], ">i4"), 0x0C, "expected 3 uint8 labels, got int32"),
+    (np.array([0.0, 1.5, 2.0], ">f4"), 0x0D, "expected 3 uint8 labels, got float32"),
+])
+def test_idx_labels_out_of_range_are_refused_by_the_loader(idx_dir, labels, code, match):
+    _write_test_split(idx_dir, labels=labels, labels_code=code)
+    with pytest.raises(DataError, match=f"t10k-labels-idx1-ubyte: {match}"):
+        load_mnist("idx", "test", data_dir=str(idx_dir))
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 1), (3, 28, 27), (3, 784)])
+def test_idx_images_that_are_not_28x28_are_refused(idx_dir, shape):
+    _write_test_split(idx_dir, images=np.zeros(shape, np.uint8))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: expected uint8 MNIST images "
+                       r"\[N, 28, 28\]"):
+        load_mnist("idx", "test", data_dir=str(idx_dir))
+
+
+@pytest.mark.parametrize("dims", [[65536] * 4, [2**32 - 1] * 3, [60000, 2**31, 2**31]])
+def test_idx_header_dimensions_that_overflow_name_the_file(tmp_path, dims):
+    # [65536] * 4 is 2**64 bytes: a numpy int64 product wraps to 0 and matched an empty payload.
+    path = tmp_path / "huge-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, len(dims)]) + np.array(dims, ">u4").tobytes())
+    with pytest.raises(DataError, match=f"{path.name}: IDX header shape .* declares .* over the"):
+        read_idx(str(path))
+
+
+def test_gzip_idx_is_read_no_further_than_its_header_allows(tmp_path):
+    # 10 MB of zeros compress to ~10 KB; the header declares 3 bytes, so reading stops early.
+    path = tmp_path / "bomb-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(bytes([0, 0, 0x08, 1]) + np.array([3], ">u4").tobytes()
+                                   + bytes(10_000_000)))
+    with pytest.raises(DataError, match=f"{path.name}: IDX file is longer than its header"):
+        read_idx(str(path))
+
+
 @pytest.mark.parametrize("kwargs,choice", [({"source": "web"}, "embedded, idx, tfds"),
                                            ({"split": "validation"}, "train, test")])
 def test_mnist_unknown_choices(kwargs, choice):

@@ -1,5 +1,6 @@
 """MNIST loaders: IDX files (the package's embedded sample or the official files) and tfds."""
 import gzip
+import math
 import os
 import zlib
 
@@ -13,6 +14,10 @@ _IDX_DTYPES = {
     0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+# The largest payload an IDX header may declare (the official train images are 47 MB).
+MAX_IDX_BYTES = 1 << 30
+_CHUNK_BYTES = 16 << 20
+MNIST_IMAGE_SHAPE = (28, 28)
 
 SOURCES = ("embedded", "idx", "tfds")
 SPLITS = ("train", "test")
@@ -21,41 +26,71 @@ _IDX_PREFIX = {"train": "train", "test": "t10k"}
 EMBEDDED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_sample")
 
 
+def _read_exactly(f, size, path):
+    """Reads `size` bytes in bounded chunks (a short file never makes one huge allocation)."""
+    chunks, left = [], size
+    while left:
+        chunk = f.read(min(left, _CHUNK_BYTES))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
+    if len(data) != size:
+        raise DataError(f"{path}: IDX payload is {len(data)} bytes but the header needs {size} "
+                        "(truncated or corrupt file)")
+    return data
+
+
+def _read_idx_stream(f, path):
+    """Parses an IDX stream: header first, so that the payload size is known before it is read."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        raise DataError(f"{path}: bad IDX magic number {magic.hex() or '(empty)'}; "
+                        "expected 0x0000 followed by a type code and a dimension count")
+    dtype = _IDX_DTYPES.get(magic[2])
+    if dtype is None:
+        raise DataError(f"{path}: unknown IDX type code 0x{magic[2]:02x}; "
+                        f"expected one of {', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)}")
+    ndim = magic[3]
+    if ndim == 0:
+        raise DataError(f"{path}: IDX header declares no dimensions")
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({ndim} dimensions, "
+                        f"{4 + len(dims)} bytes)")
+    # Python ints: a numpy product of corrupt dimensions would silently overflow.
+    shape = tuple(int(d) for d in np.frombuffer(dims, ">u4"))
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_IDX_BYTES:
+        raise DataError(f"{path}: IDX header shape {shape} declares {size} bytes, over the "
+                        f"{MAX_IDX_BYTES}-byte limit (corrupt header?)")
+    data = _read_exactly(f, size, path)
+    if f.read(1):
+        raise DataError(f"{path}: IDX file is longer than its header shape {shape} "
+                        "(corrupt header or trailing data)")
+    return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
 def read_idx(path):
     """Reads an IDX file (gzip-compressed or plain) into a numpy array.
 
     The array has the file's shape and its native dtype (converted to the machine's byte
     order). Raises DataError, naming the file, for a bad magic number, an unknown type
-    code, or a payload whose size does not match the header's dimensions.
+    code, a header declaring more than MAX_IDX_BYTES, or a payload whose size does not
+    match the header's dimensions. Nothing larger than the header allows is read.
     """
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        # Detect compression by content, not by name: renamed files are common.
-        if raw[:2] == _GZIP_MAGIC:
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as raw:
+            # Detect compression by content, not by name: renamed files are common.
+            compressed = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            if not compressed:
+                return _read_idx_stream(raw, path)
+            with gzip.GzipFile(fileobj=raw) as f:
+                return _read_idx_stream(f, path)
     except (EOFError, OSError, zlib.error) as e:
         raise DataError(f"{path}: cannot read IDX file ({e})") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path}: bad IDX magic number {raw[:4].hex() or '(empty)'}; "
-                        "expected 0x0000 followed by a type code and a dimension count")
-    dtype = _IDX_DTYPES.get(raw[2])
-    if dtype is None:
-        raise DataError(f"{path}: unknown IDX type code 0x{raw[2]:02x}; "
-                        f"expected one of {', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)}")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0:
-        raise DataError(f"{path}: IDX header declares no dimensions")
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header ({ndim} dimensions, {len(raw)} bytes)")
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(f"{path}: IDX payload is {len(raw) - header} bytes but the header "
-                        f"shape {shape} needs {expected} (truncated or corrupt file)")
-    data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
-    return data.astype(dtype.newbyteorder("="))
 
 
 def _check_choice(name, value, choices):
@@ -82,14 +117,16 @@ def _idx_paths(directory, split):
 def _read_idx_split(directory, split):
     images_path, labels_path = _idx_paths(directory, split)
     images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{images_path}: expected uint8 images [N, rows, cols], "
+    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != MNIST_IMAGE_SHAPE:
+        raise DataError(f"{images_path}: expected uint8 MNIST images [N, 28, 28], "
                         f"got {images.dtype} {images.shape}")
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise DataError(f"{labels_path}: expected {images.shape[0]} labels, got shape "
-                        f"{labels.shape}")
+    if labels.ndim != 1 or labels.dtype != np.uint8 or labels.shape[0] != images.shape[0]:
+        raise DataError(f"{labels_path}: expected {images.shape[0]} uint8 labels, got "
+                        f"{labels.dtype} {labels.shape}")
     if labels.size and labels.max() > 9:
         raise DataError(f"{labels_path}: label {labels.max()} outside 0..9")
+    if not images.shape[0]:
+        raise DataError(f"{images_path}: no images")
     return images, labels
 
 
