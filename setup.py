@@ -10,19 +10,22 @@ setuptools.setup(
     package_data={"l2l_tf": ["data/mnist_sample/*.gz", "data/mnist_sample/README.md"]},
     python_requires=">=3.10",
     install_requires=[
+        # Like every TensorFlow library: a plain install works. The `tensorflow` wheel runs on
+        # CPU everywhere; the gpu extra adds the CUDA libraries.
+        "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
         "tensorflow-datasets>=4.9.10,<4.10",
         "importlib_resources>=6",  # tensorflow-datasets 4.9.10 needs it on Python 3.11 but does not declare it
         "absl-py>=2.1,<3",
-        "tensorboard>=2.20,<2.22",  # tf.summary needs it; the tensorflow-cpu wheel lacks it
+        "tensorboard>=2.20,<2.22",  # tf.summary needs it; TensorFlow 2.21's wheels do not require it
         "matplotlib>=3.8",
         "numpy>=1.26",
     ],
-    # TensorFlow comes through an extra so that GPU users are not forced onto the CPU wheel:
-    # pip install -e ".[cpu]"  or  pip install -e ".[gpu]".
     extras_require={
-        "cpu": ["tensorflow-cpu>=2.21,<2.22"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        # Adds nothing (the base install runs on CPU); kept so that `pip install ".[cpu]"`,
+        # the install command of earlier versions, still works.
+        "cpu": [],
         "test": ["pytest>=8"],
     },
 )

@@ -9,8 +9,14 @@ from l2l_tf import registry
 
 FLAGS = flags.FLAGS
 
+# define_problem_flags is a DEFINE_* helper: the flags it defines belong to the script that
+# calls it, so they are key flags of that script and its --help lists them (not only
+# --helpfull). This module therefore defines no flags of its own.
+flags.disclaim_key_flags()
+
 
 def define_problem_flags():
+  """Defines the optimizee flags shared by the scripts (--problem, --num_steps, --seed, ...)."""
   flags.DEFINE_enum("problem", "quadratic", list(registry.PROBLEMS + registry.CIFAR_PROBLEMS),
                     "Optimizee family.")
   flags.DEFINE_enum("dataset_source", "embedded", ["embedded", "tfds", "idx", "binary"],

@@ -13,6 +13,7 @@ problems. Results have the JSON shape the scripts write:
 import io as stdio
 import json
 import math
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +23,9 @@ from l2l_tf import update_rules
 from l2l_tf.training import unroll as unroll_lib
 
 DEFAULT_LEARNING_RATES = tuple(float(x) for x in 10.0 ** np.linspace(-4, 1, 21))
+
+# Least seconds between two progress lines: slow loops report every item, fast ones stay quiet.
+PROGRESS_INTERVAL_SECONDS = 5.0
 
 _compiled_runs = {}
 
@@ -56,14 +60,71 @@ def _final_mean(losses):
   return final if math.isfinite(final) else math.inf
 
 
-def tune_learning_rate(problem, name, seed, num_steps, learning_rates=DEFAULT_LEARNING_RATES):
-  """The grid learning rate with the lowest final mean loss; returns (rate, {rate: loss})."""
+def print_now(line):
+  """Prints a line at once, also when stdout is a pipe or a file (the default `log`)."""
+  print(line, flush=True)
+
+
+def format_duration(seconds):
+  """A duration for people: "42 s", "3.5 min" or "1.2 h"."""
+  if seconds < 120:
+    return f"{seconds:.0f} s"
+  if seconds < 7200:
+    return f"{seconds / 60:.1f} min"
+  return f"{seconds / 3600:.1f} h"
+
+
+class Progress:
+  """Logs "<what>: <done>/<total> <units>, <elapsed>, ETA <left>" lines while a loop runs.
+
+  Call advance() after each item. A line is logged when at least `interval` seconds have passed
+  since the previous one, and always after the last item (without an ETA). The ETA averages
+  the items after the first, which alone pays for tracing.
+  """
+
+  def __init__(self, what, total, units, log, interval=None, clock=time.monotonic):
+    self.what, self.total, self.units, self.log = what, int(total), units, log
+    self.interval = PROGRESS_INTERVAL_SECONDS if interval is None else interval
+    self.clock = clock
+    self.done = 0
+    self.start = self.last_line = clock()
+    self.first_done = None
+
+  def advance(self):
+    self.done += 1
+    now = self.clock()
+    if self.done == 1:
+      self.first_done = now
+    if self.done < self.total and now - self.last_line < self.interval:
+      return
+    self.last_line = now
+    line = (f"{self.what}: {self.done}/{self.total} {self.units}, "
+            f"{format_duration(now - self.start)}")
+    if self.done < self.total:
+      line += f", ETA {format_duration(self._seconds_per_item(now) * (self.total - self.done))}"
+    self.log(line)
+
+  def _seconds_per_item(self, now):
+    if self.done == 1:
+      return now - self.start
+    return (now - self.first_done) / (self.done - 1)
+
+
+def tune_learning_rate(problem, name, seed, num_steps, learning_rates=DEFAULT_LEARNING_RATES,
+                       log=None):
+  """The grid learning rate with the lowest final mean loss; returns (rate, {rate: loss}).
+
+  log: optional callable given progress lines ("tuning adam: 7/21 learning rates, ...").
+  """
   rate = tf.Variable(learning_rates[0], dtype=tf.float64, trainable=False)
   rule = update_rules.make_baseline(name, rate)
+  progress = Progress(f"tuning {name}", len(learning_rates), "learning rates", log) if log else None
   scores = {}
   for lr in learning_rates:
     rate.assign(lr)
     scores[lr] = _final_mean(run_trajectories(problem, rule, seed, num_steps))
+    if progress is not None:
+      progress.advance()
   best = min(scores, key=scores.get)
   return best, scores
 
@@ -78,7 +139,7 @@ def summarize(losses, learning_rate=None):
 
 def compare(problem, rules, seed, num_steps, baselines=tuple(update_rules.BASELINES),
             tuning_problem=None, tuning_seed=None, learning_rates=DEFAULT_LEARNING_RATES,
-            fixed_learning_rates=None, log=print):
+            fixed_learning_rates=None, log=print_now):
   """Runs every optimizer on the same problems.
 
   Returns (results in the JSON shape above, {name: raw losses [num_steps + 1, problems]}).
@@ -90,6 +151,7 @@ def compare(problem, rules, seed, num_steps, baselines=tuple(update_rules.BASELI
     tuning_problem, tuning_seed: validation problems for the learning-rate grid (default: the
       test family with seed + 1, never the test problems themselves).
     fixed_learning_rates: {baseline: rate} to skip tuning for those baselines.
+    log: callable given one line at a time: tuning progress and each tuned learning rate.
   """
   tuning_problem = tuning_problem or problem
   tuning_seed = seed + 1 if tuning_seed is None else tuning_seed
@@ -101,7 +163,8 @@ def compare(problem, rules, seed, num_steps, baselines=tuple(update_rules.BASELI
     if fixed_learning_rates and name in fixed_learning_rates:
       lr = float(fixed_learning_rates[name])
     else:
-      lr, _ = tune_learning_rate(tuning_problem, name, tuning_seed, num_steps, learning_rates)
+      lr, _ = tune_learning_rate(tuning_problem, name, tuning_seed, num_steps, learning_rates,
+                                 log)
       log(f"tuned {name}: learning_rate={lr:.3g}")
     losses[name] = run_trajectories(problem, update_rules.make_baseline(name, lr), seed,
                                     num_steps)

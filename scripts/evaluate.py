@@ -1,4 +1,4 @@
-"""Compares a learned optimizer with tuned baselines on the same held-out problems.
+r"""Compares a learned optimizer with tuned baselines on the same held-out problems.
 
   python scripts/evaluate.py --optimizer_path=runs/quadratic --num_problems=100 \
       --output_json=runs/quadratic/eval.json --output_plot=runs/quadratic/eval.png

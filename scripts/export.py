@@ -1,4 +1,4 @@
-"""Exports a trained optimizer as a TensorFlow SavedModel (signatures initial_state / step).
+r"""Exports a trained optimizer as a TensorFlow SavedModel (signatures initial_state / step).
 
   python scripts/export.py --optimizer_path=runs/mnist/best --output_path=savedmodels/mnist \
       [--evaluation_json=runs/mnist/eval.json]

@@ -87,14 +87,18 @@ def main(argv):
   rule, metadata = io.load_rule(FLAGS.optimizer_path)
   grid = tuple(float(x) for x in 10.0 ** np.linspace(-4, 1, FLAGS.grid_points))
   table, everything = [], {}
-  for name, v in variants(FLAGS.sweep).items():
+  todo = variants(FLAGS.sweep)
+  progress = evaluation.Progress("generalisation", len(todo), "variants", evaluation.print_now,
+                                 interval=0)
+  for name, v in todo.items():
     make = lambda split, n: registry.make_problem(  # pylint: disable=cell-var-from-loop
         "mnist", split, n, FLAGS.dataset_source, FLAGS.data_dir, v["hidden_sizes"],
         v["activation"])
     results, losses = evaluation.compare(
         make("test", FLAGS.num_problems), {"learned": rule}, seed=10_000 + FLAGS.seed,
         num_steps=v["num_steps"], tuning_problem=make("validation", FLAGS.num_problems),
-        tuning_seed=1 + FLAGS.seed, learning_rates=grid, log=lambda *_: None)
+        tuning_seed=1 + FLAGS.seed, learning_rates=grid,
+        log=lambda line, variant=name: evaluation.print_now(f"{variant}: {line}"))
     everything[name] = dict(results, variant={k: list(x) if isinstance(x, tuple) else x
                                               for k, x in v.items()})
     evaluation.plot(results, os.path.join(FLAGS.output_dir, f"{name.replace(' ', '_')}.png"),
@@ -107,6 +111,7 @@ def main(argv):
            + f" | {'yes' if finals['learned'] < best_baseline else 'no'} |")
     table.append(row)
     print(row, flush=True)
+    progress.advance()
   header = ("| variant | steps | " + " | ".join(NAMES) + " | learned best? |\n|"
             + "---|" * (len(NAMES) + 3))
   text = (f"Final training loss, mean of {FLAGS.num_problems} held-out runs (paper's value in "

@@ -1,12 +1,14 @@
 """The absl scripts end to end: JSON shape, optimizer directories, one-line errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DURATION = r"[\d.]+ (s|min|h)"  # as evaluation.format_duration writes it
 
 
 def _run(script, *args):
@@ -30,6 +32,9 @@ def test_evaluate_writes_the_documented_json_shape(trained, tmp_path):
   result = _run("evaluate.py", f"--optimizer_path={trained}", "--num_problems=5",
                 "--num_steps=10", f"--output_json={json_path}", f"--output_plot={png_path}")
   assert result.returncode == 0, result.stderr[-2000:]
+  for name in ("sgd", "rmsprop", "adam", "nag"):  # progress of each tuning grid, then its rate
+    assert re.search(rf"^tuning {name}: 21/21 learning rates, .*\ntuned {name}: learning_rate=",
+                     result.stdout, flags=re.MULTILINE), result.stdout
   with open(json_path) as f:
     data = json.load(f)
   assert set(data) == {"problem", "num_steps", "num_problems", "results"}
@@ -130,6 +135,10 @@ def test_generalization_writes_table_json_and_summary(tmp_path):
   result = _run("generalization.py", f"--optimizer_path={os.path.join(ROOT, 'savedmodels', 'mnist')}",
                 f"--output_dir={out}", "--num_problems=1", "--grid_points=2")
   assert result.returncode == 0, result.stderr[-2000:]
+  for progress in (rf"relu: tuning adam: 2/2 learning rates, {DURATION}",
+                   rf"generalisation: 1/5 variants, {DURATION}, ETA {DURATION}",
+                   rf"generalisation: 5/5 variants, {DURATION}"):
+    assert re.search(rf"^{progress}$", result.stdout, flags=re.MULTILINE), result.stdout
   with open(out / "generalization.json") as f:
     data = json.load(f)
   assert list(data) == ["base", "200 steps", "40 units", "2 layers", "relu"]
