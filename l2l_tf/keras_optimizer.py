@@ -7,30 +7,51 @@
 Compute is Keras-native: the cells are rebuilt from the exported configuration and weights
 (l2l_tf.io.load_rule), not run through the SavedModel's serving graph, so the optimizer works
 in model.fit with and without jit_compile, under tf.distribute strategies and mixed precision.
+Every cell is accepted: CoordinatewiseLSTM, GlobalAveragingLSTM (LSTM+GAC), NTMBFGS, NTMLBFGS.
 
-Semantics. For every trainable variable the optimizer keeps the cell's states in slots
-(add_variable, shape var.shape + (size,), one per state, named after cell.state_names) and on
-each step runs the cell on that variable's gradient flattened to [1, n, 1]:
+Semantics. A cell steps the coordinates of one problem instance together, as in
+meta-training (l2l_tf.LearnedUpdateRule): in Keras, one instance is ALL the trainable
+variables that one parameter group covers, flattened and concatenated in the order of the
+variables given to build (model.trainable_variables) into one vector of n coordinates:
 
-    update, new_states = cell(gradient[1, n, 1], states)
-    variable += learning_rate * update
+    update, new_states = cell(concat(gradients)[1, n, 1], states)
+    variable += learning_rate * update[the variable's coordinates]
 
-Meta-training (l2l_tf.LearnedUpdateRule) concatenates all coordinates of a parameter group
-into one vector; for coordinatewise cells (CoordinatewiseLSTM) stepping each variable on its
-own is exactly the same computation. Cells that share information across coordinates
-(GlobalAveragingLSTM, the NTM cells) would compute something different per variable, so they
-are refused here; use them through LearnedUpdateRule or the exported SavedModel's `step`.
-A cell class can declare `coordinatewise = True` to be accepted.
+so GAC averages over every coordinate of the group and an NTM keeps one memory for the whole
+group. Cells that declare `coordinatewise = True` (CoordinatewiseLSTM) compute the same thing
+on any split of the coordinates, and are run on each variable separately (no concatenation).
+States live in optimizer variables ("slots"): per-coordinate states (state_size an int) in one
+slot per model variable, of shape variable.shape + (size,), named after cell.state_names;
+states shared by the instance (NTMBFGS's dense memory, state_size None) in one slot per group,
+of the shape the cell's get_initial_state gives ([n, n]). NTMBFGS refuses, when the optimizer
+is built and before any memory is allocated, a group of more than its max_dense_coordinates
+coordinates (use NTMLBFGS, whose memory is O(n k)).
+
+Non-finite steps are skipped. If any gradient, proposed update (learning_rate * update) or
+new state of a step is NaN or infinite, that step changes no model variable and no slot (the
+cell's state is kept as it was), and `optimizer.skipped_steps` (an int64 optimizer variable,
+saved with the optimizer) counts it; `optimizer.iterations` still counts the step. Without
+this guard one NaN batch would make every later update and state NaN. (Keras's
+LossScaleOptimizer, used under mixed precision, skips non-finite scaled gradients before they
+reach this optimizer; those steps are not counted here.)
 
 Parameter groups: `parameter_groups` maps a regex on the Keras variable path
 (variable.path, e.g. "sequential/dense/kernel"; re.search) to a group of the rule. Without
 it, a single-group rule steps every variable; a several-group rule matches variable paths
-with the rule's own ParameterGroups patterns. Every variable must map to exactly one group.
+with the rule's own ParameterGroups patterns. Every variable must map to exactly one group;
+each group is its own instance, with its own cell and (for sharing cells) its own averages
+and memory. A sharing group whose variables get gradients only in part (some are None) is
+refused: its instance would lose coordinates.
+
+Other Keras options behave as for any Keras optimizer but mean something slightly different
+here (clipnorm/global_clipnorm barely change the step's size; learning_rate scales the
+learned update); see docs/keras_optimizer.md.
 
 Serialization: get_config carries the full rule (cell configs, parameter groups, metadata and
 every weight as a list of floats), so keras.saving (.keras files) needs nothing but the
-config; the slot states are saved as optimizer variables. Loading optimizer variables that
-were saved for different model variables (other count, shapes or groups) is refused.
+config; the slots and skipped_steps are saved as optimizer variables. Loading optimizer
+variables that were saved for different model variables (other count, shapes or groups) is
+refused.
 """
 import json
 import numbers
@@ -46,21 +67,49 @@ from l2l_tf import export
 from l2l_tf import io as io_lib
 from l2l_tf import learned_rule
 from l2l_tf.cells import base as cells_base
-from l2l_tf.cells import coordinatewise_lstm
 
 _LAYOUT_KEY = "l2l_tf_layout"
 
 
-def is_coordinatewise(cell):
-  """Whether stepping any subset of the coordinates separately gives the same result."""
-  declared = getattr(type(cell), "coordinatewise", None)
-  if declared is not None:
-    return bool(declared)
-  base = coordinatewise_lstm.CoordinatewiseLSTM
-  cls = type(cell)
-  return (isinstance(cell, base) and cls.call is base.call
-          and cls.transform_hidden is base.transform_hidden
-          and cls.get_initial_state is base.get_initial_state)
+def steps_each_variable_alone(cell):
+  """Whether the cell may step each model variable on its own: its declared `coordinatewise`
+  (a cell that declares nothing is stepped over its whole group, which is always exact)."""
+  return bool(getattr(type(cell), "coordinatewise", False))
+
+
+class _Instance:
+  """The coordinates that one cell call steps together: some model variables of one group.
+
+  Attributes:
+    group: the rule group (which cell).
+    indices: positions of the variables in the optimizer's variable list, in concatenation
+      order.
+    sizes: the number of coordinates of each of those variables.
+    shared_slots: {state position: optimizer variable} for the states that belong to the
+      instance as a whole (state_size None), not to its coordinates.
+  """
+
+  def __init__(self, group, indices, sizes):
+    self.group = group
+    self.indices = list(indices)
+    self.sizes = list(sizes)
+    self.shared_slots = {}
+
+  @property
+  def num_coordinates(self):
+    return sum(self.sizes)
+
+
+def _concat(tensors):
+  return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis=0)
+
+
+def _split(tensor, sizes):
+  return [tensor] if len(sizes) == 1 else tf.split(tensor, sizes, axis=0)
+
+
+def _all_finite(tensors):
+  return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
 
 
 def serialize_rule(rule, metadata=None):
@@ -105,13 +154,17 @@ def _variable_path(variable):
   return getattr(variable, "path", None) or variable.name
 
 
+def _slot_dtype(variable):
+  return variable.dtype if "float" in str(variable.dtype) else "float32"
+
+
 @keras.saving.register_keras_serializable(package="l2l_tf")
 class LearnedOptimizer(keras.optimizers.Optimizer):
   """A Keras optimizer whose update is computed by trained learned-optimizer cells.
 
   Args:
-    rule_or_cell: a LearnedUpdateRule, a coordinatewise LearnedOptimizerCell, {group: cell},
-      or a rule serialized by serialize_rule (what get_config stores).
+    rule_or_cell: a LearnedUpdateRule, a LearnedOptimizerCell, {group: cell}, or a rule
+      serialized by serialize_rule (what get_config stores).
     learning_rate: multiplies the cell's update (1.0 = the update the optimizer was trained
       to make). A float, a schedule or a callable, as for any Keras optimizer.
     parameter_groups: {variable-path regex: rule group}; see the module docstring.
@@ -124,16 +177,6 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       learning_rate = float(learning_rate)
     super().__init__(learning_rate=learning_rate, name=name, **kwargs)
     rule, metadata = _as_rule(rule_or_cell)
-    for group, cell in rule.cells.items():
-      if not is_coordinatewise(cell):
-        raise ValueError(
-            f"{type(cell).__name__} (group {group!r}) shares information across coordinates, "
-            "so stepping each Keras variable separately would change what it computes. "
-            "LearnedOptimizer supports coordinatewise cells only (e.g. CoordinatewiseLSTM); "
-            "step this cell with l2l_tf.LearnedUpdateRule or the exported SavedModel's step "
-            "signature on the whole group instead.")
-      if any(size is None for size in cell.state_size):
-        raise ValueError(f"{type(cell).__name__}: states with a size of None cannot be slots")
     if parameter_groups is not None:
       parameter_groups = {str(k): str(v) for k, v in dict(parameter_groups).items()}
       unknown = sorted(set(parameter_groups.values()) - set(rule.cells))
@@ -196,42 +239,162 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       raise ValueError(f"Variable {path!r} is matched by {problem} of {source}")
     return hits[0]
 
+  @property
+  def skipped_steps(self):
+    """Steps skipped because a gradient, update or state was not finite (an int64 variable)."""
+    return self._skipped_steps
+
   def build(self, variables):
     if self.built:
       return
+    variables = list(variables)
+    groups = [self.group_of(variable) for variable in variables]
+    instances = self._plan_instances(variables, groups)
+    # Shared states first: a cell may refuse its instance's size here (NTMBFGS over
+    # max_dense_coordinates), before any optimizer variable is allocated.
+    shared_initial = [self._shared_initial_states(instance) for instance in instances]
     super().build(variables)
-    groups, slots = [], []
-    for variable in variables:
-      group = self.group_of(variable)
-      cell = self._cells[group]
-      dtype = variable.dtype if "float" in str(variable.dtype) else "float32"
+    self._skipped_steps = self.add_variable(shape=(), initializer="zeros", dtype="int64",
+                                            aggregation="only_first_replica",
+                                            name="skipped_steps")
+    slots = [None] * len(variables)
+    for instance, initial in zip(instances, shared_initial):
+      slots_by_variable = self._add_state_slots(instance, variables, initial)
+      for index, variable_slots in zip(instance.indices, slots_by_variable):
+        slots[index] = variable_slots
+    self._variable_groups = groups
+    self._instances = instances
+    self._state_slots = slots
+
+  def _plan_instances(self, variables, groups):
+    """One instance per variable for coordinatewise cells, else one per group."""
+    instances, by_group = [], {}
+    for index, (variable, group) in enumerate(zip(variables, groups)):
+      size = int(np.prod(variable.shape))
+      if steps_each_variable_alone(self._cells[group]):
+        instances.append(_Instance(group, [index], [size]))
+      else:
+        by_group.setdefault(group, _Instance(group, [], [])).indices.append(index)
+        by_group[group].sizes.append(size)
+    return instances + list(by_group.values())
+
+  def _shared_initial_states(self, instance):
+    """{state position: initial value} of the instance's shared states (none for most cells);
+    the slots take their shapes (the values are zeros, as every cell's initial state)."""
+    cell = self._cells[instance.group]
+    if all(size is not None for size in cell.state_size):
+      return {}
+    try:
+      with tf.init_scope():  # eager even if build runs while a train step is traced
+        states = cell.get_initial_state(instance.num_coordinates)
+    except (ValueError, tf.errors.InvalidArgumentError) as e:
+      raise ValueError(
+          f"LearnedOptimizer group {instance.group!r}: its {len(instance.indices)} variables "
+          f"are one instance of {instance.num_coordinates} coordinates for "
+          f"{type(cell).__name__}, which refuses it: {e}") from e
+    return {position: state for position, (state, size) in
+            enumerate(zip(states, cell.state_size)) if size is None}
+
+  def _add_state_slots(self, instance, variables, shared_initial):
+    """Creates the instance's slots; returns, per variable, its list of slots in state order
+    (a shared state's slot appears in every variable's list)."""
+    cell = self._cells[instance.group]
+    first = variables[instance.indices[0]]
+    for position, value in shared_initial.items():
+      instance.shared_slots[position] = self.add_variable(
+          shape=tuple(value.shape), initializer="zeros",  # cells start from zero states
+          dtype=_slot_dtype(first), name=f"{instance.group}_{cell.state_names[position]}")
+    slots = []
+    for index in instance.indices:
+      variable = variables[index]
       base_name = _variable_path(variable).replace("/", "_")
       slots.append([
-          self.add_variable(shape=tuple(variable.shape) + (int(size),), initializer="zeros",
-                            dtype=dtype, name=f"{base_name}_{state}")
-          for state, size in zip(cell.state_names, cell.state_size)])
-      groups.append(group)
-    self._variable_groups = groups
-    self._state_slots = slots
+          instance.shared_slots[position] if size is None else self.add_variable(
+              shape=tuple(variable.shape) + (int(size),), initializer="zeros",
+              dtype=_slot_dtype(variable), name=f"{base_name}_{state}")
+          for position, (state, size) in enumerate(zip(cell.state_names, cell.state_size))])
+    return slots
 
   def state_slots(self, variable):
     """The slot variables holding `variable`'s cell states, in the cell's state order."""
     return list(self._state_slots[self._get_variable_index(variable)])
 
+  # -- the step -------------------------------------------------------------------------------------
+
   def update_step(self, gradient, variable, learning_rate):
-    index = self._get_variable_index(variable)
-    cell = self._cells[self._variable_groups[index]]
-    slots = self._state_slots[index]
+    raise NotImplementedError("LearnedOptimizer steps whole instances; it overrides "
+                              "_distributed_tf_update_step, not update_step")
+
+  def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+    """Steps every instance at once (Keras's TF backend would call update_step per variable).
+
+    Runs in cross-replica context on all-reduced gradients. extended.update on one optimizer
+    variable runs `_step` once per replica in that replica's update context, where reading
+    or assigning any mirrored variable touches that replica's copy.
+    """
+    grads = [None] * len(self._trainable_variables)
+    for grad, variable in grads_and_vars:
+      grads[self._get_variable_index(variable)] = grad
+    distribution.extended.update(self._skipped_steps.value, self._step,
+                                 args=(grads, learning_rate), group=False)
+
+  def _step(self, unused_anchor, grads, learning_rate):
+    """Proposes every instance's update and states; writes them only if all are finite."""
+    writes, checked = [], []
+    for instance in self._instances:
+      present = [grads[index] is not None for index in instance.indices]
+      if not any(present):
+        continue
+      if not all(present):
+        missing = [_variable_path(self._trainable_variables[i])
+                   for i, has in zip(instance.indices, present) if not has]
+        raise ValueError(f"LearnedOptimizer group {instance.group!r}: no gradient for "
+                         f"{missing}; its cell steps the whole group as one instance. Freeze "
+                         "these variables (trainable=False) or give them their own group.")
+      instance_writes, instance_checked = self._propose(instance, grads, learning_rate)
+      writes += instance_writes
+      checked += instance_checked
+    if not writes:
+      return
+    finite = _all_finite(checked)
+    for target, proposed in writes:
+      self.assign(target, tf.where(finite, proposed, tf.convert_to_tensor(target)))
+    self.assign_add(self._skipped_steps, 1 - tf.cast(finite, tf.int64))
+
+  def _propose(self, instance, grads, learning_rate):
+    """Runs the cell on one instance; returns ([(variable, proposed value)], [tensors that
+    must be finite])."""
+    cell = self._cells[instance.group]
     dtype = cell.compute_dtype
-    gradient = tf.convert_to_tensor(gradient)
-    g = tf.reshape(tf.cast(gradient, dtype), [1, -1, 1])
-    states = [tf.reshape(tf.cast(slot, dtype), [1, -1, int(size)])
-              for slot, size in zip(slots, cell.state_size)]
-    updates, new_states = cell(g, states)
-    for slot, state in zip(slots, new_states):
-      self.assign(slot, tf.reshape(tf.cast(state, slot.dtype), slot.shape))
-    update = tf.reshape(tf.cast(updates, variable.dtype), variable.shape)
-    self.assign_add(variable, tf.cast(learning_rate, variable.dtype) * update)
+    variables = [self._trainable_variables[index] for index in instance.indices]
+    gradient = _concat([tf.reshape(tf.cast(tf.convert_to_tensor(grads[index]), dtype), [-1])
+                        for index in instance.indices])
+    states = []
+    for position, size in enumerate(cell.state_size):
+      if size is None:
+        states.append(tf.cast(instance.shared_slots[position], dtype)[None])
+      else:
+        states.append(_concat([tf.reshape(tf.cast(self._state_slots[index][position], dtype),
+                                          [-1, size]) for index in instance.indices])[None])
+    updates, new_states = cell(gradient[None, :, None], states)
+    writes, checked = [], [gradient]
+    for variable, update in zip(variables, _split(tf.reshape(updates, [-1]), instance.sizes)):
+      step = tf.cast(learning_rate, variable.dtype) * tf.reshape(
+          tf.cast(update, variable.dtype), variable.shape)
+      writes.append((variable, variable + step))
+      checked.append(step)
+    for position, (state, size) in enumerate(zip(new_states, cell.state_size)):
+      if size is None:
+        slot = instance.shared_slots[position]
+        writes.append((slot, tf.reshape(tf.cast(state, slot.dtype), slot.shape)))
+        checked.append(writes[-1][1])
+        continue
+      parts = _split(tf.reshape(state, [-1, size]), instance.sizes)
+      for index, part in zip(instance.indices, parts):
+        slot = self._state_slots[index][position]
+        writes.append((slot, tf.reshape(tf.cast(part, slot.dtype), slot.shape)))
+        checked.append(writes[-1][1])
+    return writes, checked
 
   # -- saving ---------------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from l2l_tf import io
 from l2l_tf import keras_optimizer
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.cells import GlobalAveragingLSTM
+from l2l_tf.cells import NTMBFGS
+from l2l_tf.cells import NTMLBFGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEARNING_RATE = 0.7
@@ -34,10 +36,11 @@ def _cell(seed=0, hidden_sizes=(4, 4)):
   return cell
 
 
-def _model(hidden=5):
+def _model(hidden=5, dtype=None):
   keras.utils.set_random_seed(42)
-  return keras.Sequential([keras.Input((6,)), keras.layers.Dense(hidden, activation="tanh"),
-                           keras.layers.Dense(3)])
+  return keras.Sequential([keras.Input((6,)),
+                           keras.layers.Dense(hidden, activation="tanh", dtype=dtype),
+                           keras.layers.Dense(3, dtype=dtype)])
 
 
 def _loss():
@@ -62,6 +65,57 @@ def _hand_trained(cell, steps, learning_rate=LEARNING_RATE):
       update, states[id(v)] = cell(tf.reshape(g, [1, -1, 1]), states[id(v)])
       v.assign_add(learning_rate * tf.reshape(update, v.shape))
   return model, states
+
+
+SHARING = ["gac", "ntm_bfgs", "ntm_lbfgs"]
+_SHARING_CELLS = {"gac": GlobalAveragingLSTM, "ntm_bfgs": NTMBFGS, "ntm_lbfgs": NTMLBFGS}
+
+
+def _make(name, hidden_sizes=(4, 4), **kwargs):
+  return (CoordinatewiseLSTM if name == "lstm" else _SHARING_CELLS[name])(
+      hidden_sizes=hidden_sizes, **kwargs)
+
+
+def _opened(name, seed=0, **kwargs):
+  """A small sharing cell whose every path is open: random output, read and read-in weights
+  (a fresh NTM's are zero), so the shared averages and memory shape the update."""
+  keras.utils.set_random_seed(seed)
+  cell = _make(name, **kwargs)
+  rng = np.random.default_rng(seed)
+  for weight in cell.weights:
+    if weight.name in ("output_kernel", "read_output_kernel", "lstm_0_kernel"):
+      weight.assign(rng.normal(size=weight.shape).astype(weight.dtype))
+  return cell
+
+
+_SHIPPED = {}
+
+
+def _like_shipped(name):
+  """A 2 x 20 cell of kind `name` holding the shipped MNIST LSTM's weights (an NTM's extra
+  first-layer rows and heads keep their initial values)."""
+  if not _SHIPPED:
+    shipped = io.load_rule(os.path.join(ROOT, "savedmodels", "mnist"))[0].cells["all"]
+    _SHIPPED.update({w.name: w.numpy() for w in shipped.weights})
+  cell = _make(name, hidden_sizes=(20, 20))
+  for weight in cell.weights:
+    if weight.name in _SHIPPED:
+      value = weight.numpy()
+      source = _SHIPPED[weight.name]
+      value[tuple(slice(0, d) for d in source.shape)] = source
+      weight.assign(value)
+  return cell
+
+
+def _state_variables(optimizer):
+  """The optimizer's cell-state slots (not iterations, learning_rate or skipped_steps)."""
+  counters = {id(optimizer.iterations), id(optimizer.skipped_steps)}
+  return [v for v in optimizer.variables
+          if id(v) not in counters and "learning_rate" not in v.path]
+
+
+def _numpy(variables):
+  return [v.numpy() for v in variables]
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +144,10 @@ def test_fit_equals_learned_step_by_hand(cell, jit_compile):
   assert int(optimizer.iterations.numpy()) == steps
 
 
-def test_keras_file_round_trip_continues_identically(cell, tmp_path):
+@pytest.mark.parametrize("name", SHARING + ["lstm"])
+def test_keras_file_round_trip_continues_bit_identically(name, tmp_path):
   model = _model()
+  cell = _opened(name) if name != "lstm" else _cell()
   model.compile(optimizer=l2l_tf.LearnedOptimizer(cell, learning_rate=LEARNING_RATE),
                 loss=_loss())
   _fit(model, 2)
@@ -106,11 +162,12 @@ def test_keras_file_round_trip_continues_identically(cell, tmp_path):
   assert len(optimizer.variables) == len(model.optimizer.variables)
   for a, b in zip(optimizer.variables, model.optimizer.variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-  assert max(np.abs(s.numpy()).max() for s in optimizer.variables[2:]) > 0  # real state
+  assert max(np.abs(s.numpy()).max() for s in _state_variables(optimizer)) > 0  # real state
   _fit(model, 2)
   _fit(loaded, 2)
-  for a, b in zip(model.get_weights(), loaded.get_weights()):
-    np.testing.assert_allclose(a, b, atol=1e-7, rtol=0)
+  for a, b in zip(model.get_weights() + _numpy(model.optimizer.variables),
+                  loaded.get_weights() + _numpy(optimizer.variables)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_config_carries_weights_and_from_config(cell):
@@ -215,10 +272,154 @@ def test_parameter_groups_map_variables_to_cells():
     l2l_tf.LearnedOptimizer(rule, parameter_groups={".*": "nope"})
 
 
-def test_refuses_cells_that_share_across_coordinates():
-  with pytest.raises(ValueError, match="shares information across coordinates"):
-    l2l_tf.LearnedOptimizer(GlobalAveragingLSTM(hidden_sizes=(4,)))
-  assert keras_optimizer.is_coordinatewise(CoordinatewiseLSTM(hidden_sizes=(2,)))
+def test_cells_declare_whether_they_share():
+  assert keras_optimizer.steps_each_variable_alone(CoordinatewiseLSTM(hidden_sizes=(2,)))
+  for name in SHARING:
+    assert not keras_optimizer.steps_each_variable_alone(_make(name))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("name", ["lstm"] + SHARING)
+def test_every_cell_lowers_the_loss_in_fit(name, jit_compile):
+  # The shipped MNIST LSTM's weights in every cell (an NTM's memory paths stay closed, as a
+  # fresh NTM's are; untrained memory paths make any step size diverge).
+  model = _model()
+  optimizer = l2l_tf.LearnedOptimizer(_like_shipped(name))
+  model.compile(optimizer=optimizer, loss=_loss(), jit_compile=jit_compile)
+  losses = model.fit(X, Y, batch_size=len(X), epochs=15, shuffle=False, verbose=0).history["loss"]
+  assert losses[-1] < 0.9 * losses[0], losses
+  assert int(optimizer.skipped_steps.numpy()) == 0
+
+
+def _step_groups_by_hand(model, cells, group_of, steps, learning_rate, per_variable=False):
+  """The cells' own steps: per group, all its variables' gradients concatenated in order (or,
+  with per_variable, each variable as an instance of its own)."""
+  variables = model.trainable_variables
+  instances = {}
+  for v in variables:
+    instances.setdefault(v.path if per_variable else group_of(v), []).append(v)
+  cell_of = lambda vs: cells[group_of(vs[0])]
+  states = {k: cell_of(vs).get_initial_state((1, sum(int(np.prod(v.shape)) for v in vs)))
+            for k, vs in instances.items()}
+  for _ in range(steps):
+    with tf.GradientTape() as tape:
+      loss = _loss()(Y, model(X.astype(np.float64)))
+    grads = dict(zip([id(v) for v in variables], tape.gradient(loss, variables)))
+    for k, vs in instances.items():
+      flat = tf.concat([tf.reshape(grads[id(v)], [-1]) for v in vs], axis=0)
+      update, states[k] = cell_of(vs)(flat[None, :, None], states[k])
+      parts = tf.split(update[0, :, 0], [int(np.prod(v.shape)) for v in vs])
+      for v, part in zip(vs, parts):
+        v.assign_add(learning_rate * tf.reshape(part, v.shape))
+  return states
+
+
+@pytest.mark.parametrize("name,two_groups", [("gac", False), ("gac", True),
+                                             ("ntm_bfgs", False), ("ntm_lbfgs", False)])
+def test_sharing_update_equals_the_cell_on_the_concatenated_group(name, two_groups):
+  keras.backend.set_floatx("float64")
+  try:
+    cells = {"kernels": _opened(name, dtype="float64", seed=1),
+             "biases": _opened(name, dtype="float64", seed=2)}
+    if not two_groups:
+      cells = {"all": cells["kernels"]}
+    group_of = lambda v: "all" if not two_groups else ("kernels" if "kernel" in v.path
+                                                         else "biases")
+    rule = l2l_tf.LearnedUpdateRule(cells, {"kernels": "kernel", "biases": "bias"}
+                                    if two_groups else None)
+    model = _model(dtype="float64")
+    optimizer = l2l_tf.LearnedOptimizer(rule, learning_rate=LEARNING_RATE)
+    model.compile(optimizer=optimizer, loss=_loss())
+    model.fit(X.astype(np.float64), Y, batch_size=len(X), epochs=3, shuffle=False, verbose=0)
+    by_hand = _model(dtype="float64")
+    states = _step_groups_by_hand(by_hand, cells, group_of, 3, LEARNING_RATE)
+    separately = _model(dtype="float64")  # each variable as its own instance: must differ
+    _step_groups_by_hand(separately, cells, group_of, 3, LEARNING_RATE, per_variable=True)
+  finally:
+    keras.backend.set_floatx("float32")
+  assert model.trainable_variables[0].dtype == "float64"
+  for v, w in zip(model.trainable_variables, by_hand.trainable_variables):
+    np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-13, atol=1e-15, err_msg=v.path)
+  assert max(np.abs(a - b).max() for a, b in zip(model.get_weights(),
+                                                  separately.get_weights())) > 1e-6
+  for group, cell in cells.items():
+    members = [v for v in model.trainable_variables if group_of(v) == group]
+    for position, (state, size) in enumerate(zip(states[group], cell.state_size)):
+      if size is None:  # the group's shared memory: one slot
+        slot = optimizer.state_slots(members[0])[position]
+        assert all(optimizer.state_slots(v)[position] is slot for v in members)
+        stored = slot.numpy()
+      else:
+        stored = np.concatenate([optimizer.state_slots(v)[position].numpy().reshape(-1, size)
+                                 for v in members])
+      np.testing.assert_allclose(stored, state.numpy()[0], rtol=1e-13, atol=1e-15)
+
+
+def test_ntm_bfgs_refused_above_its_dense_limit_before_allocating():
+  model = _model()  # 6*5 + 5 + 5*3 + 3 = 53 coordinates in one group
+  optimizer = l2l_tf.LearnedOptimizer(NTMBFGS(hidden_sizes=(4,), max_dense_coordinates=52))
+  with pytest.raises(ValueError, match=r"53 coordinates.*Use NTMLBFGS"):
+    optimizer.build(model.trainable_variables)
+  assert not optimizer.built
+  assert all(tuple(v.shape) == () for v in optimizer.variables)  # iterations, learning rate
+  at_limit = l2l_tf.LearnedOptimizer(NTMBFGS(hidden_sizes=(4,), max_dense_coordinates=53))
+  at_limit.build(model.trainable_variables)
+  memory = at_limit.state_slots(model.trainable_variables[0])[-1]
+  assert tuple(memory.shape) == (53, 53)
+
+
+def test_sharing_group_without_some_gradients_is_refused():
+  model = _model()
+  optimizer = l2l_tf.LearnedOptimizer(_make("gac"))
+  grads = [tf.zeros_like(v) for v in model.trainable_variables]
+  grads[1] = None
+  with pytest.raises(ValueError, match="no gradient for"):
+    optimizer.apply(grads, model.trainable_variables)
+
+
+def _batches(*batches):
+  xs, ys = zip(*batches)
+  return tf.data.Dataset.from_tensor_slices((np.concatenate(xs), np.concatenate(ys))).batch(16)
+
+
+@pytest.mark.parametrize("name,jit_compile", [("lstm", False), ("lstm", True),
+                                              ("ntm_bfgs", False), ("gac", True)])
+def test_a_nan_gradient_is_skipped_and_training_continues(name, jit_compile):
+  first, second = (X[:16], Y[:16]), (X[16:], Y[16:])
+  poisoned = (X[:16].copy(), Y[:16])
+  poisoned[0][3, 2] = np.nan  # one NaN input: the loss and the gradients are NaN
+
+  def fit(data):
+    model = _model()
+    optimizer = l2l_tf.LearnedOptimizer(_like_shipped(name))
+    model.compile(optimizer=optimizer, loss=_loss(), jit_compile=jit_compile)
+    model.fit(data, epochs=1, shuffle=False, verbose=0)
+    return model, optimizer
+
+  model, optimizer = fit(_batches(first, poisoned, second))
+  clean, clean_optimizer = fit(_batches(first, second))
+  assert int(optimizer.skipped_steps.numpy()) == 1 and int(optimizer.iterations.numpy()) == 3
+  assert int(clean_optimizer.skipped_steps.numpy()) == 0
+  # The NaN step changed nothing: weights and cell states equal those of a run without it.
+  for a, b in zip(model.get_weights() + _numpy(_state_variables(optimizer)),
+                  clean.get_weights() + _numpy(_state_variables(clean_optimizer))):
+    np.testing.assert_array_equal(a, b)
+  losses = model.fit(X, Y, batch_size=16, epochs=3, shuffle=False, verbose=0).history["loss"]
+  assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+  assert int(optimizer.skipped_steps.numpy()) == 1
+
+
+def test_a_non_finite_update_is_skipped():
+  model = _model()
+  initial = model.get_weights()
+  optimizer = l2l_tf.LearnedOptimizer(_cell(), learning_rate=np.inf)  # finite gradients
+  with tf.GradientTape() as tape:
+    loss = _loss()(Y, model(X))
+  optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+  assert int(optimizer.skipped_steps.numpy()) == 1
+  for a, b in zip(model.get_weights() + _numpy(_state_variables(optimizer)),
+                  initial + [np.zeros(v.shape) for v in _state_variables(optimizer)]):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_mixed_float16(cell):
@@ -249,6 +450,7 @@ _MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
     import l2l_tf
+    from l2l_tf.cells import NTMBFGS
     keras.utils.set_random_seed(0)
     cell = l2l_tf.CoordinatewiseLSTM(hidden_sizes=(4,))
     cell.output_kernel.assign(np.random.default_rng(0).normal(size=(4, 1)).astype("float32"))
@@ -282,7 +484,30 @@ _MIRRORED = textwrap.dedent("""
         v.assign_add(0.5 * tf.reshape(update, v.shape))
     weights = model.get_weights()
     states = [s.numpy().reshape(m.shape) for s, m in zip(states[0], mirrored_states)]
+
+    # A sharing cell (one instance over all variables, a dense memory slot): mirrored run
+    # against the same optimizer on one device.
+    def run_sharing(strategy):
+      with strategy.scope():
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+        keras.utils.set_random_seed(2)
+        ntm = NTMBFGS(hidden_sizes=(4,))
+        ntm.read_output_kernel.assign([[0.5]])
+        optimizer = l2l_tf.LearnedOptimizer(ntm, learning_rate=0.5)
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        optimizer.build(model.trainable_variables)
+      model.fit(x, y, batch_size=64, epochs=3, shuffle=False, verbose=0)
+      return model.get_weights(), [v.numpy() for v in optimizer.variables]
+
+    sharing_mirrored = run_sharing(strategy)
+    sharing_one = run_sharing(tf.distribute.get_strategy())
+    sharing_diff = lambda i: float(max(np.abs(a - b).max() for a, b in zip(
+        sharing_mirrored[i], sharing_one[i])))
     print("RESULT " + json.dumps({
+        "sharing_weight_diff": sharing_diff(0), "sharing_state_diff": sharing_diff(1),
+        "sharing_memory_max": float(np.abs(sharing_mirrored[1][3]).max()),
         "replicas": strategy.num_replicas_in_sync,
         "weight_diff": float(max(np.abs(a - b).max() for a, b in zip(weights, mirrored_weights))),
         "state_diff": float(max(np.abs(a - b).max() for a, b in zip(states, mirrored_states))),
@@ -305,3 +530,5 @@ def test_mirrored_strategy_on_two_logical_cpus():
   # below e^-10 by e^10 (this run has one such coordinate). A wrong replica aggregation
   # (e.g. summed, not averaged, gradients or unsynchronised slots) is off by O(1).
   assert stats["weight_diff"] < 1e-5 and stats["state_diff"] < 1e-3, stats
+  assert stats["sharing_memory_max"] > 1e-3  # the NTM memory slot was written
+  assert stats["sharing_weight_diff"] < 1e-5 and stats["sharing_state_diff"] < 1e-3, stats

@@ -23,6 +23,8 @@ class LearnedOptimizerCell(keras.layers.Layer):
     output_scale: the network's linear output is multiplied by this to give the update.
   """
 
+  coordinatewise = False  # True: any split of the coordinates steps identically (no sharing)
+
   def __init__(self, preprocessing="log_sign", output_scale=0.1, **kwargs):
     super().__init__(**kwargs)
     self.preprocessor = preprocessing_lib.get_preprocessor(preprocessing)

@@ -103,6 +103,8 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
     output_scale: update = output_scale * linear(h_last) (paper: 0.1; 1 on quadratics).
   """
 
+  coordinatewise = True  # each coordinate's update depends on its own gradients only
+
   def __init__(self, hidden_sizes=(20, 20), preprocessing="log_sign", output_scale=0.1,
                **kwargs):
     super().__init__(preprocessing=preprocessing, output_scale=output_scale, **kwargs)

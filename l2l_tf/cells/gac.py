@@ -104,6 +104,8 @@ class GlobalAveragingLSTM(coordinatewise_lstm.CoordinatewiseLSTM):
     preprocessing, output_scale: as in CoordinatewiseLSTM.
   """
 
+  coordinatewise = False  # GACs average over all coordinates of the instance
+
   def __init__(self, hidden_sizes=(20, 20), global_averaging_units=None,
                global_averaging_fraction=None, preprocessing="log_sign", output_scale=0.1,
                **kwargs):
