@@ -1,5 +1,8 @@
 """Shared pieces of the absl command-line programs in scripts/."""
+import os
+import re
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -50,8 +53,39 @@ def problem_from_flags(split, batch_size=None):
                                FLAGS.data_dir, hidden_sizes, FLAGS.activation, labels=labels)
 
 
-def run(main):
-  """app.run that turns expected failures (bad input, bad files) into one-line errors."""
+_CHECKPOINT_READER = "py_checkpoint_reader.py"  # tensorflow/python/training/
+_FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")  # where in a graph, not what
+
+
+def is_expected_error(error):
+  """Whether a script reports `error` as one line rather than a traceback.
+
+  Expected: bad input (ValueError), file and disk errors (OSError; TensorFlow's OpError, e.g.
+  a checkpoint write on a full disk or a corrupt checkpoint), and what TensorFlow's checkpoint
+  reader raises for a damaged file: its C++ status becomes IndexError ("Read less bytes than
+  requested") or RuntimeError, recognised by being raised inside that reader, so that the
+  same exception types from a bug elsewhere still give a traceback.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  # loaded already via registry
+  if isinstance(error, (ValueError, OSError, tf.errors.OpError)):
+    return True
+  frames = traceback.extract_tb(error.__traceback__)
+  return (isinstance(error, (IndexError, RuntimeError)) and bool(frames)
+          and os.path.basename(frames[-1].filename) == _CHECKPOINT_READER)
+
+
+def error_line(error):
+  """The single `error: ...` line for an expected failure (never a multi-line message)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if isinstance(error, tf.errors.OpError):  # its first line; the rest is graph context
+    lines = (error.message or "").strip().splitlines()
+    first = _FUNCTION_NODE.sub("", lines[0]) if lines else ""
+    return f"error: {type(error).__name__}: {first}"
+  return "error: " + " ".join(str(error).split())
+
+
+def guarded_main(main):
+  """`main` for app.run: expected failures exit 1 with error_line instead of a traceback."""
 
   def guarded(argv):
     logging.set_verbosity(logging.WARNING)
@@ -59,7 +93,14 @@ def run(main):
       sys.exit(f"error: unexpected arguments {argv[1:]} (flags are written --name=value)")
     try:
       main(argv)
-    except (ValueError, OSError) as e:
-      sys.exit(f"error: {e}")
+    except Exception as e:  # pylint: disable=broad-except  # filtered just below
+      if not is_expected_error(e):
+        raise
+      sys.exit(error_line(e))
 
-  app.run(guarded)
+  return guarded
+
+
+def run(main):
+  """app.run that turns expected failures (bad input, bad files) into one-line errors."""
+  app.run(guarded_main(main))

@@ -359,25 +359,18 @@ def inspect_saved_model(path):
   SavedModelError naming the path for a missing path, a non-SavedModel, a corrupt
   saved_model.pb, a SavedModel from another program or a missing/corrupt optimizer asset.
   """
-  from google.protobuf import message  # pylint: disable=g-import-not-at-top
-  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   path = str(path)
   if not os.path.exists(path):
     raise SavedModelError(f"{path}: does not exist")
   if not os.path.isdir(path):
     raise SavedModelError(f"{path}: not a directory, so not a SavedModel")
-  pb_path = os.path.join(path, "saved_model.pb")
-  if not os.path.isfile(pb_path):
+  if not os.path.isfile(os.path.join(path, "saved_model.pb")):
     raise SavedModelError(f"{path}: not a SavedModel (no saved_model.pb)")
-  proto = saved_model_pb2.SavedModel()
   try:
-    with open(pb_path, "rb") as f:
-      proto.ParseFromString(f.read())
-  except (OSError, message.DecodeError) as e:
-    raise SavedModelError(f"{pb_path}: corrupt SavedModel graph ({e})") from e
+    proto = io_lib.parse_saved_model(path)  # size-bounded; requires a "serve" tag-set
+  except io_lib.OptimizerFileError as e:
+    raise SavedModelError(str(e)) from e
   serving = [m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags]
-  if not serving:
-    raise SavedModelError(f"{path}: corrupt or foreign SavedModel: no 'serve' tag-set")
   signatures = set(serving[0].signature_def)
   if not any(k == "step" or k.startswith("step_") for k in signatures) or not any(
       k == "initial_state" or k.startswith("initial_state_") for k in signatures):

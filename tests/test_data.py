@@ -8,6 +8,7 @@ import pytest
 
 from l2l_tf.data import (DataError, load_cifar10, load_mnist, read_cifar10_binary, read_idx,
                          split_train_validation)
+from l2l_tf.data import cifar
 from l2l_tf.data.mnist import EMBEDDED_DIR
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -260,6 +261,14 @@ def test_read_cifar10_binary_bad_size(tmp_path):
     (tmp_path / "short_batch.bin").write_bytes(raw[:-1])
     with pytest.raises(DataError, match="short_batch.bin.*3073"):
         read_cifar10_binary(str(tmp_path / "short_batch.bin"))
+
+
+def test_read_cifar10_binary_too_large_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar, "MAX_BATCH_BYTES", 2 * 3073)
+    path = tmp_path / "data_batch_1.bin"
+    path.write_bytes(bytes(3 * 3073))
+    with pytest.raises(DataError, match="data_batch_1.bin: 9219 bytes, over the 6146-byte"):
+        read_cifar10_binary(str(path))
 
 
 def test_read_cifar10_binary_bad_label(tmp_path):

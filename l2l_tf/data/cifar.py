@@ -9,6 +9,7 @@ from l2l_tf.data.mnist import load_tfds_numpy
 SOURCES = ("tfds", "binary")
 SPLITS = ("train", "test")
 _RECORD = 1 + 3 * 32 * 32  # one label byte, then the red, green and blue 32x32 planes
+MAX_BATCH_BYTES = 1 << 30  # refuse to read more than this from one batch file
 _BINARY_FILES = {
     "train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
     "test": ("test_batch.bin",),
@@ -25,6 +26,10 @@ def read_cifar10_binary(path):
     is outside 0..9.
     """
     with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_BATCH_BYTES:
+            raise DataError(f"{path}: {size} bytes, over the {MAX_BATCH_BYTES}-byte limit for one "
+                            "CIFAR-10 batch file (official batches are 30,730,000 bytes)")
         raw = np.frombuffer(f.read(), np.uint8)
     if raw.size == 0 or raw.size % _RECORD:
         raise DataError(f"{path}: size {raw.size} bytes is not a positive multiple of the "
