@@ -128,6 +128,31 @@ class Adam(UpdateRule):
     return new_params, {"step": t, "m": new_m, "v": new_v}
 
 
+class ScaledUpdateRule(UpdateRule):
+  """Another rule with its update multiplied by a constant: theta + scale * delta.
+
+  What LearnedOptimizer's learning_rate does in Keras, for the evaluation unroll (a learning-
+  rate sensitivity study of a learned optimizer).
+  """
+
+  def __init__(self, rule, scale):
+    self.rule = rule
+    self.scale = _rate(scale)  # a tf.Variable lets one traced graph serve several scales
+    self.name = (f"{rule.name}_scaled" if isinstance(self.scale, tf.Variable)
+                 else f"{rule.name}_x{self.scale:g}")
+
+  def init_state(self, params):
+    return self.rule.init_state(params)
+
+  def step(self, params, grads, state):
+    new_params, new_state = self.rule.step(params, grads, state)
+    return {n: p + _cast(self.scale, p) * (new_params[n] - p) for n, p in params.items()}, new_state
+
+  @property
+  def trainable_variables(self):
+    return self.rule.trainable_variables
+
+
 BASELINES = {rule.name: rule for rule in (SGD, RMSprop, Adam, NAG)}
 
 

@@ -36,3 +36,17 @@ def test_baseline_matches_keras_step_for_step(rule, make_keras):
 def test_unknown_baseline_refused():
   with pytest.raises(ValueError, match="Unknown baseline"):
     update_rules.make_baseline("adagrad", 0.1)
+
+
+def test_scaled_rule_multiplies_the_update_and_keeps_the_state():
+  params = {"w": tf.constant([[1.0, -2.0, 3.0]], tf.float64)}
+  grads = {"w": tf.constant([[0.5, -1.0, 2.0]], tf.float64)}
+  adam = update_rules.Adam(0.1)
+  scaled = update_rules.ScaledUpdateRule(adam, 0.3)
+  assert scaled.name == "adam_x0.3"
+  state, scaled_state = adam.init_state(params), scaled.init_state(params)
+  for _ in range(3):
+    new, state = adam.step(params, grads, state)
+    new_scaled, scaled_state = scaled.step(params, grads, scaled_state)
+    np.testing.assert_allclose(new_scaled["w"] - params["w"], 0.3 * (new["w"] - params["w"]))
+    tf.nest.map_structure(np.testing.assert_array_equal, state, scaled_state)
