@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quality benchmark for issue 3: the shipped MNIST optimizer (savedmodels/mnist) against SGD,
+# Quality benchmark: the shipped MNIST optimizer (savedmodels/mnist) against SGD,
 # RMSprop, Adam and NAG, each tuned for the final loss, on 20 held-out runs (test digits of the
 # embedded sample); prints the table and
 # RESULT learned_beats_all_baselines=true|false (mean loss at step 100).

@@ -11,6 +11,7 @@ problems. Results have the JSON shape the scripts write:
                       "final_loss_std"}}}
 """
 import io as stdio
+import collections
 import json
 import math
 import time
@@ -27,13 +28,18 @@ DEFAULT_LEARNING_RATES = tuple(float(x) for x in 10.0 ** np.linspace(-4, 1, 21))
 # Least seconds between two progress lines: slow loops report every item, fast ones stay quiet.
 PROGRESS_INTERVAL_SECONDS = 5.0
 
-_compiled_runs = {}
+# Traced trajectory graphs, most recently used last. Bounded: each graph holds its problem's data
+# (a whole dataset for MNIST), so an unbounded cache would keep every problem ever run alive.
+_compiled_runs = collections.OrderedDict()
+_MAX_COMPILED_RUNS = 8
 
 
 def _trajectory_function(problem, rule, jit_compile):
   """A tf.function running a whole trajectory; cached so each (problem, rule) traces once."""
   key = (problem, rule, jit_compile)
-  if key not in _compiled_runs:
+  if key in _compiled_runs:
+    _compiled_runs.move_to_end(key)
+  else:
     @tf.function(jit_compile=jit_compile)
     def run(params, batches):
       first = tf.nest.map_structure(lambda x: x[0], batches)
@@ -42,6 +48,8 @@ def _trajectory_function(problem, rule, jit_compile):
       _, _, losses = unroll_lib.unroll(problem, rule, trajectory, rest)
       return tf.concat([trajectory.loss[None], losses], axis=0)
     _compiled_runs[key] = run
+    while len(_compiled_runs) > _MAX_COMPILED_RUNS:
+      _compiled_runs.popitem(last=False)
   return _compiled_runs[key]
 
 

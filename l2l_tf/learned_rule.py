@@ -56,9 +56,10 @@ class LearnedUpdateRule(update_rules.UpdateRule):
         raise ValueError("Several cells need ParameterGroups saying which parameters each steps")
       groups = {next(iter(self.cells)): ".*"}
     self.groups = groups if isinstance(groups, ParameterGroups) else ParameterGroups(groups)
-    missing = set(self.groups.patterns) ^ set(self.cells)
-    if missing:
-      raise ValueError(f"Groups and cells must have the same names; mismatched: {sorted(missing)}")
+    mismatched = set(self.groups.patterns) ^ set(self.cells)
+    if mismatched:
+      raise ValueError(f"Groups and cells must have the same names; mismatched: "
+                       f"{sorted(mismatched)}")
 
   @property
   def trainable_variables(self):
