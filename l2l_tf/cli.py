@@ -9,6 +9,7 @@ from absl import flags
 from absl import logging
 
 from l2l_tf import registry
+from l2l_tf.problems import neural_art
 
 FLAGS = flags.FLAGS
 
@@ -28,11 +29,21 @@ def define_problem_flags():
                     "CIFAR: tfds, or a directory of CIFAR-10's binary files (binary).")
   flags.DEFINE_list("labels", None, "CIFAR classes to keep (default: the problem's own; "
                     "e.g. --problem=cifar5 --labels=5,6,7,8,9 meta-trains LSTM-sub).")
-  flags.DEFINE_string("data_dir", None, "Data directory for --dataset_source=tfds|idx.")
+  flags.DEFINE_string("data_dir", None, "Data directory for --dataset_source=tfds|idx; for "
+                      "neural_art, a directory of content photos in train/, validation/, test/.")
   flags.DEFINE_list("hidden_sizes", ["20"], "MNIST MLP hidden layer widths.")
   flags.DEFINE_enum("activation", "sigmoid", ["sigmoid", "relu", "tanh"], "MNIST activation.")
   flags.DEFINE_integer("num_steps", 100, "Optimizee steps per trajectory.", lower_bound=1)
   flags.DEFINE_integer("seed", 0, "Base random seed.", lower_bound=0)
+  flags.DEFINE_string("style", None, "neural_art style: "
+                      f"{'|'.join(neural_art.STYLES)} (shipped) or an image file (default "
+                      f"{neural_art.DEFAULT_STYLE}).")
+  flags.DEFINE_integer("image_size", 64, "neural_art: side of the square content crops.",
+                       lower_bound=8)
+  flags.DEFINE_enum("feature_network", "auto", list(neural_art.FEATURE_NETWORKS),
+                    "neural_art features: vgg19 (ImageNet weights from Keras's cache, never "
+                    "downloaded), random (seeded random-filter convnet); auto = vgg19 when its "
+                    "weights are cached, else random.")
 
 
 def problem_from_flags(split, batch_size=None):
@@ -49,8 +60,24 @@ def problem_from_flags(split, batch_size=None):
     raise ValueError(f"--labels must be integers, got {FLAGS.labels}") from None
   if labels is not None and FLAGS.problem not in registry.CIFAR_PROBLEMS:
     raise ValueError("--labels applies to the CIFAR problems only")
+  _check_neural_art_flags()
   return registry.make_problem(FLAGS.problem, split, batch_size, FLAGS.dataset_source,
-                               FLAGS.data_dir, hidden_sizes, FLAGS.activation, labels=labels)
+                               FLAGS.data_dir, hidden_sizes, FLAGS.activation, labels=labels,
+                               style=FLAGS.style, image_size=FLAGS.image_size,
+                               feature_network=FLAGS.feature_network)
+
+
+def _check_neural_art_flags():
+  """neural_art reads images from the package or --data_dir; its flags apply to it alone."""
+  if FLAGS.problem == "neural_art":
+    if FLAGS.dataset_source != "embedded":
+      raise ValueError("--problem=neural_art reads the package's photos or --data_dir (with "
+                       "train/, validation/, test/ subdirectories); drop --dataset_source")
+    return
+  given = [f"--{name}" for name in ("style", "image_size", "feature_network")
+           if FLAGS[name].present]
+  if given:
+    raise ValueError(f"{', '.join(given)} apply to --problem=neural_art only")
 
 
 _CHECKPOINT_READER = "py_checkpoint_reader.py"  # tensorflow/python/training/

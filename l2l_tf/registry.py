@@ -24,7 +24,7 @@ def make_cell(optimizer, problem_name, **overrides):
   return OPTIMIZERS[optimizer](**kwargs)
 
 
-PROBLEMS = ("quadratic", "mnist")
+PROBLEMS = ("quadratic", "mnist", "neural_art")
 SPLITS = ("train", "validation", "test")
 
 # CIFAR-10 convnets (l2l_tf.problems.convnet), data from tfds or CIFAR-10's binary files.
@@ -39,14 +39,17 @@ CIFAR_HELD_OUT_LABELS = {"cifar5": (5, 6, 7, 8, 9), "cifar2": (2, 3, 4, 5, 6, 7,
 
 
 def make_problem(name, split="train", batch_size=None, dataset_source="embedded",
-                 data_dir=None, hidden_sizes=(20,), activation="sigmoid", seed=0, labels=None):
+                 data_dir=None, hidden_sizes=(20,), activation="sigmoid", seed=0, labels=None,
+                 style=None, image_size=64, feature_network="auto"):
   """A problem family by name, on one data split.
 
   Quadratics have no data: splits differ only by the seeds the caller draws with. MNIST
   meta-trains on the train split minus a held-out validation part (10%) and is tested on the
   official test split, digits the optimizer never saw. CIFAR problems (CIFAR_PROBLEMS) do the
   same with CIFAR-10's train/test splits; they need dataset_source "tfds" or "binary" and
-  take `labels` (class ids to keep, default CIFAR_LABELS[name]).
+  take `labels` (class ids to keep, default CIFAR_LABELS[name]). neural_art splits its content
+  photos by photo (the package's, or data_dir/<split>/) and takes style (a shipped style's name
+  or an image path), image_size and feature_network (l2l_tf.problems.neural_art).
   """
   if name not in PROBLEMS + CIFAR_PROBLEMS:
     raise ValueError(f"Unknown problem {name!r}; choose one of {list(PROBLEMS + CIFAR_PROBLEMS)}")
@@ -54,6 +57,10 @@ def make_problem(name, split="train", batch_size=None, dataset_source="embedded"
     raise ValueError(f"Unknown split {split!r}; choose one of {list(SPLITS)}")
   if name in CIFAR_PROBLEMS:
     return _make_cifar_problem(name, split, batch_size, dataset_source, data_dir, seed, labels)
+  if name == "neural_art":
+    from l2l_tf.problems import neural_art  # pylint: disable=g-import-not-at-top
+    return neural_art.make_problem(split, batch_size or 1, data_dir,
+                                   style or neural_art.DEFAULT_STYLE, image_size, feature_network)
   if name == "quadratic":
     from l2l_tf.problems.quadratic import QuadraticProblem  # pylint: disable=g-import-not-at-top
     return QuadraticProblem(batch_size=batch_size or 128)

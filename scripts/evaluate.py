@@ -14,6 +14,7 @@ from absl import flags
 from l2l_tf import cli
 from l2l_tf import evaluation
 from l2l_tf import io
+from l2l_tf import neural_art_figures
 from l2l_tf import update_rules
 
 cli.define_problem_flags()
@@ -58,6 +59,9 @@ def main(argv):
       problem, rules, seed=TEST_SEED_OFFSET + FLAGS.seed, num_steps=FLAGS.num_steps,
       baselines=baselines, tuning_problem=tuning, tuning_seed=1 + FLAGS.seed,
       fixed_learning_rates=fixed)
+  if FLAGS.problem == "neural_art":  # say which feature network ran, here and in the JSON
+    print(problem.describe())
+    results["problem_config"] = problem.get_config()
   print(evaluation.format_table(results))
   if FLAGS.output_json:
     evaluation.write_json(results, FLAGS.output_json)
@@ -65,6 +69,11 @@ def main(argv):
   if FLAGS.output_plot:
     evaluation.plot(results, FLAGS.output_plot, losses)
     print(f"wrote {FLAGS.output_plot}")
+    if FLAGS.problem == "neural_art":
+      grid = neural_art_figures.grid_path(FLAGS.output_plot)
+      neural_art_figures.write_grid(grid, problem, results, rules,
+                                    TEST_SEED_OFFSET + FLAGS.seed, FLAGS.num_steps)
+      print(f"wrote {grid}")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,8 @@ def main(argv):
         f"coordinates x {problem.batch_size} instances, {config.epochs} epochs of "
         f"{config.trajectories_per_epoch} trajectories, T={config.num_steps}, "
         f"unroll={config.unroll_length}", flush=True)
+  if hasattr(problem, "describe"):  # neural_art: which feature network and images run
+    print(problem.describe(), flush=True)
   history = trainer.train(FLAGS.output_dir)
   best = min(h["best_validation_loss"] for h in history) if history else float("nan")
   print(f"best validation loss {best:.4g}; best optimizer in {FLAGS.output_dir}/best")
