@@ -27,8 +27,8 @@ of the shape the cell's get_initial_state gives ([n, n]). NTMBFGS refuses, when 
 is built and before any memory is allocated, a group of more than its max_dense_coordinates
 coordinates (use NTMLBFGS, whose memory is O(n k)).
 
-Non-finite steps are skipped. If any gradient, proposed update (learning_rate * update) or
-new state of a step is NaN or infinite, that step changes no model variable and no slot (the
+Non-finite steps are skipped. If any gradient or proposed update (learning_rate * update)
+of a step is NaN or infinite, that step changes no model variable and no slot (the
 cell's state is kept as it was), and `optimizer.skipped_steps` (an int64 optimizer variable,
 saved with the optimizer) counts it; `optimizer.iterations` still counts the step. Without
 this guard one NaN batch would make every later update and state NaN. (Keras's
@@ -241,7 +241,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
 
   @property
   def skipped_steps(self):
-    """Steps skipped because a gradient, update or state was not finite (an int64 variable)."""
+    """Steps skipped because a gradient or proposed update was not finite (int64 variable)."""
     return self._skipped_steps
 
   def build(self, variables):
@@ -356,14 +356,24 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       checked += instance_checked
     if not writes:
       return
-    finite = _all_finite(checked)
-    for target, proposed in writes:
-      self.assign(target, tf.where(finite, proposed, tf.convert_to_tensor(target)))
-    self.assign_add(self._skipped_steps, 1 - tf.cast(finite, tf.int64))
+
+    def write():
+      for target, proposed in writes:
+        self.assign(target, proposed)
+      return tf.constant(0, tf.int64)
+
+    # A cond, not a select per tensor: a skipped step writes nothing, a taken one pays no
+    # extra pass over the states.
+    skipped = tf.cond(_all_finite(checked), write, lambda: tf.constant(1, tf.int64))
+    self.assign_add(self._skipped_steps, skipped)
 
   def _propose(self, instance, grads, learning_rate):
-    """Runs the cell on one instance; returns ([(variable, proposed value)], [tensors that
-    must be finite])."""
+    """Runs the cell on one instance; returns ([(variable or slot, proposed value)], [tensors
+    that must be finite: the gradients and the proposed steps]).
+
+    New states are not checked: a NaN state makes the update NaN in the same step (the update
+    is computed from the states), so checking the update covers them without another pass.
+    """
     cell = self._cells[instance.group]
     dtype = cell.compute_dtype
     variables = [self._trainable_variables[index] for index in instance.indices]
@@ -387,13 +397,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       if size is None:
         slot = instance.shared_slots[position]
         writes.append((slot, tf.reshape(tf.cast(state, slot.dtype), slot.shape)))
-        checked.append(writes[-1][1])
         continue
       parts = _split(tf.reshape(state, [-1, size]), instance.sizes)
       for index, part in zip(instance.indices, parts):
         slot = self._state_slots[index][position]
         writes.append((slot, tf.reshape(tf.cast(part, slot.dtype), slot.shape)))
-        checked.append(writes[-1][1])
     return writes, checked
 
   # -- saving ---------------------------------------------------------------------------------------

@@ -377,6 +377,23 @@ def test_sharing_group_without_some_gradients_is_refused():
     optimizer.apply(grads, model.trainable_variables)
 
 
+def test_gradient_accumulation_steps_once_per_period():
+  # Two accumulated half batches must give the one full-batch step (a sharing cell, which
+  # steps inside Keras's accumulation cond).
+  def fitted(batch_size, **kwargs):
+    model = _model()
+    optimizer = l2l_tf.LearnedOptimizer(_opened("gac"), **kwargs)
+    model.compile(optimizer=optimizer, loss=_loss())
+    model.fit(X, Y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    return model.get_weights()
+
+  accumulated = fitted(len(X) // 2, gradient_accumulation_steps=2)
+  full_batch = fitted(len(X))
+  assert max(np.abs(a - b).max() for a, b in zip(full_batch, _model().get_weights())) > 1e-4
+  for a, b in zip(accumulated, full_batch):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-6)
+
+
 def _batches(*batches):
   xs, ys = zip(*batches)
   return tf.data.Dataset.from_tensor_slices((np.concatenate(xs), np.concatenate(ys))).batch(16)
