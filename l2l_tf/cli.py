@@ -77,7 +77,8 @@ def _check_neural_art_flags():
   given = [f"--{name}" for name in ("style", "image_size", "feature_network")
            if FLAGS[name].present]
   if given:
-    raise ValueError(f"{', '.join(given)} apply to --problem=neural_art only")
+    verb = "applies" if len(given) == 1 else "apply"
+    raise ValueError(f"{', '.join(given)} {verb} to --problem=neural_art only")
 
 
 _CHECKPOINT_READER = "py_checkpoint_reader.py"  # tensorflow/python/training/
