@@ -13,6 +13,8 @@ small to gain from being split across threads) and about even for MNIST: measure
 
 Prints one line per configuration:
     RESULT problem=mnist jit=false coord_steps_per_s=1234567 compile_s=12.3
+
+and with --output_json=FILE writes them as JSON (results/throughput.json feeds docs/RESULTS.md).
 """
 import time
 
@@ -21,6 +23,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from l2l_tf import evaluation
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.learned_rule import LearnedUpdateRule
 from l2l_tf.problems.mlp import MLPClassificationProblem
@@ -33,6 +36,7 @@ _UNROLL = flags.DEFINE_integer("unroll_length", 20, "Steps per unroll.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed unrolls per configuration (median).")
 _INTRA = flags.DEFINE_integer("intra_op_threads", 0, "Threads within an op (0: TF default).")
 _INTER = flags.DEFINE_integer("inter_op_threads", 0, "Ops run concurrently (0: TF default).")
+_OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the results here (JSON).")
 
 
 def make_problem(name):
@@ -72,6 +76,8 @@ def measure(problem_name, jit):
   rate = coordinates * _UNROLL.value / float(np.median(times))
   print(f"RESULT problem={problem_name} jit={str(jit).lower()} coord_steps_per_s={rate:.0f} "
         f"compile_s={compile_s:.1f} coordinates={coordinates}", flush=True)
+  return {"problem": problem_name, "jit_compile": jit, "coordinates": int(coordinates),
+          "coord_steps_per_s": rate, "compile_s": compile_s}
 
 
 def main(argv):
@@ -79,9 +85,12 @@ def main(argv):
   # Must precede the first TensorFlow op.
   tf.config.threading.set_intra_op_parallelism_threads(_INTRA.value)
   tf.config.threading.set_inter_op_parallelism_threads(_INTER.value)
-  for name in _PROBLEMS.value:
-    for jit in _JIT.value:
-      measure(name, jit.lower() == "true")
+  results = [measure(name, jit.lower() == "true") for name in _PROBLEMS.value
+             for jit in _JIT.value]
+  if _OUTPUT_JSON.value:
+    evaluation.write_json({"unroll_length": _UNROLL.value, "repeats": _REPEATS.value,
+                           "results": results}, _OUTPUT_JSON.value)
+    print(f"wrote {_OUTPUT_JSON.value}")
 
 
 if __name__ == "__main__":

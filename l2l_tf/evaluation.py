@@ -12,8 +12,13 @@ problems. Results have the JSON shape the scripts write:
 """
 import io as stdio
 import collections
+import datetime
 import json
 import math
+import os
+import platform
+import shlex
+import sys
 import time
 
 import numpy as np
@@ -22,6 +27,13 @@ import tensorflow as tf
 from l2l_tf import io
 from l2l_tf import update_rules
 from l2l_tf.training import unroll as unroll_lib
+
+_IMPORTED_AT = time.monotonic()  # fallback origin of process_wall_seconds
+
+# Seeds of test problems are offset by this (plus a script's --seed), so that they never
+# coincide with training trajectories' or validation problems' seeds.
+TEST_SEED_OFFSET = 10_000
+# The tuning problems of a test seed use --seed + 1 (validation data, never the test problems).
 
 DEFAULT_LEARNING_RATES = tuple(float(x) for x in 10.0 ** np.linspace(-4, 1, 21))
 
@@ -194,7 +206,34 @@ def format_table(results):
   return "\n".join(lines)
 
 
+def process_wall_seconds():
+  """Wall seconds since this process started (Linux); elsewhere since this module's import."""
+  try:
+    with open("/proc/self/stat") as f:  # field 22, start time in clock ticks after boot
+      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+  except (OSError, ValueError, IndexError):
+    return time.monotonic() - _IMPORTED_AT
+
+
+def provenance():
+  """What a result file records besides numbers: the command, its wall time, machine, date."""
+  return {"command": "python " + shlex.join(sys.argv),
+          "wall_seconds": round(process_wall_seconds(), 1),
+          "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                      "load_average_1min": round(os.getloadavg()[0], 2)
+                      if hasattr(os, "getloadavg") else None,
+                      "tensorflow": tf.__version__},
+          "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
+              "%Y-%m-%d %H:%M UTC")}
+
+
 def write_json(results, path):
+  """Writes results atomically as JSON with a "provenance" block (unless results has one)."""
+  results = dict(results)
+  results.setdefault("provenance", provenance())
   io.atomic_write(path, json.dumps(results, indent=2, allow_nan=True))
 
 

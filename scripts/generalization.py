@@ -17,8 +17,6 @@ wins).
 import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 
-import json
-
 from absl import flags
 import numpy as np
 
@@ -95,7 +93,7 @@ def main(argv):
         "mnist", split, n, FLAGS.dataset_source, FLAGS.data_dir, v["hidden_sizes"],
         v["activation"])
     results, losses = evaluation.compare(
-        make("test", FLAGS.num_problems), {"learned": rule}, seed=10_000 + FLAGS.seed,
+        make("test", FLAGS.num_problems), {"learned": rule}, seed=evaluation.TEST_SEED_OFFSET + FLAGS.seed,
         num_steps=v["num_steps"], tuning_problem=make("validation", FLAGS.num_problems),
         tuning_seed=1 + FLAGS.seed, learning_rates=grid,
         log=lambda line, variant=name: evaluation.print_now(f"{variant}: {line}"))
@@ -119,8 +117,7 @@ def main(argv):
           f"({metadata.get('meta_trained_on', metadata).get('command', 'unknown command')})\n\n" + header + "\n"
           + "\n".join(table) + "\n")
   io.atomic_write(os.path.join(FLAGS.output_dir, "generalization.md"), text)
-  io.atomic_write(os.path.join(FLAGS.output_dir, "generalization.json"),
-                  json.dumps(everything, indent=2))
+  evaluation.write_json(everything, os.path.join(FLAGS.output_dir, "generalization.json"))
   plot_summary(everything, os.path.join(FLAGS.output_dir, "summary.png"), FLAGS.num_problems)
   print(text)
 

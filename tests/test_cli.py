@@ -22,6 +22,7 @@ HELP_FLAGS = {
     "scripts/generalization.py": ("optimizer_path", "output_dir", "num_problems",
                                   "dataset_source", "data_dir", "seed", "grid_points"),
     "scripts/export.py": ("optimizer_path", "output_path", "evaluation_json"),
+    "scripts/make_results.py": ("root", "check"),
     "scripts/serve_check.py": ("saved_model", "signature", "num_coordinates"),
     "benchmarks/input_pipeline.py": ("problems", "unroll_length", "repeats"),
     "benchmarks/keras_step_time.py": ("steps", "rounds", "jit_compile"),

@@ -37,7 +37,9 @@ def test_evaluate_writes_the_documented_json_shape(trained, tmp_path):
                      result.stdout, flags=re.MULTILINE), result.stdout
   with open(json_path) as f:
     data = json.load(f)
-  assert set(data) == {"problem", "num_steps", "num_problems", "results"}
+  assert set(data) == {"problem", "num_steps", "num_problems", "results", "provenance"}
+  assert data["provenance"]["command"].startswith("python ")
+  assert f"--output_json={json_path}" in data["provenance"]["command"]
   assert (data["problem"], data["num_steps"], data["num_problems"]) == ("quadratic", 10, 5)
   assert set(data["results"]) == {"learned", "sgd", "rmsprop", "adam", "nag"}
   for name, r in data["results"].items():
@@ -106,6 +108,7 @@ def test_train_init_from_starts_from_the_given_optimizer(trained, tmp_path):
     run = json.load(f)
   assert run["config"]["meta_objective"] == "log_loss"
   assert "--init_from" in run["metadata"]["command"]
+  assert run["metadata"]["init_from"] == {"path": trained, "metadata": start_metadata}
   clash = _run("train.py", f"--output_dir={tmp_path / 'clash'}", f"--init_from={trained}",
                "--optimizer=lstm_gac")
   assert clash.returncode != 0 and "drop --optimizer" in clash.stderr
@@ -141,6 +144,7 @@ def test_generalization_writes_table_json_and_summary(tmp_path):
     assert re.search(rf"^{progress}$", result.stdout, flags=re.MULTILINE), result.stdout
   with open(out / "generalization.json") as f:
     data = json.load(f)
+  assert data.pop("provenance")["command"].startswith("python ")
   assert list(data) == ["base", "200 steps", "40 units", "2 layers", "relu"]
   assert [data[v]["num_steps"] for v in data] == [100, 200, 100, 100, 100]
   rows = [line for line in (out / "generalization.md").read_text().splitlines()

@@ -1,0 +1,382 @@
+r"""Writes docs/RESULTS.md from the result files in results/, the only source of its numbers.
+
+    python scripts/make_results.py            # regenerate docs/RESULTS.md
+    python scripts/make_results.py --check    # exit 1 if docs/RESULTS.md is not up to date
+
+Every experiment panel of the paper (and our extra panels) names the JSON file its experiment
+command writes (results/<file>, exactly as written, with the "provenance" block that
+evaluation.write_json adds: command, wall time, machine, date). For each panel the page shows
+our learned optimizer's and each tuned baseline's mean and spread (std over the held-out runs)
+beside the paper's value, the figure if present, the command, its wall time and machine.
+Panels whose file is missing are listed as "not run yet" with the command that makes them.
+The output depends on the result files alone (sorted rows, fixed number formats), so the page
+regenerates byte for byte.
+"""
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+from typing import Callable, Optional
+
+from absl import flags
+
+from l2l_tf import cli
+from l2l_tf import evaluation
+from l2l_tf import io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+flags.DEFINE_string("root", ROOT, "Repository root: reads ROOT/results/, writes "
+                    "ROOT/docs/RESULTS.md; figure paths are relative to it.")
+flags.DEFINE_bool("check", False, "Write nothing; exit 1 if docs/RESULTS.md differs from what "
+                  "the result files generate (for CI).")
+FLAGS = flags.FLAGS
+
+RESULTS_DIR = "results"
+OUTPUT = os.path.join("docs", "RESULTS.md")
+REGENERATE = "python scripts/make_results.py"
+
+# Loss read off the paper's figures (about +-10%), copied from PAPER.md's table; the paper's
+# LSTM is our "learned". A string is a value the paper gives in words.
+PAPER = {
+    "quadratic": {"learned": 0.04, "adam": 0.05, "rmsprop": 0.06, "nag": 0.08, "sgd": 0.22},
+    "mnist": {"learned": 0.25, "adam": 0.36, "rmsprop": 0.36, "nag": 0.32, "sgd": 0.46},
+    "mnist_200_steps": {"learned": 0.21, "adam": 0.31, "rmsprop": 0.29, "nag": 0.26,
+                        "sgd": 0.33},
+    "mnist_40_units": {"learned": 0.19, "adam": 0.31, "rmsprop": 0.32, "nag": 0.30,
+                       "sgd": 0.45},
+    "mnist_2_layers": {"learned": 0.32, "adam": 0.70, "rmsprop": 0.73, "nag": 0.76, "sgd": 1.8},
+    "mnist_relu": {"learned": "fails (~2.3+)", "adam": 0.37, "rmsprop": 0.41, "nag": 0.36,
+                   "sgd": 0.45},
+    "cifar10": {"learned": 0.81, "adam": 0.91, "rmsprop": 0.87, "nag": 0.83, "sgd": 1.06},
+    "cifar2": {"learned": 0.05, "adam": 0.07, "rmsprop": 0.085, "nag": 0.065, "sgd": 0.11},
+}
+
+MNIST_FULL = "--dataset_source=idx --data_dir=../shared/data/mnist-full"
+GENERALIZATION_DIR = "results/mnist_generalization"
+
+
+class ResultFileError(ValueError):
+  """A result file that is not the JSON its panel expects."""
+
+
+def evaluation_rows(results):
+  """Rows of an evaluation JSON (scripts/evaluate.py's shape): one per optimizer."""
+  steps, runs = results["num_steps"], results["num_problems"]
+  return [{"optimizer": name, "learning_rate": r["learning_rate"], "steps": steps,
+           "runs": runs, "mean": r["final_loss_mean"], "std": r["final_loss_std"]}
+          for name, r in results["results"].items()]
+
+
+def sharing_rows(data):
+  """Rows of benchmarks/sharing_quadratic.py's results.json, pooled over meta-training seeds.
+
+  The std is over all (seed, held-out problem) pairs, pooled exactly from each seed's mean and
+  std; the per-seed means go to the detail column.
+  """
+  rows = []
+  seeds = [results for _, results in sorted(data["per_seed"].items(),
+                                            key=lambda kv: int(kv[0]))]
+  for name, overall in data["overall"].items():
+    per_seed = [seed["evaluation"]["results"][name] for seed in seeds
+                if name in seed["evaluation"]["results"]]
+    second_moment = sum(r["final_loss_std"] ** 2 + r["final_loss_mean"] ** 2
+                        for r in per_seed) / len(per_seed)
+    mean = sum(r["final_loss_mean"] for r in per_seed) / len(per_seed)
+    detail = f"median {format_number(overall['final_loss_median'])}"
+    if "final_loss_mean_per_seed" in overall:
+      detail += "; per seed " + " / ".join(
+          format_number(x) for x in overall["final_loss_mean_per_seed"])
+    rows.append({"optimizer": name, "learning_rate": overall.get("learning_rate"),
+                 "steps": data["num_steps"], "runs": data["num_problems"] * len(per_seed),
+                 "mean": overall["final_loss_mean"],
+                 "std": math.sqrt(max(0.0, second_moment - mean ** 2)), "detail": detail})
+  return rows
+
+
+def throughput_rows(data):
+  """Rows of benchmarks/throughput.py --output_json: one per problem and jit setting."""
+  return [dict(r, unroll_length=data["unroll_length"]) for r in data["results"]]
+
+
+def format_number(x):
+  """4 significant digits, the same on every machine ("-" for none)."""
+  if x is None:
+    return "-"
+  if isinstance(x, str):
+    return x
+  return f"{x:.4g}"
+
+
+def _rate(x):
+  return "-" if x is None else f"{x:.3g}"
+
+
+# (header, row -> cell) of the two kinds of tables.
+LOSS_COLUMNS = (
+    ("optimizer", lambda r: r["optimizer"]),
+    ("learning rate (tuned)", lambda r: _rate(r["learning_rate"])),
+    ("step", lambda r: str(r["steps"])),
+    ("runs", lambda r: str(r["runs"])),
+    ("mean loss", lambda r: format_number(r["mean"])),
+    ("std", lambda r: format_number(r["std"])),
+    ("paper", lambda r: format_number(r.get("paper"))),
+)
+SPEED_COLUMNS = (
+    ("problem", lambda r: r["problem"]),
+    ("coordinates", lambda r: f"{r['coordinates']:,}"),
+    ("unroll", lambda r: str(r["unroll_length"])),
+    ("jit_compile", lambda r: str(r["jit_compile"]).lower()),
+    ("coord-steps/s", lambda r: f"{r['coord_steps_per_s']:,.0f}"),
+    ("compile s", lambda r: f"{r['compile_s']:.1f}"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+  """One experiment panel: where its numbers come from and how to make them."""
+  key: str  # anchor, and the PAPER entry if the paper has the panel
+  title: str
+  result_file: str  # relative to the repository root
+  command: str  # what writes result_file (shown when it is missing or records no command)
+  rows: Callable  # result file's JSON -> table rows
+  figure: Optional[str] = None  # relative to the repository root
+  paper_step: Optional[str] = None  # the step the paper's values are read at
+  note: str = ""
+  columns: tuple = LOSS_COLUMNS
+
+
+def _evaluate_command(problem_flags, name, steps_flag=""):
+  return (f"python scripts/evaluate.py {problem_flags}{steps_flag} "
+          f"--output_json=results/{name}.json --output_plot=docs/figures/{name}.png")
+
+
+def _generalization_panel(key, title, variant):
+  return Panel(
+      key, title, f"{GENERALIZATION_DIR}/generalization.json",
+      f"python scripts/generalization.py --optimizer_path=savedmodels/mnist {MNIST_FULL} "
+      f"--output_dir={GENERALIZATION_DIR}",
+      lambda data: evaluation_rows(data[variant]),
+      figure=f"{GENERALIZATION_DIR}/{variant.replace(' ', '_')}.png", paper_step="100",
+      note="The optimizer meta-trained on the base MLP, run unchanged on this variant.")
+
+
+def _mnist_panel(key, title, horizon):
+  return Panel(
+      key, title, "results/mnist_paper_setting.json",
+      "python benchmarks/mnist_paper_setting.py --optimizer_path=savedmodels/mnist "
+      f"{MNIST_FULL} --output_json=results/mnist_paper_setting.json",
+      lambda data: evaluation_rows(data["horizons"][str(horizon)]), paper_step=str(horizon),
+      note="784-20-10 sigmoid MLP on full MNIST (t10k digits), minibatches of 128.")
+
+
+def _neural_art_panel(key, title, extra_flags):
+  return Panel(
+      key, title, f"results/{key}.json",
+      _evaluate_command("--problem=neural_art --optimizer_path=savedmodels/neural_art "
+                        f"--num_steps=128{extra_flags}", key),
+      evaluation_rows, figure=f"docs/figures/{key}.png",
+      note="Paper's Figure 8 (curves only: no values in PAPER.md's table).")
+
+
+PANELS = (
+    Panel("quadratic", "Quadratics", "results/quadratic.json",
+          _evaluate_command("--optimizer_path=savedmodels/quadratic --num_problems=100",
+                            "quadratic"),
+          evaluation_rows, figure="docs/figures/quadratic.png", paper_step="100",
+          note="10-d quadratics ||W theta - y||^2; the same held-out problems for every "
+               "optimizer."),
+    _mnist_panel("mnist", "MNIST", 100),
+    _mnist_panel("mnist_200_steps", "MNIST, step 200", 200),
+    _generalization_panel("mnist_40_units", "MNIST, 40 hidden units", "40 units"),
+    _generalization_panel("mnist_2_layers", "MNIST, 2 hidden layers", "2 layers"),
+    _generalization_panel("mnist_relu", "MNIST, ReLU", "relu"),
+    Panel("cifar10", "CIFAR-10", "results/cifar10.json",
+          _evaluate_command("--problem=cifar10 --dataset_source=binary --data_dir=CIFAR_DIR "
+                            "--optimizer_path=savedmodels/cifar10", "cifar10",
+                            " --num_steps=1000"),
+          evaluation_rows, figure="docs/figures/cifar10.png", paper_step="~1000",
+          note="Needs CIFAR-10's binary files and a meta-trained savedmodels/cifar10."),
+    Panel("cifar2", "CIFAR-2", "results/cifar2.json",
+          _evaluate_command("--problem=cifar2 --dataset_source=binary --data_dir=CIFAR_DIR "
+                            "--optimizer_path=savedmodels/cifar10", "cifar2",
+                            " --num_steps=1000"),
+          evaluation_rows, figure="docs/figures/cifar2.png", paper_step="~1000",
+          note="Needs CIFAR-10's binary files and a meta-trained savedmodels/cifar10."),
+    _neural_art_panel("neural_art_64", "Neural Art, 64x64", ""),
+    _neural_art_panel("neural_art_128", "Neural Art, 128x128", " --image_size=128"),
+    _neural_art_panel("neural_art_second_style", "Neural Art, second style",
+                      " --style=brick"),
+    Panel("sharing_quadratic", "Optimizers that share information (quadratics)",
+          "results/sharing_quadratic.json",
+          "python benchmarks/sharing_quadratic.py --output_dir=runs/sharing --epochs=16 "
+          "--seeds=0,1,2,3,4 && cp runs/sharing/results.json results/sharing_quadratic.json "
+          "&& cp runs/sharing/loss.png docs/figures/sharing_quadratic.png",
+          sharing_rows, figure="docs/figures/sharing_quadratic.png",
+          note="Every optimizer meta-trained with the same budget once per seed; the paper's "
+               "Figure 4 (right) has curves only. Runs: seeds x held-out problems."),
+    Panel("speed", "Speed (meta-training throughput)", "results/throughput.json",
+          "python benchmarks/throughput.py --output_json=results/throughput.json",
+          throughput_rows, columns=SPEED_COLUMNS,
+          note="One unroll of the coordinatewise LSTM, forward and backward."),
+)
+
+
+def load_result(root, panel):
+  """The panel's result file as JSON, or None when it does not exist."""
+  path = os.path.join(root, panel.result_file)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ResultFileError(f"{panel.result_file}: not valid JSON ({e})") from None
+
+
+@contextlib.contextmanager
+def blaming(panel):
+  """Turns a result file's unexpected shape (a missing key, a string for a number, ...) into
+  one ResultFileError naming the file."""
+  try:
+    yield
+  except ResultFileError:
+    raise
+  except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, AttributeError) as e:
+    raise ResultFileError(f"{panel.result_file}: not the JSON {panel.title} expects "
+                          f"({type(e).__name__}: {e})") from None
+
+
+def panel_rows(panel, data):
+  """The panel's table rows, best mean first, with the paper's values."""
+  rows = panel.rows(data)
+  paper = PAPER.get(panel.key, {})
+  for row in rows:
+    if "optimizer" in row:
+      row["paper"] = paper.get(row["optimizer"])
+  if panel.columns is LOSS_COLUMNS:  # learned optimizers first, then by mean loss
+    return sorted(rows, key=lambda r: (r["learning_rate"] is not None, _sort_key(r["mean"]),
+                                       r["optimizer"]))
+  return sorted(rows, key=lambda r: (r["problem"], str(r["jit_compile"])))
+
+
+def _sort_key(x):
+  return math.inf if x is None or math.isnan(x) else x
+
+
+def markdown_table(columns, rows):
+  lines = ["| " + " | ".join(header for header, _ in columns) + " |",
+           "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(cell(row) for _, cell in columns) + " |" for row in rows]
+  if any(row.get("detail") for row in rows):
+    lines += [""] + [f"- {row['optimizer']}: {row['detail']}" for row in rows
+                     if row.get("detail")]
+  return lines
+
+
+def format_provenance(provenance):
+  """The lines saying which command made a result file, how long it took, where and when."""
+  if not provenance:
+    return ["Command, wall time and machine: not recorded in the result file."]
+  machine = provenance.get("machine") or {}
+  where = f"{machine.get('cpu_count', '?')}-core CPU ({machine.get('platform', '?')})"
+  if machine.get("load_average_1min") is not None:
+    where += f", 1-minute load {machine['load_average_1min']:.1f} when it finished"
+  if machine.get("tensorflow"):
+    where += f", TensorFlow {machine['tensorflow']}"
+  return [f"Command: `{provenance.get('command', '?')}`", "",
+          f"Wall time {evaluation.format_duration(provenance.get('wall_seconds', math.nan))}"
+          f" on a {where}; {provenance.get('date_utc', 'date not recorded')}."]
+
+
+def panel_section(root, output_dir, panel, data):
+  lines = [f"## {panel.title}", ""]
+  if panel.note:
+    lines += [panel.note, ""]
+  if data is None:
+    return lines + [f"**Not run yet.** `{panel.result_file}` is missing; it is written by:", "",
+                    f"```sh\n{panel.command}\n```", ""]
+  step = f"; the paper's values at step {panel.paper_step}" if panel.paper_step else ""
+  lines += [f"From `{panel.result_file}`{step}.", ""]
+  features = (data.get("problem_config") or {}).get("feature_network_description")
+  if features:  # neural art: say which feature network ran
+    lines += [f"Features: {features}", ""]
+  lines += markdown_table(panel.columns, panel_rows(panel, data)) + [""]
+  if panel.figure and os.path.exists(os.path.join(root, panel.figure)):
+    link = os.path.relpath(os.path.join(root, panel.figure), output_dir)
+    lines += [f"![{panel.title}]({link})", ""]
+  return lines + format_provenance(data.get("provenance")) + [""]
+
+
+def summary_row(panel, data):
+  """Index line: our learned optimizer and best tuned baseline beside the paper's."""
+  if data is None:
+    return f"| [{panel.title}](#{panel.key}) | not run yet | | | | |"
+  if panel.columns is not LOSS_COLUMNS:
+    return f"| [{panel.title}](#{panel.key}) | see below | | | | |"
+  rows = panel_rows(panel, data)
+  learned = [r for r in rows if r["learning_rate"] is None]
+  baselines = [r for r in rows if r["learning_rate"] is not None]
+  best = baselines[0] if baselines else None
+  paper = PAPER.get(panel.key, {})
+  paper_best = min((v for k, v in paper.items() if k != "learned"), default=None)
+  ours = f"{learned[0]['optimizer']} {format_number(learned[0]['mean'])}" if learned else "-"
+  theirs = f"{best['optimizer']} {format_number(best['mean'])}" if best else "-"
+  wins = "-" if not (learned and best) else (
+      "yes" if _sort_key(learned[0]["mean"]) < _sort_key(best["mean"]) else "**no**")
+  return (f"| [{panel.title}](#{panel.key}) | {ours} | {theirs} | {wins} | "
+          f"{format_number(paper.get('learned'))} | {format_number(paper_best)} |")
+
+
+def render(root):
+  """The page's text for the result files under root."""
+  output_dir = os.path.dirname(os.path.join(root, OUTPUT))
+  loaded = [(panel, load_result(root, panel)) for panel in PANELS]
+  lines = ["# Results", "",
+           f"Generated by `{REGENERATE}` from the result files in `{RESULTS_DIR}/`; do not "
+           "edit by hand. Each table is one experiment command's output file, unchanged; the "
+           "paper's values are read off its figures (about +-10%). Mean and std are over the "
+           "held-out runs (the same runs for every optimizer); baselines' learning rates are "
+           f"tuned on validation runs. `{REGENERATE} --check` fails when this page is stale.",
+           "", "| panel | learned (mean) | best tuned baseline | learned best? | paper: LSTM "
+           "| paper: best baseline |", "|---|---|---|---|---|---|"]
+  summary, sections = [], []
+  for panel, data in loaded:
+    with blaming(panel):
+      summary.append(summary_row(panel, data))
+      sections += [f'<a id="{panel.key}"></a>', ""] + panel_section(root, output_dir, panel,
+                                                                      data)
+  lines += summary + [""] + sections
+  return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_page(root):
+  """Writes ROOT/docs/RESULTS.md atomically (nothing is written if a result file is bad)."""
+  text = render(root)
+  io.atomic_write(os.path.join(root, OUTPUT), text)
+
+
+def page_is_current(root):
+  """Whether ROOT/docs/RESULTS.md exists and is exactly what the result files generate."""
+  try:
+    with open(os.path.join(root, OUTPUT), newline="") as f:  # byte for byte: keep \r
+      return f.read() == render(root)
+  except FileNotFoundError:
+    return False
+
+
+def main(argv):
+  del argv
+  if not FLAGS.check:
+    write_page(FLAGS.root)
+    print(f"wrote {OUTPUT}")
+  elif page_is_current(FLAGS.root):
+    print(f"{OUTPUT} is up to date")
+  else:
+    sys.exit(f"error: {OUTPUT} is stale or missing: run {REGENERATE}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
