@@ -35,7 +35,11 @@ clears the "_XlaMustCompile" marks in the saved graph: the same ops then run wit
 Outputs therefore match the in-memory cell to float rounding (tests use 1e-6), not bitwise.
 
 Writes are atomic: the model is written into a temporary sibling directory that is renamed
-into place only when complete (l2l_tf.io.atomic_directory).
+into place only when complete (l2l_tf.io.atomic_directory). What a killed export leaves is
+removed by the next export: the .<name>.tmp-*/.<name>.old-* siblings of its target (putting
+the previous export back if the kill fell between the swap's renames) and the staging
+directories l2l_tf_export_pid<PID>_* in the system temporary directory whose process is gone
+(or older than a day; l2l_tf.leftovers).
 
 Also here, for scripts/export.py and scripts/serve_check.py:
   export_optimizer_directory(optimizer_path, output_path, evaluation_json=None)
@@ -57,6 +61,7 @@ import tensorflow as tf
 
 from l2l_tf import io as io_lib
 from l2l_tf import learned_rule
+from l2l_tf import leftovers
 from l2l_tf.cells import base as cells_base
 
 SIGNATURE_INITIAL_STATE = "initial_state"
@@ -66,6 +71,8 @@ UPDATE_KEY = "update"
 NUM_COORDINATES_KEY = "num_coordinates"
 _XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Staging directories in the system temporary directory: <prefix>pid<PID>_XXXXXXXX.
+_STAGING_PREFIX = "l2l_tf_export_"
 
 
 def as_rule(rule_or_cell):
@@ -263,6 +270,12 @@ def check_replaceable(path, overwrite=False):
                    "to replace it (choose another path, or pass overwrite=True / --overwrite)")
 
 
+def remove_leftovers(path):
+  """Removes what killed exports left: stale staging directories and `path`'s temporaries."""
+  leftovers.remove_stale_staging(tempfile.gettempdir(), _STAGING_PREFIX)
+  leftovers.clean_atomic_directory(path)
+
+
 def export_saved_model(rule_or_cell, path, metadata=None, overwrite=False):
   """Writes `rule_or_cell` as a SavedModel at `path` (atomically); returns the path.
 
@@ -274,6 +287,7 @@ def export_saved_model(rule_or_cell, path, metadata=None, overwrite=False):
       {"meta_trained_on": {...}, "evaluation": {...}}.
     overwrite: replace `path` whatever it holds.
   """
+  remove_leftovers(path)
   check_replaceable(path, overwrite)
   rule = as_rule(rule_or_cell)
   _check_names(rule)
@@ -295,7 +309,7 @@ def export_saved_model(rule_or_cell, path, metadata=None, overwrite=False):
     variables += [_backing_variable(w) for w in cell.weights]
   signatures["serving_default"] = signatures[metadata["export"]["serving_default"]]
 
-  staging = tempfile.mkdtemp(prefix="l2l_tf_export_")
+  staging = tempfile.mkdtemp(prefix=leftovers.staging_prefix(_STAGING_PREFIX))
   try:
     io_lib.write_rule(rule, staging, metadata)
     # Tracked on the module, the tf.Variables are what the C++ loader restores by name

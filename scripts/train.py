@@ -48,6 +48,9 @@ flags.DEFINE_string("init_from", None, "Start from this trained optimizer (run d
                     "best/ or a SavedModel) instead of fresh weights: fine-tuning. Its cell "
                     "configuration is used, so --optimizer, --preprocessing and --output_scale "
                     "must not be given.")
+flags.DEFINE_integer("max_consecutive_skips", 10, "Stop with an error after this many "
+                     "meta-updates in a row were skipped for a non-finite meta-loss or "
+                     "meta-gradient (0: never stop).", lower_bound=0)
 FLAGS = flags.FLAGS
 
 
@@ -59,7 +62,8 @@ def main(argv):
       meta_learning_rate=FLAGS.meta_learning_rate, meta_gradient_clip=FLAGS.meta_gradient_clip,
       second_derivatives=FLAGS.second_derivatives, seed=FLAGS.seed,
       jit_compile=FLAGS.jit_compile, log_every=FLAGS.log_every,
-      meta_objective=FLAGS.meta_objective, validation_metric=FLAGS.validation_metric)
+      meta_objective=FLAGS.meta_objective, validation_metric=FLAGS.validation_metric,
+      max_consecutive_skips=FLAGS.max_consecutive_skips)
   config.validate()  # before any data is loaded or directory touched
   if FLAGS.init_from:
     clashing = [f"--{name}" for name in ("optimizer", "preprocessing", "output_scale")
@@ -101,7 +105,11 @@ def main(argv):
     print(problem.describe(), flush=True)
   history = trainer.train(FLAGS.output_dir)
   best = min(h["best_validation_loss"] for h in history) if history else float("nan")
-  print(f"best validation loss {best:.4g}; best optimizer in {FLAGS.output_dir}/best")
+  if history and meta_trainer.best_epoch(history) == 0:
+    print(f"no epoch improved on the untrained optimizer (validation loss {best:.4g}); "
+          f"{FLAGS.output_dir}/best holds the untrained optimizer")
+  else:
+    print(f"best validation loss {best:.4g}; best optimizer in {FLAGS.output_dir}/best")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,54 @@ def test_non_finite_meta_loss_is_reported_and_skipped(tmp_path):
     np.testing.assert_array_equal(before, after.numpy())
   history = trainer.train(str(tmp_path / "run"))
   assert history[0]["skipped_updates"] == 2
-  io.load_rule(str(tmp_path / "run"))  # the last good optimizer is still there
+  # Every update skipped: best/ is still the untrained optimizer, and says so.
+  assert history[0]["best_epoch"] == meta_trainer.best_epoch(history) == 0
+  _, metadata = io.load_rule(str(tmp_path / "run"))
+  assert metadata["untrained"] and metadata["epoch"] == 0
+
+
+def test_too_many_skipped_updates_in_a_row_stop_training(tmp_path):
+  trainer, _, _ = _trainer(problem=ExplodingQuadratic(batch_size=8), epochs=2,
+                           trajectories_per_epoch=5, max_consecutive_skips=3)
+  with pytest.raises(meta_trainer.TrainingDivergedError,
+                     match="epoch 1, trajectory 3: 3 meta-updates in a row.*untrained"):
+    trainer.train(str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "checkpoints" / "checkpoint")
+  never, _, _ = _trainer(problem=ExplodingQuadratic(batch_size=8), epochs=1,
+                         trajectories_per_epoch=5, max_consecutive_skips=0)
+  assert never.train(str(tmp_path / "never"))[0]["skipped_updates"] == 5
+
+
+def test_a_directory_in_use_is_refused_before_anything_is_written(tmp_path):
+  out = tmp_path / "run"
+  trainer, _, _ = _trainer(epochs=1, trajectories_per_epoch=1)
+  with meta_trainer.run_directory.exclusive_lock(str(out)):
+    with pytest.raises(meta_trainer.RunDirectoryError, match="in use by another training"):
+      trainer.train(str(out))
+  assert os.listdir(out) == [".lock"]
+  trainer.train(str(out))  # released with the block
+  assert (out / "best").is_dir()
+
+
+def test_a_checkpoint_written_before_the_history_was_in_it_resumes(tmp_path):
+  out = tmp_path / "run"
+  first, rule, _ = _trainer(epochs=1, trajectories_per_epoch=2)
+  first.train(str(out))
+  # Rewrite epoch 1's checkpoint in the older layout (no history, no skip count) and leave a
+  # history.json that also holds an epoch 2 the checkpoint does not have.
+  old = tf.train.Checkpoint(cells=rule.cells, meta_optimizer=first.meta_optimizer,
+                            epoch=first.epoch, best_validation=first.best_validation)
+  tf.train.CheckpointManager(old, str(out / "checkpoints"), 2).save(checkpoint_number=1)
+  history = json.loads((out / "history.json").read_text())
+  (out / "history.json").write_text(json.dumps(history + [dict(history[0], epoch=2)]))
+  again, _, logs = _trainer(epochs=2, trajectories_per_epoch=2)
+  (out / "run.json").write_text((out / "run.json").read_text().replace('"epochs": 1',
+                                                                        '"epochs": 2'))
+  history = again.train(str(out))
+  assert any("resuming" in line and "at epoch 1" in line for line in logs)
+  assert [h["epoch"] for h in history] == [1, 2]
+  assert json.loads((out / "history.json").read_text()) == history
+
 
 
 def test_directory_with_another_run_is_refused(tmp_path):
@@ -137,6 +184,7 @@ def test_run_written_before_a_setting_existed_resumes_with_its_default(tmp_path)
 @pytest.mark.parametrize("bad", [dict(num_steps=30, unroll_length=20), dict(num_steps=0),
                                  dict(meta_learning_rate=-1.0), dict(jit_compile="maybe"),
                                  dict(meta_objective="loss_squared"),
+                                 dict(max_consecutive_skips=-1),
                                  dict(validation_metric="median")])
 def test_inconsistent_config_refused(bad):
   with pytest.raises(ValueError):

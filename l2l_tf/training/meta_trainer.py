@@ -8,10 +8,17 @@ kept (early stopping as in the paper).
 
 Output directory layout:
   run.json           the run's configuration (a directory holding another run is refused)
-  best/              the best optimizer so far (l2l_tf.io format), replaced atomically
-  checkpoints/       tf.train checkpoints: weights, meta-optimizer state, epoch, best score
-  history.json       per-epoch meta-loss, validation loss, time
-  tensorboard/       summaries
+  best/              the best optimizer so far (l2l_tf.io format), replaced atomically; until an
+                     epoch improves on it, the untrained optimizer (metadata "untrained": true)
+  checkpoints/       tf.train checkpoints: weights, meta-optimizer state, epoch, best score and
+                     the history up to that epoch (so the two are one atomic write)
+  history.json       per-epoch meta-loss, validation loss, time (a copy of the checkpoint's)
+  tensorboard/       summaries (rewritten from the checkpoint's history at every start)
+  .lock              held (fcntl.flock) by the process training into the directory
+
+A kill at any point loses at most the epoch in progress: rerunning the same command resumes
+from the last checkpoint, removes the killed run's temporaries and rebuilds history.json and
+TensorBoard from the checkpoint, so no epoch is missing or duplicated (see run_directory).
 """
 import dataclasses
 import json
@@ -25,11 +32,19 @@ import tensorflow as tf
 
 from l2l_tf import evaluation
 from l2l_tf import io
+from l2l_tf.training import fault_injection
+from l2l_tf.training import run_directory
 from l2l_tf.training import unroll as unroll_lib
 
+RunDirectoryError = run_directory.RunDirectoryError
 
-class RunDirectoryError(ValueError):
-  """The output directory holds something other than this run."""
+
+class TrainingDivergedError(ValueError):
+  """Too many meta-updates in a row were skipped as non-finite: training cannot go on.
+
+  A ValueError, so that the command-line scripts report it as one `error:` line. The run
+  directory keeps its last checkpoint and best/.
+  """
 
 
 META_OBJECTIVES = ("loss", "log_loss")
@@ -61,6 +76,8 @@ class MetaTrainingConfig:
     validation_metric: what early stopping minimises on the validation problems: "mean" (mean
       loss over all steps, the paper's meta-objective) or "final" (mean loss over the last
       unroll_length steps: the optimizer that ends lowest).
+    max_consecutive_skips: stop with TrainingDivergedError once this many meta-updates in a
+      row were skipped for a non-finite meta-loss or meta-gradient (0: never stop).
   """
   num_steps: int = 100
   unroll_length: int = 20
@@ -74,6 +91,7 @@ class MetaTrainingConfig:
   log_every: int = 25
   meta_objective: str = "loss"
   validation_metric: str = "mean"
+  max_consecutive_skips: int = 10
 
   def validate(self):
     """Raises ValueError with a one-line message for inconsistent settings."""
@@ -94,6 +112,10 @@ class MetaTrainingConfig:
     if self.validation_metric not in VALIDATION_METRICS:
       raise ValueError(f"validation_metric must be one of {', '.join(VALIDATION_METRICS)}, got "
                        f"{self.validation_metric!r}")
+    if int(self.max_consecutive_skips) != self.max_consecutive_skips or \
+        self.max_consecutive_skips < 0:
+      raise ValueError(f"max_consecutive_skips must be an integer >= 0, got "
+                       f"{self.max_consecutive_skips}")
 
 
 def resolve_jit_compile(setting):
@@ -109,6 +131,53 @@ def resolve_jit_compile(setting):
 def trajectory_seed(seed, epoch, index):
   """Training seeds, disjoint from the small seeds used for validation and test problems."""
   return int((seed * 1_000_003 + epoch * 10_007 + index) % (2**31 - 1)) + 1_000_000
+
+
+def best_epoch(history):
+  """The epoch whose optimizer best/ holds, per a run's history; 0 is the untrained one."""
+  for record in reversed(history):
+    if "best_epoch" in record:
+      return record["best_epoch"]
+    # A record written before best_epoch existed: the epoch that set the best loss.
+    if math.isfinite(record["validation_loss"]) and (
+        record["validation_loss"] == record["best_validation_loss"]):
+      return record["epoch"]
+  return 0
+
+
+def _write_summaries(writer, record):
+  """One epoch's TensorBoard scalars."""
+  with writer.as_default(step=record["epoch"]):
+    if record["meta_loss"] is not None:
+      tf.summary.scalar("meta_loss", record["meta_loss"])
+    tf.summary.scalar("validation_loss", record["validation_loss"])
+
+
+@dataclasses.dataclass
+class _Run:
+  """One MetaTrainer.train call's handles on its output directory."""
+  output_dir: str
+  manager: tf.train.CheckpointManager = None
+  writer: tf.summary.SummaryWriter = None
+  history: list = dataclasses.field(default_factory=list)
+  # Saved inside every checkpoint, so that a checkpoint and its history are one write.
+  history_json: tf.Variable = dataclasses.field(
+      default_factory=lambda: tf.Variable("[]", trainable=False))
+  # Meta-updates skipped in a row, across trajectories and epochs (also checkpointed).
+  skip_streak: tf.Variable = dataclasses.field(
+      default_factory=lambda: tf.Variable(0, dtype=tf.int64, trainable=False))
+  first_epoch: int = 0
+  start_time: float = dataclasses.field(default_factory=time.time)
+
+  def path(self, name):
+    return os.path.join(self.output_dir, name)
+
+  def eta_seconds(self, config, epoch, trajectories_done):
+    """Seconds left at this call's pace, after trajectories_done trajectories of 0-based epoch."""
+    per_epoch = config.trajectories_per_epoch
+    done = (epoch - self.first_epoch) * per_epoch + trajectories_done
+    left = (config.epochs - epoch) * per_epoch - trajectories_done
+    return (time.time() - self.start_time) / done * left
 
 
 class MetaTrainer:
@@ -196,95 +265,189 @@ class MetaTrainer:
       objectives.append(float(objective))
     return float(np.mean(objectives)), 0
 
-  def _prepare_output(self, output_dir):
-    run = {"config": dataclasses.asdict(self.config), "metadata": self.metadata}
-    run_path = os.path.join(output_dir, "run.json")
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
-      if not os.path.isfile(run_path):
-        raise RunDirectoryError(f"{output_dir} is not empty and holds no l2l_tf run; choose a "
-                                "new --output_dir")
+  # --- the run directory: restore, run an epoch, save, log -----------------------------------
+
+  def _check_output(self, output_dir):
+    """Refuses a directory holding anything but this run (RunDirectoryError); writes nothing."""
+    entries = set(os.listdir(output_dir)) if os.path.isdir(output_dir) else set()
+    if not entries - {run_directory.LOCK_FILE}:
+      return
+    run_path = os.path.join(output_dir, run_directory.RUN_FILE)
+    if not os.path.isfile(run_path):
+      raise RunDirectoryError(f"{output_dir} is not empty and holds no l2l_tf run; choose a "
+                              "new --output_dir")
+    try:
       with open(run_path) as f:
         previous = json.load(f)
       # A run written before a setting existed ran with that setting's default.
       previous["config"] = {**dataclasses.asdict(MetaTrainingConfig()),
                             **previous.get("config", {})}
-      if previous != json.loads(json.dumps(run)):
-        raise RunDirectoryError(f"{output_dir} holds another run (different configuration); "
-                                "choose a new --output_dir")
-    os.makedirs(output_dir, exist_ok=True)
-    io.atomic_write(run_path, json.dumps(run, indent=2, sort_keys=True))
+    except (ValueError, TypeError, AttributeError) as e:
+      raise RunDirectoryError(f"{run_path}: unreadable run description ({e})") from None
+    if previous != json.loads(json.dumps(self._run_description())):
+      raise RunDirectoryError(f"{output_dir} holds another run (different configuration); "
+                              "choose a new --output_dir")
+
+  def _run_description(self):
+    return {"config": dataclasses.asdict(self.config), "metadata": self.metadata}
 
   def train(self, output_dir):
     """Runs meta-training; resumes from output_dir's checkpoint if it holds this same run.
 
-    Returns the per-epoch history (list of dicts).
+    One process at a time trains into a directory: a second one gets RunDirectoryError
+    before anything is written. Returns the per-epoch history (list of dicts).
     """
-    cfg = self.config
-    self._prepare_output(output_dir)
-    checkpoint = tf.train.Checkpoint(
-        cells=self.rule.cells, meta_optimizer=self.meta_optimizer, epoch=self.epoch,
-        best_validation=self.best_validation)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"),
-                                         max_to_keep=2)
-    history_path = os.path.join(output_dir, "history.json")
-    history = []
-    if manager.latest_checkpoint:
-      checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-      if os.path.isfile(history_path):
-        with open(history_path) as f:
-          history = json.load(f)
-      self.log(f"resuming {output_dir} at epoch {int(self.epoch.numpy())}")
-    writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
-    if not math.isfinite(float(self.best_validation.numpy())):
-      self._record_best(output_dir, self.validation_loss(), epoch=0)
-      self.log(f"initial validation loss {float(self.best_validation.numpy()):.4g}")
+    self._check_output(output_dir)
+    with run_directory.exclusive_lock(output_dir):
+      self._check_output(output_dir)  # another process may have started a run meanwhile
+      io.atomic_write(os.path.join(output_dir, run_directory.RUN_FILE),
+                      json.dumps(self._run_description(), indent=2, sort_keys=True))
+      removed = run_directory.remove_leftovers(output_dir)
+      if removed:
+        self.log(f"removed what an interrupted run left: {', '.join(removed)}")
+      run = self._restore(output_dir)
+      try:
+        for epoch in range(run.first_epoch, self.config.epochs):
+          record = self._run_epoch(run, epoch)
+          improved = self._save_epoch(run, record)
+          self._log_epoch(run, record, improved)
+      finally:
+        run.writer.close()
+    return run.history
 
-    first_epoch = int(self.epoch.numpy())
-    run_start = time.time()
-    for epoch in range(first_epoch, cfg.epochs):
-      epoch_start = time.time()
-      objectives, skipped = [], 0
-      for index in range(cfg.trajectories_per_epoch):
-        objective, bad = self.train_trajectory(trajectory_seed(cfg.seed, epoch, index))
-        skipped += bad
-        if math.isfinite(objective):
-          objectives.append(objective)
-        if (index + 1) % cfg.log_every == 0:
-          done = (epoch - first_epoch) * cfg.trajectories_per_epoch + index + 1
-          left = (cfg.epochs - epoch) * cfg.trajectories_per_epoch - index - 1
-          eta = (time.time() - run_start) / done * left
-          self.log(f"epoch {epoch + 1}/{cfg.epochs} trajectory {index + 1}/"
-                   f"{cfg.trajectories_per_epoch} meta-loss "
-                   f"{np.mean(objectives[-cfg.log_every:]):.4g} "
-                   f"(best validation {float(self.best_validation.numpy()):.4g}) "
-                   f"{(time.time() - epoch_start) / (index + 1):.2f}s/trajectory ETA {eta:.0f}s")
-      validation = self.validation_loss()
-      improved = validation < float(self.best_validation.numpy())
-      if improved:
-        self._record_best(output_dir, validation, epoch + 1)
-      self.epoch.assign(epoch + 1)
-      epoch_time = time.time() - epoch_start
-      done = epoch + 1 - first_epoch
-      eta = (time.time() - run_start) / done * (cfg.epochs - epoch - 1)
-      record = {"epoch": epoch + 1, "meta_loss": float(np.mean(objectives)) if objectives else None,
-                "validation_loss": validation, "best_validation_loss":
-                float(self.best_validation.numpy()), "skipped_updates": skipped,
-                "epoch_seconds": epoch_time}
-      history.append(record)
-      with writer.as_default(step=epoch + 1):
-        if objectives:
-          tf.summary.scalar("meta_loss", np.mean(objectives))
-        tf.summary.scalar("validation_loss", validation)
-      manager.save(checkpoint_number=epoch + 1)
-      io.atomic_write(history_path, json.dumps(history, indent=2))
-      self.log(f"epoch {epoch + 1}/{cfg.epochs} meta-loss {record['meta_loss'] or math.nan:.4g} "
-               f"validation {validation:.4g} (best {record['best_validation_loss']:.4g}"
-               f"{', saved' if improved else ''}) epoch {epoch_time:.1f}s ETA {eta:.0f}s")
+  def _restore(self, output_dir):
+    """Opens the run: its latest checkpoint and history, or a fresh start with best/ at epoch 0.
+
+    history.json and TensorBoard are rewritten from the checkpoint's history, so an epoch
+    re-run after a kill appears once, and one whose record never landed appears again.
+    """
+    run = _Run(output_dir)
+    saved = dict(cells=self.rule.cells, meta_optimizer=self.meta_optimizer, epoch=self.epoch,
+                 best_validation=self.best_validation, history=run.history_json,
+                 consecutive_skips=run.skip_streak)
+    run.manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(**saved), run.path(run_directory.CHECKPOINTS), max_to_keep=2)
+    latest = run.manager.latest_checkpoint
+    if latest:
+      stored = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
+      # A checkpoint from before history and consecutive_skips were saved lacks them.
+      present = {name: value for name, value in saved.items()
+                 if name in stored or name not in ("history", "consecutive_skips")}
+      tf.train.Checkpoint(**present).restore(latest).assert_existing_objects_matched()
+      run.history = self._restored_history(run, "history" in present)
+      self.log(f"resuming {output_dir} at epoch {int(self.epoch.numpy())}")
+    io.atomic_write(run.path(run_directory.HISTORY_FILE), json.dumps(run.history, indent=2))
+    run.writer = self._rewrite_tensorboard(run)
+    if not latest:
+      self._record_best(output_dir, self.validation_loss(), epoch=0)
+      self.log(f"initial validation loss {float(self.best_validation.numpy()):.4g} (the "
+               "untrained optimizer, kept as best/ until an epoch improves on it)")
+    run.first_epoch = int(self.epoch.numpy())
+    return run
+
+  def _restored_history(self, run, in_checkpoint):
+    if in_checkpoint:
+      return json.loads(run.history_json.numpy().decode())
+    # An older checkpoint: history.json, without the epochs re-run from the checkpoint.
+    try:
+      with open(run.path(run_directory.HISTORY_FILE)) as f:
+        history = json.load(f)
+    except FileNotFoundError:
+      return []
+    return [record for record in history if record["epoch"] <= int(self.epoch.numpy())]
+
+  def _rewrite_tensorboard(self, run):
+    """A writer whose new event file holds the history so far; the older event files go."""
+    directory = run.path(run_directory.TENSORBOARD)
+    older = [name for name in (os.listdir(directory) if os.path.isdir(directory) else [])
+             if name.startswith(run_directory.EVENT_FILE_PREFIX)]
+    writer = tf.summary.create_file_writer(directory)
+    for record in run.history:
+      _write_summaries(writer, record)
     writer.flush()
-    return history
+    for name in older:
+      os.remove(os.path.join(directory, name))
+    return writer
+
+  def _run_epoch(self, run, epoch):
+    """Trains the trajectories of 0-based `epoch` and validates; returns its history record."""
+    cfg = self.config
+    epoch_start = time.time()
+    objectives, skipped = [], 0
+    for index in range(cfg.trajectories_per_epoch):
+      updates_before = int(self.meta_optimizer.iterations.numpy())
+      objective, bad = self.train_trajectory(trajectory_seed(cfg.seed, epoch, index))
+      skipped += bad
+      if math.isfinite(objective):
+        objectives.append(objective)
+      applied = int(self.meta_optimizer.iterations.numpy()) > updates_before
+      run.skip_streak.assign(bad if applied else run.skip_streak + bad)
+      self._stop_if_diverged(run, epoch, index)
+      fault_injection.reach("mid_epoch", epoch + 1)
+      if (index + 1) % cfg.log_every == 0:
+        self.log(f"epoch {epoch + 1}/{cfg.epochs} trajectory {index + 1}/"
+                 f"{cfg.trajectories_per_epoch} meta-loss "
+                 f"{np.mean(objectives[-cfg.log_every:]):.4g} "
+                 f"(best validation {float(self.best_validation.numpy()):.4g}) "
+                 f"{(time.time() - epoch_start) / (index + 1):.2f}s/trajectory "
+                 f"ETA {run.eta_seconds(cfg, epoch, index + 1):.0f}s")
+    validation = self.validation_loss()
+    return {"epoch": epoch + 1, "meta_loss": float(np.mean(objectives)) if objectives else None,
+            "validation_loss": validation, "skipped_updates": skipped,
+            "epoch_seconds": time.time() - epoch_start}
+
+  def _stop_if_diverged(self, run, epoch, index):
+    limit = self.config.max_consecutive_skips
+    streak = int(run.skip_streak.numpy())
+    if not limit or streak < limit:
+      return
+    kept = best_epoch(run.history)
+    raise TrainingDivergedError(
+        f"meta-training stopped in epoch {epoch + 1}, trajectory {index + 1}: {streak} "
+        "meta-updates in a row were skipped for a non-finite meta-loss or meta-gradient "
+        f"(max_consecutive_skips={limit}); the optimizer diverges with these settings (e.g. "
+        "too large an output scale or meta learning rate). best/ holds "
+        + ("the untrained optimizer" if kept == 0 else f"epoch {kept}'s optimizer"))
+
+  def _save_epoch(self, run, record):
+    """Keeps a finished epoch; returns whether it improved on the best validation loss.
+
+    Order: best/ (if improved), then the checkpoint, which holds the weights, the meta-state and
+    the history in one atomic write, then history.json and TensorBoard, which a restart
+    rebuilds from the checkpoint. A kill before the checkpoint re-runs the epoch, and the re-run
+    rewrites best/ with the same optimizer (training is deterministic).
+    """
+    epoch = record["epoch"]
+    improved = record["validation_loss"] < float(self.best_validation.numpy())
+    if improved:
+      self._record_best(run.output_dir, record["validation_loss"], epoch)
+    record["best_validation_loss"] = float(self.best_validation.numpy())
+    record["best_epoch"] = epoch if improved else best_epoch(run.history)
+    run.history.append(record)
+    self.epoch.assign(epoch)
+    run.history_json.assign(json.dumps(run.history))
+    with fault_injection.inside("checkpoint_shards", epoch):
+      run.manager.save(checkpoint_number=epoch, options=fault_injection.checkpoint_options(epoch))
+    fault_injection.reach("after_checkpoint", epoch)
+    io.atomic_write(run.path(run_directory.HISTORY_FILE), json.dumps(run.history, indent=2))
+    _write_summaries(run.writer, record)
+    run.writer.flush()
+    return improved
+
+  def _log_epoch(self, run, record, improved):
+    cfg = self.config
+    meta_loss = math.nan if record["meta_loss"] is None else record["meta_loss"]
+    eta = run.eta_seconds(cfg, record["epoch"] - 1, cfg.trajectories_per_epoch)
+    self.log(f"epoch {record['epoch']}/{cfg.epochs} meta-loss {meta_loss:.4g} validation "
+             f"{record['validation_loss']:.4g} (best {record['best_validation_loss']:.4g}"
+             f"{', saved' if improved else ''}) epoch {record['epoch_seconds']:.1f}s "
+             f"ETA {eta:.0f}s")
 
   def _record_best(self, output_dir, validation, epoch):
+    """Saves the rule as best/; at epoch 0 it is the untrained optimizer, and says so."""
     self.best_validation.assign(validation)
-    metadata = dict(self.metadata, best_validation_loss=validation, epoch=epoch,
+    metadata = dict(self.metadata, epoch=epoch, untrained=epoch == 0,
+                    best_validation_loss=validation if math.isfinite(validation) else None,
                     training=dataclasses.asdict(self.config))
-    io.save_rule(self.rule, os.path.join(output_dir, "best"), metadata)
+    with fault_injection.inside("best_swap", epoch, run_directory.BEST):
+      io.save_rule(self.rule, os.path.join(output_dir, run_directory.BEST), metadata)
