@@ -49,9 +49,9 @@ learned update); see docs/keras_optimizer.md.
 
 Serialization: get_config carries the full rule (cell configs, parameter groups, metadata and
 every weight as a list of floats), so keras.saving (.keras files) needs nothing but the
-config; the slots and skipped_steps are saved as optimizer variables. Loading optimizer
-variables that were saved for different model variables (other count, shapes or groups) is
-refused.
+config; the slots and skipped_steps are saved as optimizer variables (state saved before
+skipped_steps existed loads with it at 0). Loading optimizer variables that were saved for
+different model variables (other count, shapes or groups) is refused.
 """
 import json
 import numbers
@@ -428,11 +428,15 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     if _LAYOUT_KEY in store.keys():
       saved = json.loads(bytes(np.asarray(store[_LAYOUT_KEY], dtype=np.uint8)).decode("utf-8"))
       self.check_layout(saved)
-    if len(keys) != len(self.variables):
+    values = [np.asarray(store[str(i)]) for i in range(len(keys))]
+    skipped_index = [id(v) for v in self.variables].index(id(self._skipped_steps))
+    if len(values) == len(self.variables) - 1:
+      # Saved before skipped_steps existed (the same variables otherwise, in the same order).
+      values.insert(skipped_index, np.zeros((), np.int64))
+    if len(values) != len(self.variables):
       raise ValueError(f"Optimizer '{self.name}' has {len(self.variables)} variables but the "
                        f"saved optimizer state has {len(keys)}: it was saved for different "
                        "model variables")
-    values = [np.asarray(store[str(i)]) for i in range(len(self.variables))]
     for variable, value in zip(self.variables, values):
       if tuple(variable.shape) != value.shape:
         raise ValueError(f"Optimizer '{self.name}': saved state {value.shape} does not fit "

@@ -244,6 +244,21 @@ def test_refuses_state_saved_for_different_variables(cell):
     built(deeper).load_own_variables(dict(store))
   target = built(_model(hidden=5))  # the same variables: accepted
   target.load_own_variables(dict(store))
+  # State saved before skipped_steps existed (iterations, learning rate, then the slots).
+  source.iterations.assign(7)
+  source.state_slots(source._trainable_variables[0])[0].assign(
+      np.ones(source.state_slots(source._trainable_variables[0])[0].shape))
+  store = {}
+  source.save_own_variables(store)
+  legacy = {k: v for k, v in store.items() if not k.isdigit()}
+  skipped = [id(v) for v in source.variables].index(id(source.skipped_steps))
+  old_values = [store[str(i)] for i in range(len(source.variables)) if i != skipped]
+  legacy.update({str(i): value for i, value in enumerate(old_values)})
+  target = built(_model(hidden=5))
+  target.load_own_variables(legacy)
+  assert int(target.iterations.numpy()) == 7 and int(target.skipped_steps.numpy()) == 0
+  for a, b in zip(_numpy(_state_variables(target)), _numpy(_state_variables(source))):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_parameter_groups_map_variables_to_cells():
