@@ -34,7 +34,6 @@ flags.DEFINE_list("scales", ["0.3", "0.5", "1", "2", "3"],
 flags.DEFINE_string("output_json", None, "Write all results here.")
 FLAGS = flags.FLAGS
 
-TEST_SEED = 10_000  # as scripts/evaluate.py with --seed=0
 
 
 def _sensitivity(problem, rule, adam_rate, num_steps, seed):
@@ -64,7 +63,7 @@ def main(argv):
             "dataset_source": FLAGS.dataset_source, "meta_trained": metadata, "horizons": {}}
   start = time.time()
   for horizon in horizons:
-    results, _ = evaluation.compare(problem, {"learned": rule}, seed=TEST_SEED + FLAGS.seed,
+    results, _ = evaluation.compare(problem, {"learned": rule}, seed=evaluation.TEST_SEED_OFFSET + FLAGS.seed,
                                     num_steps=horizon, tuning_problem=tuning,
                                     tuning_seed=1 + FLAGS.seed)
     report["horizons"][horizon] = results
@@ -78,7 +77,7 @@ def main(argv):
   if any(FLAGS.scales):
     adam_rate = report["horizons"][horizons[0]]["results"]["adam"]["learning_rate"]
     report["sensitivity"] = _sensitivity(problem, rule, adam_rate, horizons[0],
-                                         TEST_SEED + FLAGS.seed)
+                                         evaluation.TEST_SEED_OFFSET + FLAGS.seed)
   report["wall_seconds"] = time.time() - start
   print(f"RESULT wall_seconds={report['wall_seconds']:.0f}")
   if FLAGS.output_json:

@@ -46,6 +46,14 @@ def define_problem_flags():
                     "weights are cached, else random.")
 
 
+def parse_ints(values, flag):
+  """A list flag's strings as ints, or a one-line error naming the flag."""
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise ValueError(f"{flag} must be integers, got {list(values)}") from None
+
+
 def problem_from_flags(split, batch_size=None):
   try:
     hidden_sizes = [int(h) for h in FLAGS.hidden_sizes]

@@ -31,7 +31,6 @@ flags.DEFINE_string("output_json", None, "Write the results here (JSON).")
 flags.DEFINE_string("output_plot", None, "Write the loss curves here (PNG).")
 FLAGS = flags.FLAGS
 
-TEST_SEED_OFFSET = 10_000  # test problems never coincide with training or validation seeds
 
 
 def main(argv):
@@ -56,7 +55,7 @@ def main(argv):
   baselines = [n for n in names if n != "learned"]
   fixed = None if FLAGS.tune else {n: FLAGS.learning_rate for n in baselines}
   results, losses = evaluation.compare(
-      problem, rules, seed=TEST_SEED_OFFSET + FLAGS.seed, num_steps=FLAGS.num_steps,
+      problem, rules, seed=evaluation.TEST_SEED_OFFSET + FLAGS.seed, num_steps=FLAGS.num_steps,
       baselines=baselines, tuning_problem=tuning, tuning_seed=1 + FLAGS.seed,
       fixed_learning_rates=fixed)
   if FLAGS.problem == "neural_art":  # say which feature network ran, here and in the JSON
@@ -72,7 +71,7 @@ def main(argv):
     if FLAGS.problem == "neural_art":
       grid = neural_art_figures.grid_path(FLAGS.output_plot)
       neural_art_figures.write_grid(grid, problem, results, rules,
-                                    TEST_SEED_OFFSET + FLAGS.seed, FLAGS.num_steps)
+                                    evaluation.TEST_SEED_OFFSET + FLAGS.seed, FLAGS.num_steps)
       print(f"wrote {grid}")
 
 
