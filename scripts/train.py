@@ -48,10 +48,62 @@ flags.DEFINE_string("init_from", None, "Start from this trained optimizer (run d
                     "best/ or a SavedModel) instead of fresh weights: fine-tuning. Its cell "
                     "configuration is used, so --optimizer, --preprocessing and --output_scale "
                     "must not be given.")
+flags.DEFINE_list("curriculum", [], "Stages of training trajectories, STEPS or "
+                  "STEPSxUNROLL each, e.g. 100x20,100x100: short truncations, then the whole "
+                  "trajectory; 100,200: longer horizons (Chen et al. 2020). The epochs are "
+                  "split into equal stages (repeat one to lengthen it); validation keeps "
+                  "--num_steps.")
+flags.DEFINE_float("random_scale", 1.0, "Multiply each training instance's loss by a random "
+                   "log-uniform constant in [1/x, x] per trajectory (Lv et al. 2017); needs "
+                   "--meta_objective=log_loss. 1: off.")
+flags.DEFINE_list("train_networks", [], "MNIST: meta-train on a distribution of networks, "
+                  "ACTIVATION:WIDTH[-WIDTH...] each, e.g. sigmoid:20,sigmoid:40,sigmoid:20-20,"
+                  "relu:20 (one drawn per trajectory). Validation keeps --hidden_sizes and "
+                  "--activation. Default: that network only.")
 flags.DEFINE_integer("max_consecutive_skips", 10, "Stop with an error after this many "
                      "meta-updates in a row were skipped for a non-finite meta-loss or "
                      "meta-gradient (0: never stop).", lower_bound=0)
+flags.DEFINE_integer("validation_window", 0, "Steps at the end of validation trajectories "
+                     "that --validation_metric=final averages (0: --unroll_length).",
+                     lower_bound=0)
 FLAGS = flags.FLAGS
+
+
+def parse_stage(spec):
+  """'100x20' -> (100, 20); '200' -> (200, --unroll_length)."""
+  steps, _, unroll = spec.partition("x")
+  try:
+    return int(steps), int(unroll) if unroll else FLAGS.unroll_length
+  except ValueError:
+    raise ValueError(f"--curriculum entries are STEPS or STEPSxUNROLL, e.g. 100x20; got "
+                     f"{spec!r}") from None
+
+
+def parse_network(spec):
+  """'relu:20-20' -> ('relu', (20, 20)), with a one-line error for anything else."""
+  activation, _, widths = spec.partition(":")
+  try:
+    hidden_sizes = tuple(int(w) for w in widths.split("-"))
+  except ValueError:
+    hidden_sizes = ()
+  if not hidden_sizes or min(hidden_sizes) <= 0 or not activation:
+    raise ValueError(f"--train_networks entries are ACTIVATION:WIDTH[-WIDTH...], e.g. "
+                     f"sigmoid:20-20; got {spec!r}")
+  return activation, hidden_sizes
+
+
+def training_problems():
+  """The training family, or the list of families --train_networks asks for."""
+  if not FLAGS.train_networks:
+    return cli.problem_from_flags("train", FLAGS.batch_size)
+  if FLAGS.problem != "mnist":
+    raise ValueError("--train_networks applies to --problem=mnist only")
+  families = []
+  for activation, hidden_sizes in map(parse_network, FLAGS.train_networks):
+    families.append(registry.make_problem(
+        "mnist", "train", FLAGS.batch_size, FLAGS.dataset_source, FLAGS.data_dir,
+        hidden_sizes, activation))
+  return families
 
 
 def main(argv):
@@ -63,6 +115,8 @@ def main(argv):
       second_derivatives=FLAGS.second_derivatives, seed=FLAGS.seed,
       jit_compile=FLAGS.jit_compile, log_every=FLAGS.log_every,
       meta_objective=FLAGS.meta_objective, validation_metric=FLAGS.validation_metric,
+      curriculum=tuple(parse_stage(stage) for stage in FLAGS.curriculum),
+      random_scale=FLAGS.random_scale, validation_window=FLAGS.validation_window,
       max_consecutive_skips=FLAGS.max_consecutive_skips)
   config.validate()  # before any data is loaded or directory touched
   if FLAGS.init_from:
@@ -74,7 +128,7 @@ def main(argv):
     if FLAGS.problem in registry.CIFAR_PROBLEMS:
       raise ValueError("--init_from is not supported for the two-network CIFAR problems yet")
   keras.utils.set_random_seed(FLAGS.seed)  # the optimizer's initial weights follow --seed
-  problem = cli.problem_from_flags("train", FLAGS.batch_size)
+  problem = training_problems()
   validation = cli.problem_from_flags("validation", FLAGS.num_validation_problems)
   cell_options = dict(preprocessing=FLAGS.preprocessing, output_scale=FLAGS.output_scale)
   optimizer_name = FLAGS.optimizer
@@ -91,23 +145,32 @@ def main(argv):
   else:
     rule = learned_rule.LearnedUpdateRule(
         registry.make_cell(FLAGS.optimizer, FLAGS.problem, **cell_options))
-  metadata = {"optimizer": optimizer_name, "problem": problem.get_config(),
+  families = problem if isinstance(problem, list) else [problem]
+  # With a family of training networks, the problem is the target (validation) network.
+  target = families[0] if len(families) == 1 else validation
+  metadata = {"optimizer": optimizer_name, "problem": target.get_config(),
               "dataset_source": FLAGS.dataset_source,
               "command": "python scripts/train.py " + " ".join(
                   f"--{name}={FLAGS[name].value}" for name in sorted(FLAGS)
                   if FLAGS[name].present)}
+  if len(families) > 1:
+    metadata["train_networks"] = [p.get_config() for p in families]
+  if FLAGS.init_from:
+    # The lineage: a fine-tuned optimizer records what it started from (recursively).
+    metadata["init_from"] = {"path": FLAGS.init_from, "metadata": initial_metadata}
   trainer = meta_trainer.MetaTrainer(rule, problem, validation, config, metadata=metadata)
-  print(f"meta-training {optimizer_name} on {FLAGS.problem}: {problem.num_coordinates()} "
-        f"coordinates x {problem.batch_size} instances, {config.epochs} epochs of "
+  coordinates = "/".join(str(p.num_coordinates()) for p in families)
+  print(f"meta-training {optimizer_name} on {FLAGS.problem}: {coordinates} "
+        f"coordinates x {families[0].batch_size} instances, {config.epochs} epochs of "
         f"{config.trajectories_per_epoch} trajectories, T={config.num_steps}, "
         f"unroll={config.unroll_length}", flush=True)
-  if hasattr(problem, "describe"):  # neural_art: which feature network and images run
-    print(problem.describe(), flush=True)
+  if hasattr(target, "describe"):  # neural_art: which feature network and images run
+    print(target.describe(), flush=True)
   history = trainer.train(FLAGS.output_dir)
   best = min(h["best_validation_loss"] for h in history) if history else float("nan")
   if history and meta_trainer.best_epoch(history) == 0:
-    print(f"no epoch improved on the untrained optimizer (validation loss {best:.4g}); "
-          f"{FLAGS.output_dir}/best holds the untrained optimizer")
+    print(f"no epoch improved on {trainer.initial_optimizer} (validation loss {best:.4g}); "
+          f"{FLAGS.output_dir}/best holds it")
   else:
     print(f"best validation loss {best:.4g}; best optimizer in {FLAGS.output_dir}/best")
 

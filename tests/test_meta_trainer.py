@@ -109,7 +109,6 @@ def test_a_checkpoint_written_before_the_history_was_in_it_resumes(tmp_path):
   assert json.loads((out / "history.json").read_text()) == history
 
 
-
 def test_directory_with_another_run_is_refused(tmp_path):
   trainer, _, _ = _trainer(epochs=1, trajectories_per_epoch=1)
   trainer.train(str(tmp_path / "run"))
@@ -145,8 +144,8 @@ def test_log_loss_objective_is_the_mean_log_loss_and_trains(tmp_path):
   batches = problem.sample_batches(5, 10)
   first = tf.nest.map_structure(lambda x: x[0], batches)
   window = tf.nest.map_structure(lambda x: x[1:], batches)
-  trajectory = trainer._start(params, first)
-  objective, _, grads, finite = trainer._train_unroll(trajectory, window)
+  trajectory = trainer._start[0](params, first)
+  objective, _, grads, finite = trainer._train_unroll[0](trajectory, window)
   _, _, losses = meta_trainer.unroll_lib.unroll(problem, rule, trajectory, window)
   assert bool(finite)
   np.testing.assert_allclose(float(objective), np.mean(np.log(losses.numpy())), rtol=1e-5)

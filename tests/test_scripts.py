@@ -109,6 +109,8 @@ def test_train_init_from_starts_from_the_given_optimizer(trained, tmp_path):
   assert run["config"]["meta_objective"] == "log_loss"
   assert "--init_from" in run["metadata"]["command"]
   assert run["metadata"]["init_from"] == {"path": trained, "metadata": start_metadata}
+  # Before an epoch improves on it, best/ is the starting optimizer, not an untrained one.
+  assert f"(the starting optimizer {trained}, kept as best/" in result.stdout
   clash = _run("train.py", f"--output_dir={tmp_path / 'clash'}", f"--init_from={trained}",
                "--optimizer=lstm_gac")
   assert clash.returncode != 0 and "drop --optimizer" in clash.stderr

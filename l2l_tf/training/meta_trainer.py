@@ -21,6 +21,7 @@ from the last checkpoint, removes the killed run's temporaries and rebuilds hist
 TensorBoard from the checkpoint, so no epoch is missing or duplicated (see run_directory).
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -32,6 +33,7 @@ import tensorflow as tf
 
 from l2l_tf import evaluation
 from l2l_tf import io
+from l2l_tf.problems import scaled
 from l2l_tf.training import fault_injection
 from l2l_tf.training import run_directory
 from l2l_tf.training import unroll as unroll_lib
@@ -76,6 +78,17 @@ class MetaTrainingConfig:
     validation_metric: what early stopping minimises on the validation problems: "mean" (mean
       loss over all steps, the paper's meta-objective) or "final" (mean loss over the last
       unroll_length steps: the optimizer that ends lowest).
+    curriculum: stages of (num_steps, unroll_length) for training trajectories (curricula over
+      horizons and truncations, Chen et al., NeurIPS 2020), e.g. ((100, 20), (100, 100)):
+      the epochs are split into len(curriculum) equal stages (repeat a stage to lengthen it)
+      and stage k trains on trajectories of curriculum[k][0] steps, cut into unrolls of
+      curriculum[k][1]. Empty: (num_steps, unroll_length) throughout. Validation always runs
+      num_steps steps, so early stopping compares like with like.
+    random_scale: objective scaling (Lv et al., ICML 2017): each training instance's loss is
+      multiplied by c, log-uniform in [1 / random_scale, random_scale] per trajectory; 1 is off.
+      Needs the scale-invariant meta_objective "log_loss".
+    validation_window: steps at the end of the validation trajectories that the "final"
+      metric averages; 0 means unroll_length (set it when unrolls are long, e.g. untruncated).
     max_consecutive_skips: stop with TrainingDivergedError once this many meta-updates in a
       row were skipped for a non-finite meta-loss or meta-gradient (0: never stop).
   """
@@ -91,7 +104,22 @@ class MetaTrainingConfig:
   log_every: int = 25
   meta_objective: str = "loss"
   validation_metric: str = "mean"
+  curriculum: tuple = ()
+  random_scale: float = 1.0
+  validation_window: int = 0
   max_consecutive_skips: int = 10
+
+  def final_window(self):
+    """Steps that the "final" validation metric averages (default: one unroll)."""
+    return int(self.validation_window) or self.unroll_length
+
+  def stage(self, epoch):
+    """(num_steps, unroll_length) of the training trajectories of 0-based `epoch`."""
+    stages = tuple(self.curriculum)
+    if not stages:
+      return self.num_steps, self.unroll_length
+    num_steps, unroll_length = stages[min(epoch * len(stages) // self.epochs, len(stages) - 1)]
+    return int(num_steps), int(unroll_length)
 
   def validate(self):
     """Raises ValueError with a one-line message for inconsistent settings."""
@@ -109,6 +137,19 @@ class MetaTrainingConfig:
     if self.meta_objective not in META_OBJECTIVES:
       raise ValueError(f"meta_objective must be one of {', '.join(META_OBJECTIVES)}, got "
                        f"{self.meta_objective!r}")
+    for stage in tuple(self.curriculum):
+      if (len(stage) != 2 or any(int(x) != x or x <= 0 for x in stage)
+          or stage[0] % stage[1]):
+        raise ValueError("curriculum stages are (num_steps, unroll_length) with num_steps a "
+                         f"positive multiple of unroll_length, got {list(self.curriculum)}")
+    if not 0 <= int(self.validation_window) <= self.num_steps:
+      raise ValueError(f"validation_window must be in [0, num_steps], got "
+                       f"{self.validation_window}")
+    if not (math.isfinite(self.random_scale) and self.random_scale >= 1):
+      raise ValueError(f"random_scale must be a finite number >= 1, got {self.random_scale}")
+    if self.random_scale > 1 and self.meta_objective != "log_loss":
+      raise ValueError("random_scale needs meta_objective log_loss (the sum of losses would "
+                       "weigh instances by their random scale)")
     if self.validation_metric not in VALIDATION_METRICS:
       raise ValueError(f"validation_metric must be one of {', '.join(VALIDATION_METRICS)}, got "
                        f"{self.validation_metric!r}")
@@ -185,7 +226,9 @@ class MetaTrainer:
 
   Args:
     rule: the LearnedUpdateRule whose cells are trained (in place).
-    problem: training problem family (its batch_size instances form one meta-batch).
+    problem: training problem family (its batch_size instances form one meta-batch), or a
+      sequence of families (e.g. MLPs of several widths and activations): each trajectory
+      then draws one of them, uniformly, from its seed.
     validation_problem: fixed validation problems (drawn with validation_seed).
     config: MetaTrainingConfig.
     validation_seed: seed of the validation problems.
@@ -196,7 +239,13 @@ class MetaTrainer:
                metadata=None, log=print):
     config.validate()
     self.rule = rule
-    self.problem = problem
+    families = list(problem) if isinstance(problem, (list, tuple)) else [problem]
+    if not families:
+      raise ValueError("MetaTrainer needs at least one training problem")
+    if config.random_scale > 1:
+      families = [scaled.RandomlyScaledProblem(p, config.random_scale) for p in families]
+    self.problems = families
+    self.problem = families[0]
     self.validation_problem = validation_problem
     self.config = config
     self.validation_seed = validation_seed
@@ -207,24 +256,28 @@ class MetaTrainer:
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     self.best_validation = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
     jit = resolve_jit_compile(config.jit_compile)
-    self._start = tf.function(self._start_trajectory, jit_compile=jit)
-    self._train_unroll = tf.function(self._unroll_and_gradients, jit_compile=jit)
+    # One pair of graphs per training family (their parameter shapes differ).
+    self._start = [tf.function(functools.partial(self._start_trajectory, p), jit_compile=jit)
+                   for p in families]
+    self._train_unroll = [
+        tf.function(functools.partial(self._unroll_and_gradients, p), jit_compile=jit)
+        for p in families]
 
   # --- graph pieces -------------------------------------------------------------------------
 
-  def _start_trajectory(self, params, first_batch):
-    return unroll_lib.start_trajectory(self.problem, self.rule, params, first_batch,
+  def _start_trajectory(self, problem, params, first_batch):
+    return unroll_lib.start_trajectory(problem, self.rule, params, first_batch,
                                        self.config.second_derivatives)
 
-  def _unroll_and_gradients(self, trajectory, batches):
+  def _unroll_and_gradients(self, problem, trajectory, batches):
     variables = self.rule.trainable_variables
     with tf.GradientTape() as tape:
       meta_loss, trajectory, losses = unroll_lib.unroll(
-          self.problem, self.rule, trajectory, batches, self.config.second_derivatives)
+          problem, self.rule, trajectory, batches, self.config.second_derivatives)
       if self.config.meta_objective == "log_loss":
         objective = tf.reduce_mean(tf.math.log(losses + _LOG_FLOOR))
       else:
-        objective = meta_loss / self.config.unroll_length
+        objective = meta_loss / tf.cast(tf.shape(losses)[0], meta_loss.dtype)
     grads = tape.gradient(objective, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
@@ -240,7 +293,7 @@ class MetaTrainer:
     losses = evaluation.run_trajectories(self.validation_problem, self.rule,
                                          self.validation_seed, self.config.num_steps)
     if self.config.validation_metric == "final":
-      value = float(np.mean(losses[-self.config.unroll_length:]))
+      value = float(np.mean(losses[-self.config.final_window():]))
     else:
       value = float(np.mean(losses[1:]))
     return value if math.isfinite(value) else math.inf
@@ -248,17 +301,20 @@ class MetaTrainer:
   def train_trajectory(self, seed):
     """One trajectory of truncated BPTT; returns (mean meta-loss, number of skipped updates)."""
     cfg = self.config
-    params = self.problem.init_params(seed)
-    batches = self.problem.sample_batches(seed, cfg.num_steps)
-    trajectory = self._start(params, tf.nest.map_structure(lambda x: x[0], batches))
+    family = seed % len(self.problems)  # seeds are consecutive within an epoch
+    problem = self.problems[family]
+    num_steps, unroll_length = cfg.stage(int(self.epoch.numpy()))
+    params = problem.init_params(seed)
+    batches = problem.sample_batches(seed, num_steps)
+    trajectory = self._start[family](params, tf.nest.map_structure(lambda x: x[0], batches))
     objectives = []
-    for start in range(1, cfg.num_steps + 1, cfg.unroll_length):
-      window = tf.nest.map_structure(lambda x, s=start: x[s:s + cfg.unroll_length], batches)
-      objective, trajectory, grads, finite = self._train_unroll(trajectory, window)
+    for start in range(1, num_steps + 1, unroll_length):
+      window = tf.nest.map_structure(lambda x, s=start: x[s:s + unroll_length], batches)
+      objective, trajectory, grads, finite = self._train_unroll[family](trajectory, window)
       if not bool(finite):
         step = int(self.meta_optimizer.iterations.numpy()) + 1
         self.log(f"non-finite meta-loss or meta-gradient at meta-step {step} (optimizee steps "
-                 f"{start}-{start + cfg.unroll_length - 1} of trajectory seed {seed}): update "
+                 f"{start}-{start + unroll_length - 1} of trajectory seed {seed}): update "
                  "skipped, trajectory abandoned")
         return (float(np.mean(objectives)) if objectives else math.nan), 1
       self.meta_optimizer.apply_gradients(zip(grads, self.rule.trainable_variables))
@@ -340,8 +396,8 @@ class MetaTrainer:
     run.writer = self._rewrite_tensorboard(run)
     if not latest:
       self._record_best(output_dir, self.validation_loss(), epoch=0)
-      self.log(f"initial validation loss {float(self.best_validation.numpy()):.4g} (the "
-               "untrained optimizer, kept as best/ until an epoch improves on it)")
+      self.log(f"initial validation loss {float(self.best_validation.numpy()):.4g} "
+               f"({self.initial_optimizer}, kept as best/ until an epoch improves on it)")
     run.first_epoch = int(self.epoch.numpy())
     return run
 
@@ -407,7 +463,7 @@ class MetaTrainer:
         "meta-updates in a row were skipped for a non-finite meta-loss or meta-gradient "
         f"(max_consecutive_skips={limit}); the optimizer diverges with these settings (e.g. "
         "too large an output scale or meta learning rate). best/ holds "
-        + ("the untrained optimizer" if kept == 0 else f"epoch {kept}'s optimizer"))
+        + (self.initial_optimizer if kept == 0 else f"epoch {kept}'s optimizer"))
 
   def _save_epoch(self, run, record):
     """Keeps a finished epoch; returns whether it improved on the best validation loss.
@@ -443,10 +499,18 @@ class MetaTrainer:
              f"{', saved' if improved else ''}) epoch {record['epoch_seconds']:.1f}s "
              f"ETA {eta:.0f}s")
 
+  @property
+  def initial_optimizer(self):
+    """What best/ holds before any epoch improves on it."""
+    if "init_from" in self.metadata:
+      return f"the starting optimizer {self.metadata['init_from'].get('path', '')}".rstrip()
+    return "the untrained optimizer"
+
   def _record_best(self, output_dir, validation, epoch):
     """Saves the rule as best/; at epoch 0 it is the untrained optimizer, and says so."""
     self.best_validation.assign(validation)
-    metadata = dict(self.metadata, epoch=epoch, untrained=epoch == 0,
+    metadata = dict(self.metadata, epoch=epoch,
+                    untrained=epoch == 0 and "init_from" not in self.metadata,
                     best_validation_loss=validation if math.isfinite(validation) else None,
                     training=dataclasses.asdict(self.config))
     with fault_injection.inside("best_swap", epoch, run_directory.BEST):
