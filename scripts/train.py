@@ -151,8 +151,7 @@ def main(argv):
   metadata = {"optimizer": optimizer_name, "problem": target.get_config(),
               "dataset_source": FLAGS.dataset_source,
               "command": "python scripts/train.py " + " ".join(
-                  f"--{name}={FLAGS[name].value}" for name in sorted(FLAGS)
-                  if FLAGS[name].present)}
+                  FLAGS[name].serialize() for name in sorted(FLAGS) if FLAGS[name].present)}
   if len(families) > 1:
     metadata["train_networks"] = [p.get_config() for p in families]
   if FLAGS.init_from:

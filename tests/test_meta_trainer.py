@@ -137,6 +137,22 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
   assert int(again.meta_optimizer.iterations.numpy()) == int(first.meta_optimizer.iterations.numpy())
 
 
+def test_a_moved_run_directory_resumes_and_its_command_line_is_not_its_identity(tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  first, _, _ = _trainer(epochs=1, trajectories_per_epoch=2)
+  first.metadata = {"command": f"train.py --output_dir={tmp_path / 'a'}", "problem": "q"}
+  first.train(str(tmp_path / "a"))
+  shutil.copytree(tmp_path / "a", tmp_path / "b")
+  moved, _, logs = _trainer(epochs=1, trajectories_per_epoch=2)
+  moved.metadata = {"command": f"train.py --output_dir={tmp_path / 'b'}", "problem": "q"}
+  moved.train(str(tmp_path / "b"))
+  assert any("resuming" in line for line in logs)
+  other, _, _ = _trainer(epochs=1, trajectories_per_epoch=2)
+  other.metadata = {"command": "train.py", "problem": "another"}
+  with pytest.raises(meta_trainer.RunDirectoryError, match="holds another run"):
+    other.train(str(tmp_path / "b"))
+
+
 def test_log_loss_objective_is_the_mean_log_loss_and_trains(tmp_path):
   trainer, rule, _ = _trainer(meta_objective="log_loss", epochs=2, trajectories_per_epoch=8)
   problem = trainer.problem

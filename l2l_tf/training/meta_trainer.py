@@ -221,6 +221,12 @@ class _Run:
     return (time.time() - self.start_time) / done * left
 
 
+def _identity(description):
+  """A run description without its command line, which names paths (a moved run resumes)."""
+  metadata = {k: v for k, v in description.get("metadata", {}).items() if k != "command"}
+  return dict(description, metadata=metadata)
+
+
 class MetaTrainer:
   """Meta-trains a LearnedUpdateRule on a problem family.
 
@@ -340,11 +346,12 @@ class MetaTrainer:
                             **previous.get("config", {})}
     except (ValueError, TypeError, AttributeError) as e:
       raise RunDirectoryError(f"{run_path}: unreadable run description ({e})") from None
-    if previous != json.loads(json.dumps(self._run_description())):
+    if _identity(previous) != _identity(json.loads(json.dumps(self._run_description()))):
       raise RunDirectoryError(f"{output_dir} holds another run (different configuration); "
                               "choose a new --output_dir")
 
   def _run_description(self):
+    """What run.json records: the configuration and the run's metadata."""
     return {"config": dataclasses.asdict(self.config), "metadata": self.metadata}
 
   def train(self, output_dir):
