@@ -204,3 +204,17 @@ def test_run_written_before_a_setting_existed_resumes_with_its_default(tmp_path)
 def test_inconsistent_config_refused(bad):
   with pytest.raises(ValueError):
     meta_trainer.MetaTrainingConfig(**bad).validate()
+
+
+def test_a_damaged_checkpoint_state_file_resumes_from_the_newest_checkpoint(tmp_path):
+  out = tmp_path / "run"
+  first, _, _ = _trainer(epochs=2, trajectories_per_epoch=2)
+  first.train(str(out))
+  best_before = (out / "best" / "weights.npz").read_bytes()
+  (out / "checkpoints" / "checkpoint").write_bytes(b"\x00garbage{")
+  again, _, logs = _trainer(epochs=2, trajectories_per_epoch=2)
+  history = again.train(str(out))
+  assert any("resuming" in line and "epoch 2" in line for line in logs)
+  assert [h["epoch"] for h in history] == [1, 2]
+  assert (out / "best" / "weights.npz").read_bytes() == best_before
+  assert int(again.meta_optimizer.iterations.numpy()) == int(first.meta_optimizer.iterations.numpy())

@@ -25,6 +25,7 @@ import functools
 import json
 import math
 import os
+import re
 import time
 
 import keras
@@ -221,6 +222,17 @@ class _Run:
     return (time.time() - self.start_time) / done * left
 
 
+def _newest_checkpoint(directory):
+  """The prefix of the highest-numbered complete ckpt-N in `directory`, or None."""
+  numbers = []
+  for name in os.listdir(directory) if os.path.isdir(directory) else []:
+    match = re.fullmatch(r"ckpt-(\d+)\.index", name)
+    if match and any(other.startswith(f"ckpt-{match.group(1)}.data-")
+                     for other in os.listdir(directory)):
+      numbers.append(int(match.group(1)))
+  return os.path.join(directory, f"ckpt-{max(numbers)}") if numbers else None
+
+
 def _identity(description):
   """A run description without its command line, which names paths (a moved run resumes)."""
   metadata = {k: v for k, v in description.get("metadata", {}).items() if k != "command"}
@@ -390,7 +402,10 @@ class MetaTrainer:
                  consecutive_skips=run.skip_streak)
     run.manager = tf.train.CheckpointManager(
         tf.train.Checkpoint(**saved), run.path(run_directory.CHECKPOINTS), max_to_keep=2)
-    latest = run.manager.latest_checkpoint
+    # A damaged or missing state file (checkpoints/checkpoint) hides the checkpoints from the
+    # manager; restarting from epoch 0 would then overwrite best/ with the untrained optimizer.
+    latest = run.manager.latest_checkpoint or _newest_checkpoint(
+        run.path(run_directory.CHECKPOINTS))
     if latest:
       stored = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
       # A checkpoint from before history and consecutive_skips were saved lacks them.
