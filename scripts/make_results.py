@@ -70,6 +70,43 @@ def evaluation_rows(results):
           for name, r in results["results"].items()]
 
 
+def keras_fit_rows(data):
+  """Rows of benchmarks/keras_mnist_fit.py's JSON: training loss over the last 50 steps."""
+  rows = []
+  for name, r in data["results"].items():
+    losses = [run["train_loss_last"] for run in r["runs"]]
+    mean = sum(losses) / len(losses)
+    std = (sum((x - mean) ** 2 for x in losses) / len(losses)) ** 0.5
+    rate = r.get("learning_rate", 0.001 if name == "adam_default" else None)
+    rows.append({"optimizer": f"{name} (test accuracy {r['test_accuracy']:.4f})",
+                 "learning_rate": rate, "steps": f"{data['epochs']} epoch(s)",
+                 "runs": len(losses), "mean": mean, "std": std})
+  return rows
+
+
+def training_rows(runs):
+  """One row per training run directory: its recipe and its validation history."""
+  rows = []
+  for name, run in runs.items():
+    config, metadata, history = run["run"]["config"], run["run"]["metadata"], run["history"]
+    stages = config.get("curriculum") or [[config["num_steps"], config["unroll_length"]]]
+    start = (metadata.get("init_from") or {}).get("path")
+    if not start:  # runs from before the lineage was recorded: their command line says
+      start = next((arg.split("=", 1)[1] for arg in metadata.get("command", "").split()
+                    if arg.startswith("--init_from=")), "scratch")
+    best = min(history, key=lambda h: h["validation_loss"])
+    rows.append({
+        "problem": name, "start": os.path.basename(start.rstrip("/")) or start,
+        "stages": ", ".join(f"{t}x{u}" for t, u in stages),
+        "meta_lr": config["meta_learning_rate"], "seed": config.get("seed", 0),
+        "trajectories": len(history) * config["trajectories_per_epoch"],
+        "minutes": sum(h["epoch_seconds"] for h in history) / 60,
+        "validation": " ".join(f"{h['validation_loss']:.3f}" for h in history),
+        "best": f"{best['validation_loss']:.4f} (epoch {best['epoch']})",
+        "jit_compile": ""})
+  return rows
+
+
 def sharing_rows(data):
   """Rows of benchmarks/sharing_quadratic.py's results.json, pooled over meta-training seeds.
 
@@ -124,6 +161,17 @@ LOSS_COLUMNS = (
     ("std", lambda r: format_number(r["std"])),
     ("paper", lambda r: format_number(r.get("paper"))),
 )
+TRAINING_COLUMNS = (
+    ("run", lambda r: r["problem"]),
+    ("starts from", lambda r: r["start"]),
+    ("stages (steps x unroll)", lambda r: r["stages"]),
+    ("meta lr", lambda r: f"{r['meta_lr']:g}"),
+    ("seed", lambda r: str(r["seed"])),
+    ("trajectories", lambda r: str(r["trajectories"])),
+    ("minutes", lambda r: f"{r['minutes']:.1f}"),
+    ("validation loss per epoch", lambda r: r["validation"]),
+    ("best", lambda r: r["best"]),
+)
 SPEED_COLUMNS = (
     ("problem", lambda r: r["problem"]),
     ("coordinates", lambda r: f"{r['coordinates']:,}"),
@@ -172,6 +220,15 @@ def _mnist_panel(key, title, horizon):
       note="784-20-10 sigmoid MLP on full MNIST (t10k digits), minibatches of 128.")
 
 
+def _cifar_panel(key, title):
+  return Panel(
+      key, title, f"results/{key}.json",
+      _evaluate_command(f"--problem={key} --dataset_source=binary --data_dir=CIFAR_DIR "
+                        "--optimizer_path=savedmodels/cifar10", key, " --num_steps=1000"),
+      evaluation_rows, figure=f"docs/figures/{key}.png", paper_step="~1000",
+      note="Needs CIFAR-10's binary files and a meta-trained savedmodels/cifar10.")
+
+
 def _neural_art_panel(key, title, extra_flags):
   return Panel(
       key, title, f"results/{key}.json",
@@ -193,18 +250,33 @@ PANELS = (
     _generalization_panel("mnist_40_units", "MNIST, 40 hidden units", "40 units"),
     _generalization_panel("mnist_2_layers", "MNIST, 2 hidden layers", "2 layers"),
     _generalization_panel("mnist_relu", "MNIST, ReLU", "relu"),
-    Panel("cifar10", "CIFAR-10", "results/cifar10.json",
-          _evaluate_command("--problem=cifar10 --dataset_source=binary --data_dir=CIFAR_DIR "
-                            "--optimizer_path=savedmodels/cifar10", "cifar10",
-                            " --num_steps=1000"),
-          evaluation_rows, figure="docs/figures/cifar10.png", paper_step="~1000",
-          note="Needs CIFAR-10's binary files and a meta-trained savedmodels/cifar10."),
-    Panel("cifar2", "CIFAR-2", "results/cifar2.json",
-          _evaluate_command("--problem=cifar2 --dataset_source=binary --data_dir=CIFAR_DIR "
-                            "--optimizer_path=savedmodels/cifar10", "cifar2",
-                            " --num_steps=1000"),
-          evaluation_rows, figure="docs/figures/cifar2.png", paper_step="~1000",
-          note="Needs CIFAR-10's binary files and a meta-trained savedmodels/cifar10."),
+    Panel("mnist_1000_steps", "MNIST, 1,000 steps (10x the training horizon)",
+          "results/mnist_1000_steps.json",
+          _evaluate_command(f"--problem=mnist --optimizer_path=savedmodels/mnist {MNIST_FULL} "
+                            "--num_problems=20 --optimizers=learned,adam,nag",
+                            "mnist_1000_steps", " --num_steps=1000"),
+          evaluation_rows, figure="docs/figures/mnist_1000_steps.png",
+          note="The 784-20-10 MLP trained for 1,000 steps; baselines tuned for step 1,000."),
+    Panel("keras_mnist_fit", "MNIST in Keras model.fit (one epoch, 469 steps)",
+          "results/keras_mnist_fit.json",
+          f"python benchmarks/keras_mnist_fit.py --optimizer_path=savedmodels/mnist {MNIST_FULL} "
+          "--output_json=results/keras_mnist_fit.json", keras_fit_rows,
+          note="784-20-10 sigmoid MLP with Keras's default initializers, batch 128, full MNIST; "
+               "mean loss is the training loss over the last 50 steps, over 3 seeds. Adam's "
+               "tuned rate was picked on seed 0's training loss (favours Adam)."),
+    Panel("mnist_meta_training", "MNIST meta-training runs (full MNIST train split)",
+          "results/training",
+          "python scripts/train.py --problem=mnist " + MNIST_FULL + " --output_dir=runs/NAME ... "
+          "(each run's full command is in results/training/NAME/run.json)",
+          training_rows, columns=TRAINING_COLUMNS,
+          note="Each run directory as scripts/train.py left it (run.json, history.json, "
+               "checkpoints: resumable). Validation: 16 problems of the held-out 10% of the "
+               "train split, mean loss over the last 20 steps of 100 (200 for ft200). Tuned "
+               "baselines on the same problems: `python benchmarks/validation_baselines.py "
+               "--problem=mnist "
+               + MNIST_FULL + " --horizons=100,200`."),
+    _cifar_panel("cifar10", "CIFAR-10"),
+    _cifar_panel("cifar2", "CIFAR-2"),
     _neural_art_panel("neural_art_64", "Neural Art, 64x64", ""),
     _neural_art_panel("neural_art_128", "Neural Art, 128x128", " --image_size=128"),
     _neural_art_panel("neural_art_second_style", "Neural Art, second style",
@@ -229,6 +301,19 @@ def load_result(root, panel):
   path = os.path.join(root, panel.result_file)
   if not os.path.exists(path):
     return None
+  if os.path.isdir(path):  # training run directories (run.json + history.json each)
+    runs = {}
+    for name in sorted(os.listdir(path)):
+      files = {key: os.path.join(path, name, f"{key}.json") for key in ("run", "history")}
+      if all(os.path.isfile(f) for f in files.values()):
+        runs[name] = {}
+        for key, file in files.items():
+          try:
+            with open(file) as f:
+              runs[name][key] = json.load(f)
+          except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ResultFileError(f"{os.path.relpath(file, root)}: not valid JSON ({e})") from None
+    return runs
   try:
     with open(path) as f:
       return json.load(f)

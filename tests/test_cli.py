@@ -33,6 +33,8 @@ HELP_FLAGS = {
     "benchmarks/sharing_cost.py": ("layouts", "repeats", "windows"),
     "benchmarks/sharing_quadratic.py": ("optimizers", "num_steps", "seeds"),
     "benchmarks/throughput.py": ("problems", "jit", "unroll_length"),
+    "benchmarks/validation_baselines.py": PROBLEM_FLAGS + ("num_validation_problems", "horizons",
+                                                           "validation_window"),
 }
 
 

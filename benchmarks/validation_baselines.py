@@ -1,0 +1,51 @@
+"""Tuned baselines on the meta-training validation problems, for reading train.py's numbers.
+
+scripts/train.py early-stops on `num_validation_problems` problems of the validation split
+(seed 1) with --validation_metric=final: the mean loss over the last --validation_window steps.
+This prints the same number for SGD/RMSprop/Adam/NAG over a learning-rate grid, so that a run's
+validation losses (results/training/*/history.json) can be compared with tuned baselines.
+
+    python benchmarks/validation_baselines.py --problem=mnist --dataset_source=idx \
+        --data_dir=DIR --num_validation_problems=16 --horizons=100,200 --validation_window=20
+"""
+import os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from l2l_tf import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
+from l2l_tf import update_rules  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+cli.define_problem_flags()
+flags.DEFINE_integer("num_validation_problems", 16, "As train.py's flag.", lower_bound=1)
+flags.DEFINE_list("horizons", ["100"], "Trajectory lengths.")
+flags.DEFINE_integer("validation_window", 20, "Last steps averaged (train.py's final metric).",
+                     lower_bound=1)
+flags.DEFINE_list("optimizers", sorted(update_rules.BASELINES), "Baselines to run.")
+FLAGS = flags.FLAGS
+
+VALIDATION_SEED = 1  # MetaTrainer's default validation_seed
+
+
+def main(argv):
+  del argv
+  problem = cli.problem_from_flags("validation", FLAGS.num_validation_problems)
+  for horizon in cli.parse_ints(FLAGS.horizons, "--horizons"):
+    for name in FLAGS.optimizers:
+      rate = tf.Variable(1.0, dtype=tf.float64)  # one traced graph for the whole grid
+      rule = update_rules.make_baseline(name, rate)
+      scores = {}
+      for lr in evaluation.DEFAULT_LEARNING_RATES:
+        rate.assign(lr)
+        losses = evaluation.run_trajectories(problem, rule, VALIDATION_SEED, horizon)
+        scores[lr] = float(np.mean(losses[-FLAGS.validation_window:]))
+      best = min(scores, key=lambda lr: scores[lr] if np.isfinite(scores[lr]) else np.inf)
+      print(f"RESULT horizon={horizon} optimizer={name} learning_rate={best:.3g} "
+            f"validation_final{FLAGS.validation_window}={scores[best]:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+  cli.run(main)
