@@ -28,6 +28,7 @@ HELP_FLAGS = {
     "benchmarks/keras_mnist_fit.py": ("optimizer_path", "dataset_source", "data_dir", "seeds",
                                       "epochs", "adam_grid"),
     "benchmarks/keras_step_time.py": ("steps", "rounds", "jit_compile"),
+    "benchmarks/mnist_seeds.py": PROBLEM_FLAGS + ("optimizer_paths", "horizons", "num_problems"),
     "benchmarks/mnist_paper_setting.py": PROBLEM_FLAGS + ("optimizer_path", "horizons",
                                                           "num_problems", "scales"),
     "benchmarks/sharing_cost.py": ("layouts", "repeats", "windows"),
