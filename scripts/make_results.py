@@ -84,6 +84,19 @@ def keras_fit_rows(data):
   return rows
 
 
+def seeds_rows(data):
+  """Rows of benchmarks/mnist_seeds.py's JSON: each optimizer, then the spread over them."""
+  runs = data["num_problems"]
+  rows = [{"optimizer": f"{path} (step {step})", "learning_rate": None, "steps": int(step),
+           "runs": runs, "mean": value, "std": None}
+          for path, result in data["optimizers"].items() for step, value in result.items()]
+  rows += [{"optimizer": f"mean over the {len(data['optimizers'])} (std: across them, step "
+                         f"{step})", "learning_rate": None, "steps": int(step), "runs": runs,
+            "mean": spread["mean"], "std": spread["std"]}
+           for step, spread in data["spread"].items()]
+  return rows
+
+
 def training_rows(runs):
   """One row per training run directory: its recipe and its validation history."""
   rows = []
@@ -264,6 +277,15 @@ PANELS = (
           note="784-20-10 sigmoid MLP with Keras's default initializers, batch 128, full MNIST; "
                "mean loss is the training loss over the last 50 steps, over 3 seeds. Adam's "
                "tuned rate was picked on seed 0's training loss (favours Adam)."),
+    Panel("mnist_seeds", "MNIST, meta-training seeds of the shipped recipe",
+          "results/mnist_seeds.json",
+          "python benchmarks/mnist_seeds.py --problem=mnist " + MNIST_FULL + " --optimizer_paths="
+          "savedmodels/mnist,results/training/ship_s1_stage3/best,"
+          "results/training/ship_s2_stage3/best --output_json=results/mnist_seeds.json",
+          seeds_rows,
+          note="Stages 2 and 3 of savedmodels/mnist's recipe rerun with --seed=1 and --seed=2 "
+               "(stage 1, savedmodels/mnist_sample, shared); the same 20 t10k runs as the MNIST "
+               "panels, whose tuned baselines apply."),
     Panel("mnist_meta_training", "MNIST meta-training runs (full MNIST train split)",
           "results/training",
           "python scripts/train.py --problem=mnist " + MNIST_FULL + " --output_dir=runs/NAME ... "

@@ -235,3 +235,35 @@ def test_write_json_records_provenance(tmp_path, monkeypatch):
   kept = {"command": "earlier"}  # a result written again keeps the command that made it
   evaluation.write_json({"provenance": kept}, str(tmp_path / "again.json"))
   assert json.loads((tmp_path / "again.json").read_text())["provenance"] == kept
+
+
+def test_seed_keras_fit_and_training_panels_read_their_files(tmp_path):
+  seeds = {"num_problems": 20, "optimizers": {"a": {"100": 0.25, "200": 0.2},
+                                              "b": {"100": 0.27, "200": 0.22}},
+           "spread": {"100": {"mean": 0.26, "std": 0.01, "min": 0.25, "max": 0.27}}}
+  rows = make_results.seeds_rows(seeds)
+  assert [(r["optimizer"], r["steps"], r["mean"]) for r in rows] == [
+      ("a (step 100)", 100, 0.25), ("a (step 200)", 200, 0.2), ("b (step 100)", 100, 0.27),
+      ("b (step 200)", 200, 0.22),
+      ("mean over the 2 (std: across them, step 100)", 100, 0.26)]
+  fit = {"epochs": 1, "results": {
+      "learned": {"test_accuracy": 0.9, "runs": [{"train_loss_last": 0.2},
+                                                 {"train_loss_last": 0.4}]},
+      "adam_default": {"test_accuracy": 0.8, "runs": [{"train_loss_last": 0.6}] * 2}}}
+  rows = {r["optimizer"]: r for r in make_results.keras_fit_rows(fit)}
+  assert rows["learned (test accuracy 0.9000)"]["mean"] == pytest.approx(0.3)
+  assert rows["learned (test accuracy 0.9000)"]["std"] == pytest.approx(0.1)
+  assert rows["adam_default (test accuracy 0.8000)"]["learning_rate"] == 0.001
+  run = tmp_path / "results" / "training" / "r1"
+  run.mkdir(parents=True)
+  (run / "run.json").write_text(json.dumps({
+      "config": {"curriculum": [[100, 20], [100, 100]], "meta_learning_rate": 0.001,
+                 "trajectories_per_epoch": 5, "seed": 3, "num_steps": 100, "unroll_length": 20},
+      "metadata": {"command": "train.py --init_from=savedmodels/x"}}))
+  (run / "history.json").write_text(json.dumps([
+      {"epoch": 1, "validation_loss": 0.5, "epoch_seconds": 60},
+      {"epoch": 2, "validation_loss": 0.4, "epoch_seconds": 120}]))
+  panel = next(p for p in make_results.PANELS if p.key == "mnist_meta_training")
+  (row,) = make_results.training_rows(make_results.load_result(str(tmp_path), panel))
+  assert (row["start"], row["stages"], row["trajectories"], row["minutes"], row["best"]) == (
+      "x", "100x20, 100x100", 10, 3.0, "0.4000 (epoch 2)")
