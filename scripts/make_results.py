@@ -207,6 +207,7 @@ class Panel:
   paper_step: Optional[str] = None  # the step the paper's values are read at
   note: str = ""
   columns: tuple = LOSS_COLUMNS
+  summarize: bool = True  # False: the index links to the table without picking a row
 
 
 def _evaluate_command(problem_flags, name, steps_flag=""):
@@ -282,7 +283,7 @@ PANELS = (
           "python benchmarks/mnist_seeds.py --problem=mnist " + MNIST_FULL + " --optimizer_paths="
           "savedmodels/mnist,results/training/ship_s1_stage3/best,"
           "results/training/ship_s2_stage3/best --output_json=results/mnist_seeds.json",
-          seeds_rows,
+          seeds_rows, summarize=False,
           note="Stages 2 and 3 of savedmodels/mnist's recipe rerun with --seed=1 and --seed=2 "
                "(stage 1, savedmodels/mnist_sample, shared); the same 20 t10k runs as the MNIST "
                "panels, whose tuned baselines apply."),
@@ -421,7 +422,7 @@ def summary_row(panel, data):
   """Index line: our learned optimizer and best tuned baseline beside the paper's."""
   if data is None:
     return f"| [{panel.title}](#{panel.key}) | not run yet | | | | |"
-  if panel.columns is not LOSS_COLUMNS:
+  if panel.columns is not LOSS_COLUMNS or not panel.summarize:
     return f"| [{panel.title}](#{panel.key}) | see below | | | | |"
   rows = panel_rows(panel, data)
   learned = [r for r in rows if r["learning_rate"] is None]
