@@ -13,7 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -35,14 +34,9 @@ def main(argv):
   problem = cli.problem_from_flags("validation", FLAGS.num_validation_problems)
   for horizon in cli.parse_ints(FLAGS.horizons, "--horizons"):
     for name in FLAGS.optimizers:
-      rate = tf.Variable(1.0, dtype=tf.float64)  # one traced graph for the whole grid
-      rule = update_rules.make_baseline(name, rate)
-      scores = {}
-      for lr in evaluation.DEFAULT_LEARNING_RATES:
-        rate.assign(lr)
-        losses = evaluation.run_trajectories(problem, rule, VALIDATION_SEED, horizon)
-        scores[lr] = float(np.mean(losses[-FLAGS.validation_window:]))
-      best = min(scores, key=lambda lr: scores[lr] if np.isfinite(scores[lr]) else np.inf)
+      best, scores = evaluation.tune_learning_rate(
+          problem, name, VALIDATION_SEED, horizon,
+          score=lambda losses: np.mean(losses[-FLAGS.validation_window:]))
       print(f"RESULT horizon={horizon} optimizer={name} learning_rate={best:.3g} "
             f"validation_final{FLAGS.validation_window}={scores[best]:.4f}", flush=True)
 

@@ -131,18 +131,22 @@ class Progress:
 
 
 def tune_learning_rate(problem, name, seed, num_steps, learning_rates=DEFAULT_LEARNING_RATES,
-                       log=None):
-  """The grid learning rate with the lowest final mean loss; returns (rate, {rate: loss}).
+                       log=None, score=None):
+  """The grid learning rate with the lowest score; returns (rate, {rate: score}).
 
   log: optional callable given progress lines ("tuning adam: 7/21 learning rates, ...").
+  score: losses [num_steps + 1, problems] -> float (default: the final mean loss; non-finite
+    scores count as inf).
   """
+  score = score or _final_mean
   rate = tf.Variable(learning_rates[0], dtype=tf.float64, trainable=False)
   rule = update_rules.make_baseline(name, rate)
   progress = Progress(f"tuning {name}", len(learning_rates), "learning rates", log) if log else None
   scores = {}
   for lr in learning_rates:
     rate.assign(lr)
-    scores[lr] = _final_mean(run_trajectories(problem, rule, seed, num_steps))
+    value = float(score(run_trajectories(problem, rule, seed, num_steps)))
+    scores[lr] = value if math.isfinite(value) else math.inf
     if progress is not None:
       progress.advance()
   best = min(scores, key=scores.get)

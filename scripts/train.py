@@ -17,6 +17,7 @@ from l2l_tf import io
 from l2l_tf import learned_rule
 from l2l_tf import registry
 from l2l_tf.problems import convnet
+from l2l_tf.problems import mlp
 from l2l_tf.training import meta_trainer
 
 cli.define_problem_flags()
@@ -98,12 +99,17 @@ def training_problems():
     return cli.problem_from_flags("train", FLAGS.batch_size)
   if FLAGS.problem != "mnist":
     raise ValueError("--train_networks applies to --problem=mnist only")
-  families = []
-  for activation, hidden_sizes in map(parse_network, FLAGS.train_networks):
-    families.append(registry.make_problem(
-        "mnist", "train", FLAGS.batch_size, FLAGS.dataset_source, FLAGS.data_dir,
-        hidden_sizes, activation))
-  return families
+  networks = [parse_network(spec) for spec in FLAGS.train_networks]
+  for activation, _ in networks:  # before any data is read
+    if activation not in mlp.ACTIVATIONS:
+      raise ValueError(f"Unknown activation {activation!r} in --train_networks; choose one of "
+                       f"{sorted(mlp.ACTIVATIONS)}")
+  first = registry.make_problem("mnist", "train", FLAGS.batch_size, FLAGS.dataset_source,
+                                FLAGS.data_dir, networks[0][1], networks[0][0])
+  # The other networks share the first one's data (read and split once).
+  return [first] + [mlp.MLPClassificationProblem(
+      first.images, first.labels, hidden_sizes=hidden_sizes, activation=activation,
+      batch_size=first.batch_size) for activation, hidden_sizes in networks[1:]]
 
 
 def main(argv):

@@ -224,11 +224,11 @@ class _Run:
 
 def _newest_checkpoint(directory):
   """The prefix of the highest-numbered complete ckpt-N in `directory`, or None."""
+  names = os.listdir(directory) if os.path.isdir(directory) else []
   numbers = []
-  for name in os.listdir(directory) if os.path.isdir(directory) else []:
+  for name in names:
     match = re.fullmatch(r"ckpt-(\d+)\.index", name)
-    if match and any(other.startswith(f"ckpt-{match.group(1)}.data-")
-                     for other in os.listdir(directory)):
+    if match and any(other.startswith(f"ckpt-{match.group(1)}.data-") for other in names):
       numbers.append(int(match.group(1)))
   return os.path.join(directory, f"ckpt-{max(numbers)}") if numbers else None
 
