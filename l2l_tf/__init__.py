@@ -13,23 +13,28 @@ except ModuleNotFoundError as e:
 # The public API: the documented workflow needs nothing deeper than these names. Baseline update
 # rules stay in l2l_tf.update_rules (l2l_tf.Adam would read as a Keras optimizer, and is not).
 from l2l_tf import update_rules
-from l2l_tf.cells import NTMBFGS
-from l2l_tf.cells import NTMLBFGS
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.cells import GlobalAveragingLSTM
 from l2l_tf.cells import LearnedOptimizerCell
+from l2l_tf.cells import NTMBFGS
+from l2l_tf.cells import NTMLBFGS
 from l2l_tf.export import export_saved_model
-from l2l_tf.io import load_rule as load_optimizer
-from l2l_tf.io import save_rule as save_optimizer
 from l2l_tf.keras_optimizer import LearnedOptimizer
 from l2l_tf.learned_rule import LearnedUpdateRule
 from l2l_tf.learned_rule import ParameterGroups
+from l2l_tf.optimizer_format import load_rule as load_optimizer
+from l2l_tf.optimizer_format import save_rule as save_optimizer
 from l2l_tf.problems.base import Problem
 from l2l_tf.problems.keras_model import KerasModelProblem
 from l2l_tf.problems.mlp import MLPClassificationProblem
 from l2l_tf.problems.quadratic import QuadraticProblem
 from l2l_tf.training.meta_trainer import MetaTrainer
 from l2l_tf.training.meta_trainer import MetaTrainingConfig
+
+# Modules whose registrations (l2l_tf.registry) are not imported above: every named problem is
+# registered once l2l_tf is imported, which Python does before any l2l_tf.<module>.
+from l2l_tf.problems import convnet as _convnet  # pylint: disable=unused-import
+from l2l_tf.problems import neural_art as _neural_art  # pylint: disable=unused-import
 
 __version__ = "0.1.0"
 

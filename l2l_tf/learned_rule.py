@@ -3,6 +3,7 @@ import re
 
 import tensorflow as tf
 
+from l2l_tf import registry
 from l2l_tf import update_rules
 
 
@@ -90,3 +91,19 @@ class LearnedUpdateRule(update_rules.UpdateRule):
       for name, update in zip(names, tf.split(updates[..., 0], sizes, axis=1)):
         new_params[name] = params[name] + tf.reshape(update, tf.shape(params[name]))
     return new_params, new_state
+
+
+def make_rule(optimizer, problem_name, **cell_kwargs):
+  """A fresh LearnedUpdateRule of `optimizer` cells with the paper's settings for a problem.
+
+  One cell (registry.make_cell(optimizer, problem_name, **cell_kwargs)) per parameter group
+  the problem declares in the registry (the CIFAR convnets: one network for the conv layers,
+  one for the fully connected ones, which never share weights); one cell for every
+  parameter otherwise.
+  """
+  groups = registry.PROBLEMS.attributes(problem_name).get("parameter_groups")
+  if groups is None:
+    return LearnedUpdateRule(registry.make_cell(optimizer, problem_name, **cell_kwargs))
+  return LearnedUpdateRule(
+      {group: registry.make_cell(optimizer, problem_name, **cell_kwargs) for group in groups},
+      groups)

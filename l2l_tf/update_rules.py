@@ -7,23 +7,42 @@ params and grads are dicts of tensors; state is a nested structure of tensors. R
 functions of their inputs (plus, for learned rules, the network weights), so one unroll drives
 every optimizer and identical problems are seen by all of them.
 """
+import abc
+from typing import Any, Dict, List, Tuple
+
 import tensorflow as tf
 
+from l2l_tf import registry
 
-class UpdateRule:
-  """Base class of update rules."""
+Params = Dict[str, tf.Tensor]
 
-  name = None
-  learning_rate = None
 
-  def init_state(self, params):
-    raise NotImplementedError
+class UpdateRule(abc.ABC):
+  """Base class of update rules.
 
-  def step(self, params, grads, state):
-    raise NotImplementedError
+  A subclass overrides:
+    init_state(params) -> state: the optimizer state for parameters {name: tensor}, a nested
+      structure of tensors (() if it keeps none).
+    step(params, grads, state) -> (new_params, new_state): one update, a pure function of its
+      inputs (and of the rule's weights) that the unroll may trace into a graph.
+  and may override trainable_variables (the weights meta-training trains). It sets `name`
+  (results are keyed by it) and, if it has one, `learning_rate`. A hand-designed baseline
+  registers with @registry.BASELINES.register() and takes learning_rate as a keyword.
+  """
+
+  name: str = None
+  learning_rate: Any = None
+
+  @abc.abstractmethod
+  def init_state(self, params: Params) -> Any:
+    """The state before the first step."""
+
+  @abc.abstractmethod
+  def step(self, params: Params, grads: Params, state: Any) -> Tuple[Params, Any]:
+    """(new parameters, new state) after one update with gradients `grads`."""
 
   @property
-  def trainable_variables(self):
+  def trainable_variables(self) -> List[tf.Variable]:
     return []
 
 
@@ -40,6 +59,7 @@ def _zeros_like(params):
   return {name: tf.zeros_like(p) for name, p in params.items()}
 
 
+@registry.BASELINES.register()
 class SGD(UpdateRule):
   """theta <- theta - lr * g (keras.optimizers.SGD)."""
 
@@ -55,28 +75,7 @@ class SGD(UpdateRule):
     return {n: p - _cast(self.learning_rate, p) * grads[n] for n, p in params.items()}, state
 
 
-class NAG(UpdateRule):
-  """Nesterov momentum exactly as keras.optimizers.SGD(momentum, nesterov=True) steps."""
-
-  name = "nag"
-
-  def __init__(self, learning_rate=0.01, momentum=0.9):
-    self.learning_rate = _rate(learning_rate)
-    self.momentum = float(momentum)
-
-  def init_state(self, params):
-    return {"momentum": _zeros_like(params)}
-
-  def step(self, params, grads, state):
-    new_params, new_m = {}, {}
-    for n, p in params.items():
-      lr_g = _cast(self.learning_rate, p) * grads[n]
-      m = state["momentum"][n] * self.momentum - lr_g
-      new_m[n] = m
-      new_params[n] = p + (m * self.momentum - lr_g)
-    return new_params, {"momentum": new_m}
-
-
+@registry.BASELINES.register()
 class RMSprop(UpdateRule):
   """keras.optimizers.RMSprop (rho 0.9, epsilon 1e-7, no momentum, not centred)."""
 
@@ -99,6 +98,7 @@ class RMSprop(UpdateRule):
     return new_params, {"velocity": new_v}
 
 
+@registry.BASELINES.register()
 class Adam(UpdateRule):
   """keras.optimizers.Adam (beta_1 0.9, beta_2 0.999, epsilon 1e-7), bias-corrected."""
 
@@ -128,6 +128,29 @@ class Adam(UpdateRule):
     return new_params, {"step": t, "m": new_m, "v": new_v}
 
 
+@registry.BASELINES.register()
+class NAG(UpdateRule):
+  """Nesterov momentum exactly as keras.optimizers.SGD(momentum, nesterov=True) steps."""
+
+  name = "nag"
+
+  def __init__(self, learning_rate=0.01, momentum=0.9):
+    self.learning_rate = _rate(learning_rate)
+    self.momentum = float(momentum)
+
+  def init_state(self, params):
+    return {"momentum": _zeros_like(params)}
+
+  def step(self, params, grads, state):
+    new_params, new_m = {}, {}
+    for n, p in params.items():
+      lr_g = _cast(self.learning_rate, p) * grads[n]
+      m = state["momentum"][n] * self.momentum - lr_g
+      new_m[n] = m
+      new_params[n] = p + (m * self.momentum - lr_g)
+    return new_params, {"momentum": new_m}
+
+
 class ScaledUpdateRule(UpdateRule):
   """Another rule with its update multiplied by a constant: theta + scale * delta.
 
@@ -153,10 +176,6 @@ class ScaledUpdateRule(UpdateRule):
     return self.rule.trainable_variables
 
 
-BASELINES = {rule.name: rule for rule in (SGD, RMSprop, Adam, NAG)}
-
-
-def make_baseline(name, learning_rate):
-  if name not in BASELINES:
-    raise ValueError(f"Unknown baseline optimizer {name!r}; choose one of {sorted(BASELINES)}")
-  return BASELINES[name](learning_rate=learning_rate)
+def make_baseline(name: str, learning_rate) -> UpdateRule:
+  """The registered baseline `name` (registry.BASELINES) with this learning rate."""
+  return registry.BASELINES.get(name)(learning_rate=learning_rate)
