@@ -31,11 +31,6 @@ from l2l_tf.problems.quadratic import QuadraticProblem
 from l2l_tf.training.meta_trainer import MetaTrainer
 from l2l_tf.training.meta_trainer import MetaTrainingConfig
 
-# Modules whose registrations (l2l_tf.registry) are not imported above: every named problem is
-# registered once l2l_tf is imported, which Python does before any l2l_tf.<module>.
-from l2l_tf.problems import convnet as _convnet  # pylint: disable=unused-import
-from l2l_tf.problems import neural_art as _neural_art  # pylint: disable=unused-import
-
 __version__ = "0.1.0"
 
 __all__ = [

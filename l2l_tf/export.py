@@ -23,10 +23,10 @@ must be a vector, every state must be [n, size] for the n of the gradients. The 
 inside the graph, so they also hold in the C++ loader (saved_model_cli, TensorFlow Serving),
 where a statically declared [None] shape would not be enforced.
 
-The SavedModel's `assets/` holds the optimizer in the l2l_tf.io directory format
-(optimizer.json with the cells' configs, parameter groups and metadata; weights.npz), so
-`l2l_tf.optimizer_format.load_rule(path)` and `LearnedOptimizer.from_saved_model(path)` rebuild the cells
-with Keras-native compute. The metadata gains an "export" entry describing the signatures and
+The SavedModel's `assets/` holds the optimizer in the l2l_tf.optimizer_format directory
+format (optimizer.json with the cells' configs, parameter groups and metadata; weights.npz),
+so `l2l_tf.optimizer_format.load_rule(path)` and `LearnedOptimizer.from_saved_model(path)`
+rebuild the cells with Keras-native compute. The metadata gains an "export" entry describing the signatures and
 each group's architecture, preprocessing, output scale and state layout.
 
 XLA: the cells fuse their gate math with tf.function(jit_compile=True). A serving signature
@@ -54,13 +54,13 @@ import os
 import re
 import shutil
 import tempfile
+from typing import Any, Dict, Mapping, Optional, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from l2l_tf import atomic_files
-
 from l2l_tf import learned_rule
 from l2l_tf import leftovers
 from l2l_tf import optimizer_format
@@ -278,7 +278,11 @@ def remove_leftovers(path):
   leftovers.clean_atomic_directory(path)
 
 
-def export_saved_model(rule_or_cell, path, metadata=None, overwrite=False):
+def export_saved_model(rule_or_cell: Union[learned_rule.LearnedUpdateRule,
+                                           cells_base.LearnedOptimizerCell,
+                                           Mapping[str, cells_base.LearnedOptimizerCell]],
+                       path: str, metadata: Optional[Dict[str, Any]] = None,
+                       overwrite: bool = False) -> str:
   """Writes `rule_or_cell` as a SavedModel at `path` (atomically); returns the path.
 
   Args:
@@ -319,8 +323,10 @@ def export_saved_model(rule_or_cell, path, metadata=None, overwrite=False):
     module.cell_variables = variables
     for key, fn in functions.items():
       setattr(module, key, fn)
-    module.optimizer_config = tf.saved_model.Asset(os.path.join(staging, optimizer_format.CONFIG_FILE))
-    module.optimizer_weights = tf.saved_model.Asset(os.path.join(staging, optimizer_format.WEIGHTS_FILE))
+    module.optimizer_config = tf.saved_model.Asset(
+        os.path.join(staging, optimizer_format.CONFIG_FILE))
+    module.optimizer_weights = tf.saved_model.Asset(
+        os.path.join(staging, optimizer_format.WEIGHTS_FILE))
     with atomic_files.atomic_directory(path) as tmp:
       tf.saved_model.save(module, tmp, signatures=signatures)
       _strip_xla(tmp)
@@ -346,8 +352,8 @@ def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None
   if not output_path:
     raise ValueError("--output_path is required")
   if not os.path.exists(optimizer_path):
-    raise optimizer_format.OptimizerFileError(f"{optimizer_path}: does not exist (expected an l2l_tf "
-                                    "optimizer directory)")
+    raise optimizer_format.OptimizerFileError(
+        f"{optimizer_path}: does not exist (expected an l2l_tf optimizer directory)")
   check_replaceable(output_path, overwrite)
   source = os.path.abspath(optimizer_format.resolve_path(optimizer_path))
   if os.path.abspath(output_path) in (source, os.path.abspath(optimizer_path)):

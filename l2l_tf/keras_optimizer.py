@@ -5,8 +5,9 @@
     model.compile(optimizer=opt, loss=...)
 
 Compute is Keras-native: the cells are rebuilt from the exported configuration and weights
-(l2l_tf.optimizer_format.load_rule), not run through the SavedModel's serving graph, so the optimizer works
-in model.fit with and without jit_compile, under tf.distribute strategies and mixed precision.
+(l2l_tf.optimizer_format.load_rule), not run through the SavedModel's serving graph, so the
+optimizer works in model.fit with and without jit_compile, under tf.distribute strategies and
+mixed precision.
 Every cell is accepted: CoordinatewiseLSTM, GlobalAveragingLSTM (LSTM+GAC), NTMBFGS, NTMLBFGS.
 
 Semantics. A cell steps the coordinates of one problem instance together, as in
@@ -200,13 +201,14 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     """Builds the optimizer from an exported SavedModel or an l2l_tf optimizer directory.
 
     Reads the configuration and weights (the SavedModel's assets/optimizer.json and
-    weights.npz) and rebuilds the cells; raises l2l_tf.optimizer_format.OptimizerFileError naming the path
-    and the problem for anything that is not a readable l2l_tf optimizer.
+    weights.npz) and rebuilds the cells; raises l2l_tf.optimizer_format.OptimizerFileError
+    naming the path and the problem for anything that is not a readable l2l_tf optimizer.
     """
     path = str(path)
     if not os.path.exists(path):
-      raise optimizer_format.OptimizerFileError(f"{path}: does not exist (expected an exported SavedModel "
-                                      "or an l2l_tf optimizer directory)")
+      raise optimizer_format.OptimizerFileError(
+          f"{path}: does not exist (expected an exported SavedModel or an l2l_tf optimizer "
+          "directory)")
     if optimizer_format.is_saved_model(path):
       export.inspect_saved_model(path)  # a corrupt or foreign SavedModel is refused here
     try:

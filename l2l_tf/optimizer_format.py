@@ -25,6 +25,7 @@ import re
 import struct
 import zipfile
 import zlib
+from typing import Any, Dict, Optional, Tuple
 
 import keras
 import numpy as np
@@ -88,7 +89,8 @@ def write_rule(rule, directory, metadata=None):
   np.savez(os.path.join(directory, WEIGHTS_FILE), **weight_arrays(rule))
 
 
-def save_rule(rule, path, metadata=None):
+def save_rule(rule: learned_rule.LearnedUpdateRule, path: str,
+              metadata: Optional[Dict[str, Any]] = None) -> None:
   """Saves a LearnedUpdateRule to `path` atomically."""
   with atomic_files.atomic_directory(path) as tmp:
     write_rule(rule, tmp, metadata)
@@ -565,7 +567,7 @@ def verify_saved_model(path, arrays):
                              "corrupt or modified export")
 
 
-def load_rule(path):
+def load_rule(path: str) -> Tuple[learned_rule.LearnedUpdateRule, Dict[str, Any]]:
   """Loads a LearnedUpdateRule (and its metadata) saved by save_rule (or a training run).
 
   `path` may also be a SavedModel written by l2l_tf.export; its graph and variables are

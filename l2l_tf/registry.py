@@ -7,9 +7,11 @@ declaration line:
     class CoordinatewiseLSTM(base.LearnedOptimizerCell):
 
 This module imports nothing from l2l_tf, so any module may register without an import cycle.
-l2l_tf/__init__.py imports every module that registers, and Python runs it before any
-l2l_tf.<module>, so the tables are complete whenever code can reach them. Adding a cell or a
-problem is one new module with its registration line, plus its import in l2l_tf/__init__.py.
+The packages import their registering modules (l2l_tf/cells/__init__.py, l2l_tf/problems/
+__init__.py) and l2l_tf/__init__.py imports the packages, update_rules and preprocessing;
+Python runs it before any l2l_tf.<module>, so the tables are complete whenever code can reach
+them. Adding a cell or a problem is one new module with its registration line, imported by its
+package's __init__.py.
 """
 import collections.abc
 import dataclasses

@@ -1,4 +1,4 @@
-"""l2l_tf.io on hostile and damaged optimizer files: refused with one line, before allocating.
+"""optimizer_format on hostile and damaged files: refused with one line, before allocating.
 
 Issue 13 items 5, 7 and 8 (and issue 12 item 5, file modes): each test edits one thing of a
 small valid optimizer directory (or export) and checks the refusal and its message.

@@ -16,6 +16,16 @@ import keras
 import tensorflow as tf
 
 from l2l_tf import preprocessing as preprocessing_lib
+from l2l_tf import registry
+
+
+def register_cell(name: str):
+  """Class decorator: the cell becomes `--optimizer=name` (registry.CELLS) and Keras-serializable
+  (package "l2l_tf"), which the optimizer file format and keras.saving need."""
+  def declare(cell_class):
+    keras.saving.register_keras_serializable(package="l2l_tf")(cell_class)
+    return registry.CELLS.register(name)(cell_class)
+  return declare
 
 
 class LearnedOptimizerCell(keras.layers.Layer, abc.ABC):
@@ -35,9 +45,7 @@ class LearnedOptimizerCell(keras.layers.Layer, abc.ABC):
       file format rebuild the cell from).
     coordinatewise: True if any split of the coordinates steps identically (no information
       shared between coordinates); the Keras optimizer then steps each variable alone.
-  Register a new cell with @registry.CELLS.register(name) (and
-  @keras.saving.register_keras_serializable(package="l2l_tf"), which the optimizer file format
-  requires); tests/test_cell_contract.py then tests it.
+  Register a new cell with @register_cell(name); tests/test_contracts.py then tests it.
 
   Args:
     preprocessing: name, config dict or Preprocessor applied to raw gradients.

@@ -2,7 +2,6 @@
 import keras
 import tensorflow as tf
 
-from l2l_tf import registry
 from l2l_tf.cells import base
 
 
@@ -96,8 +95,7 @@ def per_coordinate(rows, shape):
   return tf.reshape(rows, tf.concat([shape[:-1], tf.shape(rows)[-1:]], axis=0))
 
 
-@registry.CELLS.register("lstm")
-@keras.saving.register_keras_serializable(package="l2l_tf")
+@base.register_cell("lstm")
 class CoordinatewiseLSTM(base.LearnedOptimizerCell):
   """A stacked LSTM applied to every coordinate with shared weights.
 

@@ -15,10 +15,9 @@ only the emitted h is averaged. GACs add no weights.
 import math
 import numbers
 
-import keras
 import tensorflow as tf
 
-from l2l_tf import registry
+from l2l_tf.cells import base
 from l2l_tf.cells import coordinatewise_lstm
 
 DEFAULT_GLOBAL_AVERAGING_UNITS = 2  # the paper's "2 GACs" that suffice to simulate BFGS
@@ -90,8 +89,7 @@ def global_average(h, shape, num_global):
   return tf.reshape(tf.concat([local, shared], axis=-1), tf.shape(h))
 
 
-@registry.CELLS.register("lstm_gac")
-@keras.saving.register_keras_serializable(package="l2l_tf")
+@base.register_cell("lstm_gac")
 class GlobalAveragingLSTM(coordinatewise_lstm.CoordinatewiseLSTM):
   """LSTM+GAC: a coordinatewise LSTM whose last k units per layer average over coordinates.
 

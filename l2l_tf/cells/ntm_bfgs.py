@@ -53,7 +53,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from l2l_tf import registry
+from l2l_tf.cells import base
 from l2l_tf.cells import coordinatewise_lstm
 from l2l_tf.cells import gac
 
@@ -210,8 +210,7 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
     return config
 
 
-@registry.CELLS.register("ntm_bfgs")
-@keras.saving.register_keras_serializable(package="l2l_tf")
+@base.register_cell("ntm_bfgs")
 class NTMBFGS(NeuralTuringMachineCell):
   """NTM-BFGS: dense n x n memory per instance (see the module docstring).
 
@@ -267,8 +266,7 @@ class NTMBFGS(NeuralTuringMachineCell):
     return config
 
 
-@registry.CELLS.register("ntm_lbfgs")
-@keras.saving.register_keras_serializable(package="l2l_tf")
+@base.register_cell("ntm_lbfgs")
 class NTMLBFGS(NeuralTuringMachineCell):
   """NTM-L-BFGS: M_t = A B^T over a sliding window of the last k steps' writes, O(n k) memory.
 
