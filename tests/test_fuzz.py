@@ -296,7 +296,8 @@ def _assert_one_error_line(result, *fragments):
 def fixture_damaged(tmp_path):
   """An optimizer directory with a truncated weights.npz, an export with truncated
   variables, and an MNIST IDX directory whose labels are out of range."""
-  from l2l_tf import cells, export, io, learned_rule  # pylint: disable=g-import-not-at-top
+  from l2l_tf import cells, export, learned_rule  # pylint: disable=g-import-not-at-top
+  from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top
   from l2l_tf.data import mnist  # pylint: disable=g-import-not-at-top
   rule = learned_rule.LearnedUpdateRule(cells.CoordinatewiseLSTM(
       hidden_sizes=(4,), preprocessing="identity", output_scale=1.0))
