@@ -100,10 +100,13 @@ def _proc_field_mib(path, field, default):
   return default
 
 
-def _too_big(pid):
-  """Whether child `pid` passes --max_rss_mib or leaves less than --min_available_mib free."""
-  return (_proc_field_mib(f"/proc/{pid}/status", "VmRSS", 0) > _MAX_RSS_MIB.value or
-          _proc_field_mib("/proc/meminfo", "MemAvailable", math.inf) < _MIN_AVAILABLE_MIB.value)
+def _limit_passed(pid):
+  """Which limit child `pid` passes: "max_rss_mib", "min_available_mib" or None."""
+  if _proc_field_mib(f"/proc/{pid}/status", "VmRSS", 0) > _MAX_RSS_MIB.value:
+    return "max_rss_mib"
+  if _proc_field_mib("/proc/meminfo", "MemAvailable", math.inf) < _MIN_AVAILABLE_MIB.value:
+    return "min_available_mib"
+  return None
 
 
 def run_child(problem_name, recompute, unroll_length):
@@ -111,7 +114,7 @@ def run_child(problem_name, recompute, unroll_length):
 
   A child whose resident size passes --max_rss_mib, or that leaves the machine less than
   --min_available_mib, is killed (memory here is shared with other jobs) and reported with
-  peak_mib None.
+  peak_mib None and the limit in stopped_by.
   """
   command = [sys.executable, os.path.abspath(__file__),
              f"--child={problem_name},{recompute},{unroll_length}", f"--jit={_JIT.value}",
@@ -119,19 +122,20 @@ def run_child(problem_name, recompute, unroll_length):
   report = {"problem": problem_name, "recompute": recompute, "unroll": unroll_length}
   with tempfile.TemporaryFile("w+") as output:
     process = subprocess.Popen(command, stdout=output, text=True)
-    over_limit = False
+    stopped_by = None
     while True:
       # wait4 reports this child's own peak RSS (RUSAGE_CHILDREN: the max over all children).
       pid, status, usage = os.wait4(process.pid, os.WNOHANG)
       if pid:
         break
-      if not over_limit and _too_big(process.pid):
-        over_limit = True
-        process.kill()
+      if not stopped_by:
+        stopped_by = _limit_passed(process.pid)
+        if stopped_by:
+          process.kill()
       time.sleep(0.02)
     process.returncode = os.waitstatus_to_exitcode(status)
-    if over_limit:
-      return dict(report, peak_mib=None)
+    if stopped_by:
+      return dict(report, peak_mib=None, stopped_by=stopped_by)
     if process.returncode:
       raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}")
     output.seek(0)
@@ -144,8 +148,8 @@ def result_line(report):
   line = (f"RESULT problem={report['problem']} recompute={report['recompute']} "
           f"unroll={report['unroll']}")
   if report["peak_mib"] is None:
-    return (f"{line} peak_mib=over_limit(max_rss_mib={_MAX_RSS_MIB.value}, "
-            f"min_available_mib={_MIN_AVAILABLE_MIB.value})")
+    limit = report["stopped_by"]
+    return f"{line} peak_mib=stopped({limit}={flags.FLAGS[limit].value})"
   return (f"{line} peak_mib={report['peak_mib']:.0f} setup_mib={report['setup_mib']:.0f} "
           f"seconds={report['seconds']:.2f} meta_loss={report['meta_loss']:.6g} "
           f"grad_norm={report['grad_norm']:.6g}")
@@ -160,7 +164,7 @@ def print_table(reports):
   for r in reports:
     head = f"{r['problem']:8} {r['unroll']:>6} {r['recompute']:9}"
     if r["peak_mib"] is None:
-      print(f"{head} {'killed':>9}  (over --max_rss_mib or under --min_available_mib)")
+      print(f"{head} {'stopped':>9}  (passed --{r['stopped_by']})")
       continue
     above_setup = r["peak_mib"] - r["setup_mib"]
     base = plain.get((r["problem"], r["unroll"]))

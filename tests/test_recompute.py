@@ -1,4 +1,9 @@
 """Recomputed unrolls (unroll(recompute=...)): the plain unroll's meta-gradient, less memory."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -137,3 +142,16 @@ def test_meta_trainer_passes_recompute_to_the_unroll():
   # Tracing the recomputed meta-step builds the loss once more: in the backward pass.
   assert recomputed_traces == plain_traces + 1
   _assert_same(recomputed, plain)
+
+
+def test_train_script_records_and_runs_recompute(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, os.path.join(root, "scripts", "train.py"), f"--output_dir={out}",
+       "--recompute=blocks", "--epochs=1", "--trajectories_per_epoch=2", "--num_steps=8",
+       "--unroll_length=4", "--num_validation_problems=4", "--batch_size=4"],
+      capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+      timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads((out / "run.json").read_text())["config"]["recompute"] == "blocks"
