@@ -19,6 +19,7 @@ from l2l_tf import registry
 from l2l_tf.problems import convnet
 from l2l_tf.problems import mlp
 from l2l_tf.training import meta_trainer
+from l2l_tf.training import unroll as unroll_lib
 
 cli.define_problem_flags()
 flags.DEFINE_string("output_dir", None, "Where checkpoints and the best optimizer go.",
@@ -67,6 +68,11 @@ flags.DEFINE_integer("max_consecutive_skips", 10, "Stop with an error after this
 flags.DEFINE_integer("validation_window", 0, "Steps at the end of validation trajectories "
                      "that --validation_metric=final averages (0: --unroll_length).",
                      lower_bound=0)
+flags.DEFINE_enum("recompute", "none", list(unroll_lib.RECOMPUTE_MODES), "Meta-gradient memory: "
+                  "none stores every unroll step's intermediates (fastest); steps and blocks "
+                  "recompute them in the backward pass from one stored trajectory per step or "
+                  "per block of ~sqrt(--unroll_length) steps (same meta-gradient, less memory, "
+                  "about one more forward pass of time).")
 FLAGS = flags.FLAGS
 
 
@@ -123,7 +129,7 @@ def main(argv):
       meta_objective=FLAGS.meta_objective, validation_metric=FLAGS.validation_metric,
       curriculum=tuple(parse_stage(stage) for stage in FLAGS.curriculum),
       random_scale=FLAGS.random_scale, validation_window=FLAGS.validation_window,
-      max_consecutive_skips=FLAGS.max_consecutive_skips)
+      max_consecutive_skips=FLAGS.max_consecutive_skips, recompute=FLAGS.recompute)
   config.validate()  # before any data is loaded or directory touched
   if FLAGS.init_from:
     clashing = [f"--{name}" for name in ("optimizer", "preprocessing", "output_scale")

@@ -28,6 +28,8 @@ HELP_FLAGS = {
     "benchmarks/keras_mnist_fit.py": ("optimizer_path", "dataset_source", "data_dir", "seeds",
                                       "epochs", "adam_grid"),
     "benchmarks/keras_step_time.py": ("steps", "rounds", "jit_compile"),
+    "benchmarks/meta_training_memory.py": ("problems", "recompute", "mnist_unroll",
+                                           "large_unroll", "max_rss_mib", "min_available_mib"),
     "benchmarks/mnist_seeds.py": PROBLEM_FLAGS + ("optimizer_paths", "horizons", "num_problems"),
     "benchmarks/mnist_paper_setting.py": PROBLEM_FLAGS + ("optimizer_path", "horizons",
                                                           "num_problems", "scales"),

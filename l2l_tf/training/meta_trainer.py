@@ -92,6 +92,10 @@ class MetaTrainingConfig:
       metric averages; 0 means unroll_length (set it when unrolls are long, e.g. untruncated).
     max_consecutive_skips: stop with TrainingDivergedError once this many meta-updates in a
       row were skipped for a non-finite meta-loss or meta-gradient (0: never stop).
+    recompute: what the meta-gradient's backward pass recomputes instead of storing
+      (unroll.RECOMPUTE_MODES): "none" (fastest), "steps" (keeps one trajectory per step) or
+      "blocks" (one per block of about sqrt(unroll_length) steps). Same meta-gradient, less
+      memory for large optimizees, about one more forward pass of time.
   """
   num_steps: int = 100
   unroll_length: int = 20
@@ -109,6 +113,7 @@ class MetaTrainingConfig:
   random_scale: float = 1.0
   validation_window: int = 0
   max_consecutive_skips: int = 10
+  recompute: str = "none"
 
   def final_window(self):
     """Steps that the "final" validation metric averages (default: one unroll)."""
@@ -154,6 +159,9 @@ class MetaTrainingConfig:
     if self.validation_metric not in VALIDATION_METRICS:
       raise ValueError(f"validation_metric must be one of {', '.join(VALIDATION_METRICS)}, got "
                        f"{self.validation_metric!r}")
+    if self.recompute not in unroll_lib.RECOMPUTE_MODES:
+      raise ValueError(f"recompute must be one of {', '.join(unroll_lib.RECOMPUTE_MODES)}, got "
+                       f"{self.recompute!r}")
     if int(self.max_consecutive_skips) != self.max_consecutive_skips or \
         self.max_consecutive_skips < 0:
       raise ValueError(f"max_consecutive_skips must be an integer >= 0, got "
@@ -291,7 +299,8 @@ class MetaTrainer:
     variables = self.rule.trainable_variables
     with tf.GradientTape() as tape:
       meta_loss, trajectory, losses = unroll_lib.unroll(
-          problem, self.rule, trajectory, batches, self.config.second_derivatives)
+          problem, self.rule, trajectory, batches, self.config.second_derivatives,
+          recompute=self.config.recompute)
       if self.config.meta_objective == "log_loss":
         objective = tf.reduce_mean(tf.math.log(losses + _LOG_FLOOR))
       else:
