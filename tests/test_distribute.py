@@ -101,6 +101,9 @@ def compare_mirrored(output):
       trainer.train_trajectory(meta_trainer.trajectory_seed(0, 0, index))
     results[f"{name}_steps"] = int(trainer.meta_optimizer.iterations.numpy())
     results[f"{name}_weights"] = _weights(trainer.rule)
+    # Adam's moments: the meta-gradients as applied (the weights alone hide their scale).
+    results[f"{name}_moments"] = [v.numpy().copy() for v in trainer.meta_optimizer.variables
+                                  if v.shape.rank]
   np.savez(output, **{key: np.array(value, dtype=object) for key, value in results.items()})
 
 
@@ -126,6 +129,9 @@ def test_two_mirrored_replicas_give_the_one_device_meta_gradient_and_weights(tmp
   assert moved > 1e-3  # training changed the weights by far more than the tolerance below
   for one, two in zip(runs["one_weights"], runs["two_weights"]):
     np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-6)
+  assert len(runs["one_moments"]) == 2 * len(runs["one_weights"])
+  for one, two in zip(runs["one_moments"], runs["two_moments"]):
+    np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-9)
 
 
 def _free_ports(count):
