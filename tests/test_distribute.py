@@ -34,6 +34,23 @@ def _train(*args, **env):
                         timeout=TIMEOUT_SECONDS)
 
 
+@pytest.fixture(scope="module")
+def one_device_weights(tmp_path_factory):
+  """The final checkpoint's weights of TINY_RUN on one device (what any replica count gives)."""
+  run_dir = str(tmp_path_factory.mktemp("one_device") / "run")
+  result = _train(*TINY_RUN, f"--output_dir={run_dir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return _checkpoint_weights(run_dir)
+
+
+def _assert_same_optimizer(weights, expected):
+  """Weights and meta-optimizer state equal up to float rounding, and nothing missing."""
+  assert weights.keys() == expected.keys() and any(k.startswith("cells/") for k in expected)
+  for name in expected:
+    np.testing.assert_allclose(weights[name], expected[name], rtol=1e-4, atol=1e-6,
+                               err_msg=name)
+
+
 def _checkpoint_weights(run_dir):
   """{name: value} of every variable in a run's newest checkpoint."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -143,7 +160,7 @@ def _free_ports(count):
     return [s.getsockname()[1] for s in sockets]
 
 
-def test_two_local_workers_meta_train_to_identical_weights(tmp_path):
+def test_two_local_workers_meta_train_to_identical_weights(tmp_path, one_device_weights):
   cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
   workers = []
   try:
@@ -171,9 +188,10 @@ def test_two_local_workers_meta_train_to_identical_weights(tmp_path):
   assert first.keys() == second.keys() and any(k.startswith("cells/") for k in first)
   for name in first:
     np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+  _assert_same_optimizer(first, one_device_weights)  # each worker unrolled its own half
 
 
-def test_a_checkpoint_of_two_replicas_resumes_on_one(tmp_path):
+def test_a_checkpoint_of_two_replicas_resumes_on_one(tmp_path, one_device_weights):
   killed = _train(*TINY_RUN, f"--output_dir={tmp_path / 'run'}", "--strategy=mirrored",
                   "--cpu_devices=2", L2L_TF_TEST_CRASH_AT="after_checkpoint@1")
   assert killed.returncode == -9, killed.stderr[-3000:]  # killed just after epoch 1's checkpoint
@@ -184,14 +202,7 @@ def test_a_checkpoint_of_two_replicas_resumes_on_one(tmp_path):
   history = json.loads((tmp_path / "run" / "history.json").read_text())
   assert [h["epoch"] for h in history] == [1, 2]
   # Split or not, the same meta-batches give the same optimizer: an uninterrupted 1-device run.
-  reference = _train(*TINY_RUN, f"--output_dir={tmp_path / 'reference'}")
-  assert reference.returncode == 0, reference.stderr[-3000:]
-  expected = _checkpoint_weights(str(tmp_path / "reference"))
-  restored = _checkpoint_weights(str(tmp_path / "run"))
-  assert restored.keys() == expected.keys()
-  for name in expected:
-    np.testing.assert_allclose(restored[name], expected[name], rtol=1e-4, atol=1e-6,
-                               err_msg=name)
+  _assert_same_optimizer(_checkpoint_weights(str(tmp_path / "run")), one_device_weights)
 
 
 @pytest.mark.parametrize("args, env, message", [

@@ -360,7 +360,7 @@ class MetaTrainer:
     return tf.function(step)
 
   def _shard(self, problem, values, axis):
-    """Per-replica shares of a meta-batch's tensors (instances along `axis`); as is on one device."""
+    """Per-replica shares of a meta-batch's tensors (instances along `axis`); as is on 1 device."""
     if self.strategy is None:
       return values
     return distribute.shard_instances(self.strategy, values,
