@@ -160,7 +160,11 @@ def _free_ports(count):
     return [s.getsockname()[1] for s in sockets]
 
 
-def test_two_local_workers_meta_train_to_identical_weights(tmp_path, one_device_weights):
+def _run_two_workers(tmp_path):
+  """TINY_RUN by 2 worker processes on loopback into tmp_path/worker{0,1}; [(code, out, err)].
+
+  Both are always ended, and each may take TIMEOUT_SECONDS at most.
+  """
   cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
   workers = []
   try:
@@ -177,8 +181,12 @@ def test_two_local_workers_meta_train_to_identical_weights(tmp_path, one_device_
       if worker.poll() is None:
         worker.kill()
         worker.wait()
-  for worker, (stdout, stderr) in zip(workers, outputs):
-    assert worker.returncode == 0, stderr[-3000:]
+  return [(worker.returncode, *output) for worker, output in zip(workers, outputs)]
+
+
+def test_two_local_workers_meta_train_to_identical_weights(tmp_path, one_device_weights):
+  for returncode, stdout, stderr in _run_two_workers(tmp_path):
+    assert returncode == 0, stderr[-3000:]
     assert "on 2 replicas (multi_worker)" in stdout
   histories = [json.loads((tmp_path / f"worker{i}" / "history.json").read_text())
                for i in range(2)]
@@ -189,6 +197,15 @@ def test_two_local_workers_meta_train_to_identical_weights(tmp_path, one_device_
   for name in first:
     np.testing.assert_array_equal(first[name], second[name], err_msg=name)
   _assert_same_optimizer(first, one_device_weights)  # each worker unrolled its own half
+  # Worker 1 loses its epoch-2 checkpoint: resumed at different epochs, both workers stop.
+  checkpoints = tmp_path / "worker1" / "checkpoints"
+  for path in checkpoints.iterdir():
+    if path.name.startswith("ckpt-2") or path.name == "checkpoint":
+      path.unlink()
+  for returncode, _, stderr in _run_two_workers(tmp_path):
+    assert returncode == 1, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith(
+        "error: the workers resumed at different epochs"), stderr[-3000:]
 
 
 def test_a_checkpoint_of_two_replicas_resumes_on_one(tmp_path, one_device_weights):

@@ -514,6 +514,7 @@ class MetaTrainer:
       tf.train.Checkpoint(**present).restore(latest).assert_existing_objects_matched()
       run.history = self._restored_history(run, "history" in present)
       self.log(f"resuming {output_dir} at epoch {int(self.epoch.numpy())}")
+    self._check_replicas_resume_together(output_dir)
     io.atomic_write(run.path(run_directory.HISTORY_FILE), json.dumps(run.history, indent=2))
     run.writer = self._rewrite_tensorboard(run)
     if not latest:
@@ -522,6 +523,28 @@ class MetaTrainer:
                f"({self.initial_optimizer}, kept as best/ until an epoch improves on it)")
     run.first_epoch = int(self.epoch.numpy())
     return run
+
+  def _check_replicas_resume_together(self, output_dir):
+    """Refuses to go on when the workers of a multi-worker run restored different epochs.
+
+    Each worker resumes from its own directory; were they at different epochs, they would wait
+    for each other's collectives forever. Every worker sees the same sums, so all stop together.
+    """
+    if self.strategy is None:
+      return
+    epoch = tf.cast(self.epoch, tf.float64)
+    moments = tf.stack([epoch, epoch * epoch])
+
+    def replica_sums():
+      return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, moments)
+
+    sums = tf.function(lambda: self.strategy.run(replica_sums))()
+    total, squares = self.strategy.experimental_local_results(sums)[0].numpy()
+    if self.num_replicas * squares != total * total:  # the epochs' variance is not 0
+      raise ValueError(f"the workers resumed at different epochs ({output_dir} at epoch "
+                       f"{int(self.epoch.numpy())}, the mean over replicas "
+                       f"{total / self.num_replicas:g}); give every worker a copy of the same "
+                       "run directory")
 
   def _restored_history(self, run, in_checkpoint):
     if in_checkpoint:
