@@ -5,6 +5,8 @@ with a leading axis of `batch_size` independent instances, so B problems step to
 graph (the quadratic batch of the paper; 20 MNIST runs of an evaluation). Nothing is a
 variable: learned optimizers rebuild the optimizee from parameter tensors at every step.
 """
+import copy
+
 import tensorflow as tf
 
 
@@ -50,6 +52,16 @@ class Problem:
 
   def loss(self, params, batch):
     raise NotImplementedError
+
+  def with_batch_size(self, batch_size):
+    """This family stepping `batch_size` instances at a time (a replica's share of a meta-batch).
+
+    Shares everything else (data, networks); the losses of its instances are those of the same
+    instances in this family.
+    """
+    share = copy.copy(self)
+    share.batch_size = int(batch_size)
+    return share
 
   def num_coordinates(self):
     """Coordinates of one instance (what a learned optimizer steps)."""
