@@ -243,10 +243,18 @@ def _newest_checkpoint(directory):
   return os.path.join(directory, f"ckpt-{max(numbers)}") if numbers else None
 
 
+# Settings that change how a run computes or reports, not what it computes: a run may resume
+# with other values (e.g. --recompute=blocks after running out of memory).
+RESUMABLE_SETTINGS = ("recompute", "log_every", "max_consecutive_skips")
+
+
 def _identity(description):
-  """A run description without its command line, which names paths (a moved run resumes)."""
+  """A run description without its command line, which names paths (a moved run resumes),
+  and without RESUMABLE_SETTINGS."""
   metadata = {k: v for k, v in description.get("metadata", {}).items() if k != "command"}
-  return dict(description, metadata=metadata)
+  config = {k: v for k, v in description.get("config", {}).items()
+            if k not in RESUMABLE_SETTINGS}
+  return dict(description, metadata=metadata, config=config)
 
 
 class MetaTrainer:
