@@ -5,7 +5,15 @@
 
 Re-running with the same flags resumes from the last checkpoint; a directory holding a
 different run is refused.
+
+On several devices (each replica unrolls its share of the --batch_size instances):
+
+  python scripts/train.py --strategy=mirrored ...            # every local GPU
+  python scripts/train.py --strategy=mirrored --cpu_devices=2 ...  # a CPU split in two
+  TF_CONFIG=... python scripts/train.py --strategy=multi_worker ...  # one process per host
+  python scripts/train.py --strategy=tpu --tpu=NAME ...
 """
+import contextlib
 import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 
@@ -17,7 +25,9 @@ from l2l_tf import learned_rule
 from l2l_tf import optimizer_format
 from l2l_tf import registry
 from l2l_tf.problems import mlp
+from l2l_tf.training import distribute
 from l2l_tf.training import meta_trainer
+from l2l_tf.training import unroll as unroll_lib
 
 cli.define_problem_flags()
 flags.DEFINE_string("output_dir", None, "Where checkpoints and the best optimizer go.",
@@ -66,7 +76,22 @@ flags.DEFINE_integer("max_consecutive_skips", 10, "Stop with an error after this
 flags.DEFINE_integer("validation_window", 0, "Steps at the end of validation trajectories "
                      "that --validation_metric=final averages (0: --unroll_length).",
                      lower_bound=0)
+flags.DEFINE_enum("recompute", "none", list(unroll_lib.RECOMPUTE_MODES), "Meta-gradient memory: "
+                  "none stores every unroll step's intermediates (fastest); steps and blocks "
+                  "recompute them in the backward pass from one stored trajectory per step or "
+                  "per block of ~sqrt(--unroll_length) steps (same meta-gradient, less memory, "
+                  "about one more forward pass of time).")
+flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default (one device), "
+                    "mirrored (every local GPU, else every CPU device), multi_worker (hosts "
+                    "named by TF_CONFIG) or tpu. Each replica unrolls an equal share of "
+                    "--batch_size.")
+flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (for "
+                     "--strategy=mirrored without GPUs; 0: leave it whole).", lower_bound=0)
+flags.DEFINE_string("tpu", None, "--strategy=tpu: the TPU's name or grpc:// address "
+                    "(default: the local TPU VM's or Colab's).")
 FLAGS = flags.FLAGS
+# The meta-batch when --batch_size is not given (registry.make_problem's defaults).
+DEFAULT_META_BATCH = {"quadratic": 128}
 
 
 def parse_stage(spec):
@@ -111,8 +136,40 @@ def training_problems():
       batch_size=first.batch_size) for activation, hidden_sizes in networks[1:]]
 
 
+def make_rule():
+  """(rule, optimizer name, metadata of --init_from's optimizer or None), from the flags."""
+  cell_options = dict(preprocessing=FLAGS.preprocessing, output_scale=FLAGS.output_scale)
+  if FLAGS.init_from:
+    rule, initial_metadata = optimizer_format.load_rule(FLAGS.init_from)
+    # A run's best/ records the optimizer's name at the top; a SavedModel under meta_trained_on.
+    optimizer_name = (initial_metadata.get("optimizer")
+                      or initial_metadata.get("meta_trained_on", {}).get("optimizer")
+                      or FLAGS.optimizer)
+    return rule, optimizer_name, initial_metadata
+  if FLAGS.problem in registry.CIFAR_PROBLEMS:
+    # The paper's CIFAR setup: one optimizer network for conv parameters, one for the rest.
+    rule = learned_rule.make_rule(FLAGS.optimizer, FLAGS.problem, **{
+        k: v for k, v in cell_options.items() if v is not None})
+  else:
+    rule = learned_rule.LearnedUpdateRule(
+        registry.make_cell(FLAGS.optimizer, FLAGS.problem, **cell_options))
+  return rule, FLAGS.optimizer, None
+
+
+def start_strategy():
+  """The --strategy (None for default), set up before any other TensorFlow op."""
+  distribute.configure_cpu_devices(FLAGS.cpu_devices)
+  strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
+  meta_batch = FLAGS.batch_size or DEFAULT_META_BATCH.get(FLAGS.problem, 1)
+  distribute.check_meta_batch(meta_batch, distribute.num_replicas(strategy))
+  return strategy
+
+
 def main(argv):
   del argv
+  distribute.check_strategy_flags(FLAGS.strategy, FLAGS.cpu_devices)
+  if FLAGS.tpu and FLAGS.strategy != "tpu":
+    raise ValueError("--tpu applies to --strategy=tpu only")
   config = meta_trainer.MetaTrainingConfig(
       num_steps=FLAGS.num_steps, unroll_length=FLAGS.unroll_length, epochs=FLAGS.epochs,
       trajectories_per_epoch=FLAGS.trajectories_per_epoch,
@@ -122,7 +179,7 @@ def main(argv):
       meta_objective=FLAGS.meta_objective, validation_metric=FLAGS.validation_metric,
       curriculum=tuple(parse_stage(stage) for stage in FLAGS.curriculum),
       random_scale=FLAGS.random_scale, validation_window=FLAGS.validation_window,
-      max_consecutive_skips=FLAGS.max_consecutive_skips)
+      max_consecutive_skips=FLAGS.max_consecutive_skips, recompute=FLAGS.recompute)
   config.validate()  # before any data is loaded or directory touched
   if FLAGS.init_from:
     clashing = [f"--{name}" for name in ("optimizer", "preprocessing", "output_scale")
@@ -132,24 +189,13 @@ def main(argv):
                        f"drop {', '.join(clashing)}")
     if FLAGS.problem in registry.CIFAR_PROBLEMS:
       raise ValueError("--init_from is not supported for the two-network CIFAR problems yet")
+  strategy = start_strategy()
   keras.utils.set_random_seed(FLAGS.seed)  # the optimizer's initial weights follow --seed
   problem = training_problems()
   validation = cli.problem_from_flags("validation", FLAGS.num_validation_problems)
-  cell_options = dict(preprocessing=FLAGS.preprocessing, output_scale=FLAGS.output_scale)
-  optimizer_name = FLAGS.optimizer
-  if FLAGS.init_from:
-    rule, initial_metadata = optimizer_format.load_rule(FLAGS.init_from)
-    # A run's best/ records the optimizer's name at the top; a SavedModel under meta_trained_on.
-    optimizer_name = (initial_metadata.get("optimizer")
-                      or initial_metadata.get("meta_trained_on", {}).get("optimizer")
-                      or optimizer_name)
-  elif FLAGS.problem in registry.CIFAR_PROBLEMS:
-    # The paper's CIFAR setup: one optimizer network for conv parameters, one for the rest.
-    rule = learned_rule.make_rule(FLAGS.optimizer, FLAGS.problem, **{
-        k: v for k, v in cell_options.items() if v is not None})
-  else:
-    rule = learned_rule.LearnedUpdateRule(
-        registry.make_cell(FLAGS.optimizer, FLAGS.problem, **cell_options))
+  # Variables made under the strategy's scope are mirrored on every replica.
+  with strategy.scope() if strategy else contextlib.nullcontext():
+    rule, optimizer_name, initial_metadata = make_rule()
   families = problem if isinstance(problem, list) else [problem]
   # With a family of training networks, the problem is the target (validation) network.
   target = families[0] if len(families) == 1 else validation
@@ -162,11 +208,14 @@ def main(argv):
   if FLAGS.init_from:
     # The lineage: a fine-tuned optimizer records what it started from (recursively).
     metadata["init_from"] = {"path": FLAGS.init_from, "metadata": initial_metadata}
-  trainer = meta_trainer.MetaTrainer(rule, problem, validation, config, metadata=metadata)
+  trainer = meta_trainer.MetaTrainer(rule, problem, validation, config, metadata=metadata,
+                                     strategy=strategy)
   coordinates = "/".join(str(p.num_coordinates()) for p in families)
+  replicas = (f" on {trainer.num_replicas} replicas ({FLAGS.strategy})"
+              if strategy else "")
   print(f"meta-training {optimizer_name} on {FLAGS.problem}: {coordinates} "
-        f"coordinates x {families[0].batch_size} instances, {config.epochs} epochs of "
-        f"{config.trajectories_per_epoch} trajectories, T={config.num_steps}, "
+        f"coordinates x {families[0].batch_size} instances{replicas}, {config.epochs} epochs "
+        f"of {config.trajectories_per_epoch} trajectories, T={config.num_steps}, "
         f"unroll={config.unroll_length}", flush=True)
   if hasattr(target, "describe"):  # neural_art: which feature network and images run
     print(target.describe(), flush=True)

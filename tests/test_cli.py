@@ -17,17 +17,21 @@ PROBLEM_FLAGS = ("problem", "num_steps", "seed", "dataset_source", "data_dir", "
                  "activation", "labels")
 
 HELP_FLAGS = {
-    "scripts/train.py": PROBLEM_FLAGS + ("output_dir", "optimizer", "epochs"),
+    "scripts/train.py": PROBLEM_FLAGS + ("output_dir", "optimizer", "epochs", "strategy",
+                                         "cpu_devices", "tpu"),
     "scripts/evaluate.py": PROBLEM_FLAGS + ("optimizer_path", "num_problems", "output_json"),
     "scripts/generalization.py": ("optimizer_path", "output_dir", "num_problems",
                                   "dataset_source", "data_dir", "seed", "grid_points"),
     "scripts/export.py": ("optimizer_path", "output_path", "evaluation_json"),
     "scripts/make_results.py": ("root", "check"),
     "scripts/serve_check.py": ("saved_model", "signature", "num_coordinates"),
+    "benchmarks/distributed_throughput.py": ("problem", "batch_size", "trajectories", "modes"),
     "benchmarks/input_pipeline.py": ("problems", "unroll_length", "repeats"),
     "benchmarks/keras_mnist_fit.py": ("optimizer_path", "dataset_source", "data_dir", "seeds",
                                       "epochs", "adam_grid"),
     "benchmarks/keras_step_time.py": ("steps", "rounds", "jit_compile"),
+    "benchmarks/meta_training_memory.py": ("problems", "recompute", "mnist_unroll",
+                                           "large_unroll", "max_rss_mib", "min_available_mib"),
     "benchmarks/mnist_seeds.py": PROBLEM_FLAGS + ("optimizer_paths", "horizons", "num_problems"),
     "benchmarks/mnist_paper_setting.py": PROBLEM_FLAGS + ("optimizer_path", "horizons",
                                                           "num_problems", "scales"),

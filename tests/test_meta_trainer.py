@@ -153,6 +153,16 @@ def test_a_moved_run_directory_resumes_and_its_command_line_is_not_its_identity(
     other.train(str(tmp_path / "b"))
 
 
+def test_settings_that_do_not_change_results_are_not_a_runs_identity(tmp_path):
+  out = str(tmp_path / "run")
+  first, _, _ = _trainer(epochs=1, trajectories_per_epoch=2)
+  first.train(out)
+  resumed, _, logs = _trainer(epochs=1, trajectories_per_epoch=2, recompute="blocks",
+                              log_every=7, max_consecutive_skips=3)
+  assert [h["epoch"] for h in resumed.train(out)] == [1]
+  assert any("resuming" in line for line in logs)
+
+
 def test_log_loss_objective_is_the_mean_log_loss_and_trains(tmp_path):
   trainer, rule, _ = _trainer(meta_objective="log_loss", epochs=2, trajectories_per_epoch=8)
   problem = trainer.problem

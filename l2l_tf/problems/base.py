@@ -6,6 +6,7 @@ graph (the quadratic batch of the paper; 20 MNIST runs of an evaluation). Nothin
 variable: learned optimizers rebuild the optimizee from parameter tensors at every step.
 """
 import abc
+import copy
 from typing import Any, Dict
 
 import tensorflow as tf
@@ -60,6 +61,16 @@ class Problem(abc.ABC):
   @abc.abstractmethod
   def loss(self, params: Params, batch: Any) -> tf.Tensor:
     """[batch_size] losses of every instance on one step's batch."""
+
+  def with_batch_size(self, batch_size: int) -> "Problem":
+    """This family stepping `batch_size` instances at a time (a replica's share of a meta-batch).
+
+    Shares everything else (data, networks); the losses of its instances are those of the same
+    instances in this family.
+    """
+    share = copy.copy(self)
+    share.batch_size = int(batch_size)
+    return share
 
   def num_coordinates(self) -> int:
     """Coordinates of one instance (what a learned optimizer steps)."""

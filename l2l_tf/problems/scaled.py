@@ -32,6 +32,11 @@ class RandomlyScaledProblem(base.Problem):
     self.max_scale = float(max_scale)
     self.name = problem.name
 
+  def with_batch_size(self, batch_size):
+    share = super().with_batch_size(batch_size)
+    share.problem = self.problem.with_batch_size(batch_size)
+    return share
+
   def init_params(self, seed):
     return self.problem.init_params(seed)
 

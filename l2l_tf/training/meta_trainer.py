@@ -20,6 +20,7 @@ A kill at any point loses at most the epoch in progress: rerunning the same comm
 from the last checkpoint, removes the killed run's temporaries and rebuilds history.json and
 TensorBoard from the checkpoint, so no epoch is missing or duplicated (see run_directory).
 """
+import contextlib
 import dataclasses
 import functools
 import json
@@ -36,6 +37,7 @@ from l2l_tf import atomic_files
 from l2l_tf import evaluation
 from l2l_tf import optimizer_format
 from l2l_tf.problems import scaled
+from l2l_tf.training import distribute
 from l2l_tf.training import fault_injection
 from l2l_tf.training import run_directory
 from l2l_tf.training import unroll as unroll_lib
@@ -93,6 +95,10 @@ class MetaTrainingConfig:
       metric averages; 0 means unroll_length (set it when unrolls are long, e.g. untruncated).
     max_consecutive_skips: stop with TrainingDivergedError once this many meta-updates in a
       row were skipped for a non-finite meta-loss or meta-gradient (0: never stop).
+    recompute: what the meta-gradient's backward pass recomputes instead of storing
+      (unroll.RECOMPUTE_MODES): "none" (fastest), "steps" (keeps one trajectory per step) or
+      "blocks" (one per block of about sqrt(unroll_length) steps). Same meta-gradient, less
+      memory for large optimizees, about one more forward pass of time.
   """
   num_steps: int = 100
   unroll_length: int = 20
@@ -110,6 +116,7 @@ class MetaTrainingConfig:
   random_scale: float = 1.0
   validation_window: int = 0
   max_consecutive_skips: int = 10
+  recompute: str = "none"
 
   def final_window(self):
     """Steps that the "final" validation metric averages (default: one unroll)."""
@@ -155,6 +162,9 @@ class MetaTrainingConfig:
     if self.validation_metric not in VALIDATION_METRICS:
       raise ValueError(f"validation_metric must be one of {', '.join(VALIDATION_METRICS)}, got "
                        f"{self.validation_metric!r}")
+    if self.recompute not in unroll_lib.RECOMPUTE_MODES:
+      raise ValueError(f"recompute must be one of {', '.join(unroll_lib.RECOMPUTE_MODES)}, got "
+                       f"{self.recompute!r}")
     if int(self.max_consecutive_skips) != self.max_consecutive_skips or \
         self.max_consecutive_skips < 0:
       raise ValueError(f"max_consecutive_skips must be an integer >= 0, got "
@@ -234,10 +244,18 @@ def _newest_checkpoint(directory):
   return os.path.join(directory, f"ckpt-{max(numbers)}") if numbers else None
 
 
+# Settings that change how a run computes or reports, not what it computes: a run may resume
+# with other values (e.g. --recompute=blocks after running out of memory).
+RESUMABLE_SETTINGS = ("recompute", "log_every", "max_consecutive_skips")
+
+
 def _identity(description):
-  """A run description without its command line, which names paths (a moved run resumes)."""
+  """A run description without its command line, which names paths (a moved run resumes),
+  and without RESUMABLE_SETTINGS."""
   metadata = {k: v for k, v in description.get("metadata", {}).items() if k != "command"}
-  return dict(description, metadata=metadata)
+  config = {k: v for k, v in description.get("config", {}).items()
+            if k not in RESUMABLE_SETTINGS}
+  return dict(description, metadata=metadata, config=config)
 
 
 class MetaTrainer:
@@ -252,10 +270,14 @@ class MetaTrainer:
     config: MetaTrainingConfig.
     validation_seed: seed of the validation problems.
     metadata: extra JSON-able facts stored with the best optimizer (problem config, ...).
+    strategy: a tf.distribute.Strategy for data-parallel meta-training (distribute.make_strategy),
+      or None: one device. Each replica unrolls its share of every meta-batch (which must divide
+      evenly), the meta-gradients are averaged over all instances, and one meta-update applies
+      everywhere. The rule's variables must have been created under strategy.scope().
   """
 
   def __init__(self, rule, problem, validation_problem, config, validation_seed=1,
-               metadata=None, log=print):
+               metadata=None, log=print, strategy=None):
     config.validate()
     self.rule = rule
     families = list(problem) if isinstance(problem, (list, tuple)) else [problem]
@@ -263,6 +285,8 @@ class MetaTrainer:
       raise ValueError("MetaTrainer needs at least one training problem")
     if config.random_scale > 1:
       families = [scaled.RandomlyScaledProblem(p, config.random_scale) for p in families]
+    self.strategy = strategy
+    self._check_replicas(rule, families)
     self.problems = families
     self.problem = families[0]
     self.validation_problem = validation_problem
@@ -270,17 +294,41 @@ class MetaTrainer:
     self.validation_seed = validation_seed
     self.metadata = dict(metadata or {})
     self.log = log
-    self.meta_optimizer = keras.optimizers.Adam(config.meta_learning_rate)
-    self.meta_optimizer.build(rule.trainable_variables)
+    with self._scope():  # the optimizer's slots are mirrored like the weights they follow
+      self.meta_optimizer = keras.optimizers.Adam(config.meta_learning_rate)
+      self.meta_optimizer.build(rule.trainable_variables)
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     self.best_validation = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
     jit = resolve_jit_compile(config.jit_compile)
     # One pair of graphs per training family (their parameter shapes differ).
-    self._start = [tf.function(functools.partial(self._start_trajectory, p), jit_compile=jit)
-                   for p in families]
-    self._train_unroll = [
-        tf.function(functools.partial(self._unroll_and_gradients, p), jit_compile=jit)
-        for p in families]
+    if strategy is None:
+      self._start = [tf.function(functools.partial(self._start_trajectory, p), jit_compile=jit)
+                     for p in families]
+      self._train_unroll = [
+          tf.function(functools.partial(self._unroll_and_gradients, p), jit_compile=jit)
+          for p in families]
+      self._apply_gradients = self._apply_meta_update
+    else:
+      shares = [p.with_batch_size(p.batch_size // self.num_replicas) for p in families]
+      self._start = [self._replicated_start(p, jit) for p in shares]
+      self._train_unroll = [self._replicated_unroll(p, jit) for p in shares]
+      self._apply_gradients = tf.function(self._replicated_meta_update)
+
+  @property
+  def num_replicas(self):
+    """Replicas that share each meta-batch (1 without a strategy)."""
+    return distribute.num_replicas(self.strategy)
+
+  def _scope(self):
+    return self.strategy.scope() if self.strategy else contextlib.nullcontext()
+
+  def _check_replicas(self, rule, families):
+    """Refuses meta-batches that do not split evenly and rules built outside the strategy."""
+    for family in families:
+      distribute.check_meta_batch(family.batch_size, self.num_replicas)
+    if self.strategy and not all(self.strategy.extended.variable_created_in_scope(v.value)
+                                 for v in rule.trainable_variables):
+      raise ValueError("the learned rule's variables must be created under strategy.scope()")
 
   # --- graph pieces -------------------------------------------------------------------------
 
@@ -289,21 +337,87 @@ class MetaTrainer:
                                        self.config.second_derivatives)
 
   def _unroll_and_gradients(self, problem, trajectory, batches):
+    """One device: the unroll's objective, trajectory, clipped meta-gradients and finiteness."""
+    objective, trajectory, grads = self._objective_and_gradients(problem, trajectory, batches)
+    grads, finite = self._checked_and_clipped(objective, grads)
+    return objective, trajectory, grads, finite
+
+  def _replicated_start(self, share, jit):
+    """Starts every replica's share of a trajectory (arguments sharded by _shard)."""
+    replica_start = tf.function(functools.partial(self._start_trajectory, share),
+                                jit_compile=jit)
+    return tf.function(lambda params, first_batch: self.strategy.run(
+        replica_start, (params, first_batch)))
+
+  def _replicated_unroll(self, share, jit):
+    """_unroll_and_gradients across replicas: each unrolls its share; gradients are averaged.
+
+    The unroll compiles per replica (XLA where jit is on); the all-reduce, the finiteness test
+    and the clip follow it on the averaged values, so every replica holds the same update.
+    Returns the objective and finiteness as plain tensors, the trajectory and the meta-gradients
+    per replica (what _replicated_meta_update takes).
+    """
+    replica_unroll = tf.function(functools.partial(self._objective_and_gradients, share),
+                                 jit_compile=jit)
+
+    def replica_step(trajectory, batches):
+      objective, trajectory, grads = replica_unroll(trajectory, batches)
+      # Equal shares: the mean over replicas of per-share means is the mean over the meta-batch.
+      objective, grads = tf.distribute.get_replica_context().all_reduce(
+          tf.distribute.ReduceOp.MEAN, (objective, grads))
+      grads, finite = self._checked_and_clipped(objective, grads)
+      return objective, trajectory, grads, finite
+
+    def step(trajectory, batches):
+      objective, trajectory, grads, finite = self.strategy.run(replica_step,
+                                                               (trajectory, batches))
+      local = lambda value: self.strategy.experimental_local_results(value)[0]  # all equal
+      return local(objective), trajectory, grads, local(finite)
+
+    return tf.function(step)
+
+  def _shard(self, problem, values, axis):
+    """Per-replica shares of a meta-batch's tensors (instances along `axis`); as is on 1 device."""
+    if self.strategy is None:
+      return values
+    return distribute.shard_instances(self.strategy, values,
+                                      problem.batch_size // self.num_replicas, axis)
+
+  def _apply_meta_update(self, grads):
+    self.meta_optimizer.apply_gradients(zip(grads, self.rule.trainable_variables))
+
+  def _replicated_meta_update(self, grads):
+    """Applies per-replica meta-gradients that are already averaged (all equal) everywhere."""
+
+    def replica_update(grads):
+      # Keras sums the gradients over the replicas (in the replica context, where it must apply
+      # to mirrored variables): R copies of g / R sum to g (exactly when R is a power of 2).
+      self._apply_meta_update([g / self.num_replicas for g in grads])
+
+    self.strategy.run(replica_update, (grads,))
+
+  def _checked_and_clipped(self, objective, grads):
+    """(meta-gradients clipped to the global norm, whether objective and gradients are finite)."""
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+    finite = tf.logical_and(finite, tf.math.is_finite(objective))
+    if self.config.meta_gradient_clip:
+      grads, _ = tf.clip_by_global_norm(grads, self.config.meta_gradient_clip)
+    return grads, finite
+
+  def _objective_and_gradients(self, problem, trajectory, batches):
+    """The unroll's objective, its detached end and the raw meta-gradients (zeros for None)."""
     variables = self.rule.trainable_variables
     with tf.GradientTape() as tape:
       meta_loss, trajectory, losses = unroll_lib.unroll(
-          problem, self.rule, trajectory, batches, self.config.second_derivatives)
+          problem, self.rule, trajectory, batches, self.config.second_derivatives,
+          recompute=self.config.recompute)
       if self.config.meta_objective == "log_loss":
         objective = tf.reduce_mean(tf.math.log(losses + _LOG_FLOOR))
       else:
         objective = meta_loss / tf.cast(tf.shape(losses)[0], meta_loss.dtype)
     grads = tape.gradient(objective, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-    finite = tf.logical_and(finite, tf.math.is_finite(objective))
-    if self.config.meta_gradient_clip:
-      grads, _ = tf.clip_by_global_norm(grads, self.config.meta_gradient_clip)
-    return objective, unroll_lib.detach(trajectory), grads, finite
+    return objective, unroll_lib.detach(trajectory), grads
 
   # --- training loop ------------------------------------------------------------------------
 
@@ -325,18 +439,21 @@ class MetaTrainer:
     num_steps, unroll_length = cfg.stage(int(self.epoch.numpy()))
     params = problem.init_params(seed)
     batches = problem.sample_batches(seed, num_steps)
-    trajectory = self._start[family](params, tf.nest.map_structure(lambda x: x[0], batches))
+    first_batch = tf.nest.map_structure(lambda x: x[0], batches)
+    trajectory = self._start[family](self._shard(problem, params, axis=0),
+                                     self._shard(problem, first_batch, axis=0))
     objectives = []
     for start in range(1, num_steps + 1, unroll_length):
       window = tf.nest.map_structure(lambda x, s=start: x[s:s + unroll_length], batches)
-      objective, trajectory, grads, finite = self._train_unroll[family](trajectory, window)
+      objective, trajectory, grads, finite = self._train_unroll[family](
+          trajectory, self._shard(problem, window, axis=1))  # batches: [steps, instances, ...]
       if not bool(finite):
         step = int(self.meta_optimizer.iterations.numpy()) + 1
         self.log(f"non-finite meta-loss or meta-gradient at meta-step {step} (optimizee steps "
                  f"{start}-{start + unroll_length - 1} of trajectory seed {seed}): update "
                  "skipped, trajectory abandoned")
         return (float(np.mean(objectives)) if objectives else math.nan), 1
-      self.meta_optimizer.apply_gradients(zip(grads, self.rule.trainable_variables))
+      self._apply_gradients(grads)
       objectives.append(float(objective))
     return float(np.mean(objectives)), 0
 
@@ -415,6 +532,7 @@ class MetaTrainer:
       tf.train.Checkpoint(**present).restore(latest).assert_existing_objects_matched()
       run.history = self._restored_history(run, "history" in present)
       self.log(f"resuming {output_dir} at epoch {int(self.epoch.numpy())}")
+    self._check_replicas_resume_together(output_dir)
     atomic_files.atomic_write(run.path(run_directory.HISTORY_FILE),
                               json.dumps(run.history, indent=2))
     run.writer = self._rewrite_tensorboard(run)
@@ -424,6 +542,28 @@ class MetaTrainer:
                f"({self.initial_optimizer}, kept as best/ until an epoch improves on it)")
     run.first_epoch = int(self.epoch.numpy())
     return run
+
+  def _check_replicas_resume_together(self, output_dir):
+    """Refuses to go on when the workers of a multi-worker run restored different epochs.
+
+    Each worker resumes from its own directory; were they at different epochs, they would wait
+    for each other's collectives forever. Every worker sees the same sums, so all stop together.
+    """
+    if self.strategy is None:
+      return
+    epoch = tf.cast(self.epoch, tf.float64)
+    moments = tf.stack([epoch, epoch * epoch])
+
+    def replica_sums():
+      return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, moments)
+
+    sums = tf.function(lambda: self.strategy.run(replica_sums))()
+    total, squares = self.strategy.experimental_local_results(sums)[0].numpy()
+    if self.num_replicas * squares != total * total:  # the epochs' variance is not 0
+      raise ValueError(f"the workers resumed at different epochs ({output_dir} at epoch "
+                       f"{int(self.epoch.numpy())}, the mean over replicas "
+                       f"{total / self.num_replicas:g}); give every worker a copy of the same "
+                       "run directory")
 
   def _restored_history(self, run, in_checkpoint):
     if in_checkpoint:
