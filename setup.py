@@ -7,7 +7,8 @@ setuptools.setup(
     description=("Learning to learn by gradient descent by gradient descent: "
                  "learned optimizers for TensorFlow 2 and Keras 3."),
     packages=setuptools.find_packages(include=["l2l_tf", "l2l_tf.*"]),
-    package_data={"l2l_tf": ["data/mnist_sample/*.gz", "data/mnist_sample/README.md",
+    # py.typed: the package's type hints are for type checkers of its users too (PEP 561).
+    package_data={"l2l_tf": ["py.typed", "data/mnist_sample/*.gz", "data/mnist_sample/README.md",
                              "data/images/README.md", "data/images/*/*.jpg",
                              "data/images/*/*/*.jpg"]},
     python_requires=">=3.10",

@@ -26,10 +26,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from l2l_tf import learned_rule
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.learned_rule import LearnedUpdateRule
 from l2l_tf.problems.convnet import ConvNetClassificationProblem
-from l2l_tf.problems.convnet import make_two_network_rule
 from l2l_tf.problems.keras_model import KerasModelProblem
 from l2l_tf.problems.mlp import MLPClassificationProblem
 from l2l_tf.training import unroll as unroll_lib
@@ -50,7 +50,7 @@ def make_problem(name, examples):
     return MLPClassificationProblem(images, labels), LearnedUpdateRule(CoordinatewiseLSTM())
   if name == "cifar10":
     images = rng.random((examples, 32, 32, 3), dtype=np.float32)
-    return ConvNetClassificationProblem(images, labels), make_two_network_rule("lstm", name)
+    return ConvNetClassificationProblem(images, labels), learned_rule.make_rule("lstm", name)
   if name == "keras_mlp":  # the MNIST MLP written as a Keras model
     model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(20, activation="sigmoid"),
                               keras.layers.Dense(10)])

@@ -40,7 +40,7 @@ _ROUNDS = flags.DEFINE_integer("rounds", 10, "Alternating timing rounds (Adam, l
                                lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed batches (tracing) first.", lower_bound=2)
 _JIT = flags.DEFINE_list("jit_compile", ["false"], "model.fit jit_compile settings to time.")
-_CELLS = flags.DEFINE_list("cells", list(registry.OPTIMIZERS),
+_CELLS = flags.DEFINE_list("cells", list(registry.CELLS),
                            "Learned optimizers (registry names) to time against Adam.")
 _BATCH = 128
 
@@ -126,9 +126,9 @@ def compare(jit):
 
 def main(argv):
   del argv
-  unknown = sorted(set(_CELLS.value) - set(registry.OPTIMIZERS))
+  unknown = sorted(set(_CELLS.value) - set(registry.CELLS))
   if unknown:
-    raise ValueError(f"--cells: unknown {unknown}; choose from {sorted(registry.OPTIMIZERS)}")
+    raise ValueError(f"--cells: unknown {unknown}; choose from {sorted(registry.CELLS)}")
   headline = None
   for jit in _JIT.value:
     if jit.strip().lower() not in ("true", "false"):

@@ -22,7 +22,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
-from l2l_tf import io  # pylint: disable=g-import-not-at-top,wrong-import-position
+from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import update_rules  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 cli.define_problem_flags()
@@ -55,7 +55,7 @@ def _sensitivity(problem, rule, adam_rate, num_steps, seed):
 
 def main(argv):
   del argv
-  rule, metadata = io.load_rule(FLAGS.optimizer_path)
+  rule, metadata = optimizer_format.load_rule(FLAGS.optimizer_path)
   horizons = cli.parse_ints(FLAGS.horizons, "--horizons")
   problem = cli.problem_from_flags("test", FLAGS.num_problems)
   tuning = cli.problem_from_flags("validation", FLAGS.num_problems)

@@ -16,7 +16,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
-from l2l_tf import io  # pylint: disable=g-import-not-at-top,wrong-import-position
+from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 cli.define_problem_flags()
 flags.DEFINE_list("optimizer_paths", None, "Trained optimizers to compare.", required=True)
@@ -32,7 +32,7 @@ def main(argv):
   problem = cli.problem_from_flags("test", FLAGS.num_problems)
   per_optimizer = {}
   for path in FLAGS.optimizer_paths:
-    rule, _ = io.load_rule(path)
+    rule, _ = optimizer_format.load_rule(path)
     losses = evaluation.run_trajectories(problem, rule, evaluation.TEST_SEED_OFFSET + FLAGS.seed,
                                          max(horizons))
     per_optimizer[path] = {str(h): float(np.mean(losses[h])) for h in horizons}

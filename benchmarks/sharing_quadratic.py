@@ -28,8 +28,8 @@ import keras
 import numpy as np
 
 from l2l_tf import evaluation
-from l2l_tf import io
 from l2l_tf import learned_rule
+from l2l_tf import optimizer_format
 from l2l_tf import registry
 from l2l_tf.problems.quadratic import QuadraticProblem
 from l2l_tf.training.meta_trainer import MetaTrainer
@@ -63,7 +63,7 @@ def _meta_train(name, seed, config, train_problem, validation_problem):
                         metadata={"optimizer": name},
                         log=lambda line: print(f"[{name} {seed}] {line}", flush=True)
                         ).train(run_dir)
-  best, metadata = io.load_rule(os.path.join(run_dir, "best"))
+  best, metadata = optimizer_format.load_rule(os.path.join(run_dir, "best"))
   return best, {"meta_training_seconds": sum(h["epoch_seconds"] for h in history),
                 "best_validation_loss": metadata.get("best_validation_loss"),
                 "best_epoch": metadata.get("epoch"), "history": history}

@@ -16,14 +16,14 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
-from l2l_tf import update_rules  # pylint: disable=g-import-not-at-top,wrong-import-position
+from l2l_tf import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 cli.define_problem_flags()
 flags.DEFINE_integer("num_validation_problems", 16, "As train.py's flag.", lower_bound=1)
 flags.DEFINE_list("horizons", ["100"], "Trajectory lengths.")
 flags.DEFINE_integer("validation_window", 20, "Last steps averaged (train.py's final metric).",
                      lower_bound=1)
-flags.DEFINE_list("optimizers", sorted(update_rules.BASELINES), "Baselines to run.")
+flags.DEFINE_list("optimizers", sorted(registry.BASELINES), "Baselines to run.")
 FLAGS = flags.FLAGS
 
 VALIDATION_SEED = 1  # MetaTrainer's default validation_seed

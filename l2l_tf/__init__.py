@@ -13,17 +13,17 @@ except ModuleNotFoundError as e:
 # The public API: the documented workflow needs nothing deeper than these names. Baseline update
 # rules stay in l2l_tf.update_rules (l2l_tf.Adam would read as a Keras optimizer, and is not).
 from l2l_tf import update_rules
-from l2l_tf.cells import NTMBFGS
-from l2l_tf.cells import NTMLBFGS
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.cells import GlobalAveragingLSTM
 from l2l_tf.cells import LearnedOptimizerCell
+from l2l_tf.cells import NTMBFGS
+from l2l_tf.cells import NTMLBFGS
 from l2l_tf.export import export_saved_model
-from l2l_tf.io import load_rule as load_optimizer
-from l2l_tf.io import save_rule as save_optimizer
 from l2l_tf.keras_optimizer import LearnedOptimizer
 from l2l_tf.learned_rule import LearnedUpdateRule
 from l2l_tf.learned_rule import ParameterGroups
+from l2l_tf.optimizer_format import load_rule as load_optimizer
+from l2l_tf.optimizer_format import save_rule as save_optimizer
 from l2l_tf.problems.base import Problem
 from l2l_tf.problems.keras_model import KerasModelProblem
 from l2l_tf.problems.mlp import MLPClassificationProblem

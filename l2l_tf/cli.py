@@ -21,7 +21,7 @@ flags.disclaim_key_flags()
 
 def define_problem_flags():
   """Defines the optimizee flags shared by the scripts (--problem, --num_steps, --seed, ...)."""
-  flags.DEFINE_enum("problem", "quadratic", list(registry.PROBLEMS + registry.CIFAR_PROBLEMS),
+  flags.DEFINE_enum("problem", "quadratic", list(registry.PROBLEMS),
                     "Optimizee family.")
   flags.DEFINE_enum("dataset_source", "embedded", ["embedded", "tfds", "idx", "binary"],
                     "Where data comes from. MNIST: the sample shipped in the package "

@@ -10,9 +10,9 @@ problems. Results have the JSON shape the scripts write:
    "results": {name: {"learning_rate", "mean_loss" [num_steps + 1], "final_loss_mean",
                       "final_loss_std"}}}
 """
-import io as stdio
 import collections
 import datetime
+import io
 import json
 import math
 import os
@@ -24,7 +24,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from l2l_tf import io
+from l2l_tf import atomic_files
+from l2l_tf import registry
 from l2l_tf import update_rules
 from l2l_tf.training import unroll as unroll_lib
 
@@ -161,7 +162,7 @@ def summarize(losses, learning_rate=None):
           "final_loss_std": float(np.std(final))}
 
 
-def compare(problem, rules, seed, num_steps, baselines=tuple(update_rules.BASELINES),
+def compare(problem, rules, seed, num_steps, baselines=tuple(registry.BASELINES),
             tuning_problem=None, tuning_seed=None, learning_rates=DEFAULT_LEARNING_RATES,
             fixed_learning_rates=None, log=print_now):
   """Runs every optimizer on the same problems.
@@ -238,7 +239,7 @@ def write_json(results, path):
   """Writes results atomically as JSON with a "provenance" block (unless results has one)."""
   results = dict(results)
   results.setdefault("provenance", provenance())
-  io.atomic_write(path, json.dumps(results, indent=2, allow_nan=True))
+  atomic_files.atomic_write(path, json.dumps(results, indent=2, allow_nan=True))
 
 
 def plot(results, path, losses=None, title=None):
@@ -274,7 +275,7 @@ def pyplot():
 def write_png(fig, path):
   """Lays out, writes atomically as a PNG, and closes a figure made with pyplot()."""
   fig.tight_layout()
-  buffer = stdio.BytesIO()
+  buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=120)
   pyplot().close(fig)
-  io.atomic_write(path, buffer.getvalue())
+  atomic_files.atomic_write(path, buffer.getvalue())

@@ -23,10 +23,10 @@ must be a vector, every state must be [n, size] for the n of the gradients. The 
 inside the graph, so they also hold in the C++ loader (saved_model_cli, TensorFlow Serving),
 where a statically declared [None] shape would not be enforced.
 
-The SavedModel's `assets/` holds the optimizer in the l2l_tf.io directory format
-(optimizer.json with the cells' configs, parameter groups and metadata; weights.npz), so
-`l2l_tf.io.load_rule(path)` and `LearnedOptimizer.from_saved_model(path)` rebuild the cells
-with Keras-native compute. The metadata gains an "export" entry describing the signatures and
+The SavedModel's `assets/` holds the optimizer in the l2l_tf.optimizer_format directory
+format (optimizer.json with the cells' configs, parameter groups and metadata; weights.npz),
+so `l2l_tf.optimizer_format.load_rule(path)` and `LearnedOptimizer.from_saved_model(path)`
+rebuild the cells with Keras-native compute. The metadata gains an "export" entry describing the signatures and
 each group's architecture, preprocessing, output scale and state layout.
 
 XLA: the cells fuse their gate math with tf.function(jit_compile=True). A serving signature
@@ -35,7 +35,7 @@ clears the "_XlaMustCompile" marks in the saved graph: the same ops then run wit
 Outputs therefore match the in-memory cell to float rounding (tests use 1e-6), not bitwise.
 
 Writes are atomic: the model is written into a temporary sibling directory that is renamed
-into place only when complete (l2l_tf.io.atomic_directory). What a killed export leaves is
+into place only when complete (l2l_tf.atomic_files.atomic_directory). What a killed export leaves is
 removed by the next export: the .<name>.tmp-*/.<name>.old-* siblings of its target (putting
 the previous export back if the kill fell between the swap's renames) and the staging
 directories l2l_tf_export_pid<PID>_* in the system temporary directory whose process is gone
@@ -54,14 +54,16 @@ import os
 import re
 import shutil
 import tempfile
+from typing import Any, Dict, Mapping, Optional, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from l2l_tf import io as io_lib
+from l2l_tf import atomic_files
 from l2l_tf import learned_rule
 from l2l_tf import leftovers
+from l2l_tf import optimizer_format
 from l2l_tf.cells import base as cells_base
 
 SIGNATURE_INITIAL_STATE = "initial_state"
@@ -255,8 +257,8 @@ def _export_metadata(rule, metadata):
 def _is_our_export(path):
   """Whether `path` holds a SavedModel written by export_saved_model (safe to replace)."""
   try:
-    return io_lib.is_saved_model(path) and bool(io_lib.read_config(path))
-  except io_lib.OptimizerFileError:
+    return optimizer_format.is_saved_model(path) and bool(optimizer_format.read_config(path))
+  except optimizer_format.OptimizerFileError:
     return False
 
 
@@ -276,7 +278,11 @@ def remove_leftovers(path):
   leftovers.clean_atomic_directory(path)
 
 
-def export_saved_model(rule_or_cell, path, metadata=None, overwrite=False):
+def export_saved_model(rule_or_cell: Union[learned_rule.LearnedUpdateRule,
+                                           cells_base.LearnedOptimizerCell,
+                                           Mapping[str, cells_base.LearnedOptimizerCell]],
+                       path: str, metadata: Optional[Dict[str, Any]] = None,
+                       overwrite: bool = False) -> str:
   """Writes `rule_or_cell` as a SavedModel at `path` (atomically); returns the path.
 
   Args:
@@ -311,18 +317,20 @@ def export_saved_model(rule_or_cell, path, metadata=None, overwrite=False):
 
   staging = tempfile.mkdtemp(prefix=leftovers.staging_prefix(_STAGING_PREFIX))
   try:
-    io_lib.write_rule(rule, staging, metadata)
+    optimizer_format.write_rule(rule, staging, metadata)
     # Tracked on the module, the tf.Variables are what the C++ loader restores by name
     # (see ENVIRONMENT.md: tracking the Keras layers alone is not enough).
     module.cell_variables = variables
     for key, fn in functions.items():
       setattr(module, key, fn)
-    module.optimizer_config = tf.saved_model.Asset(os.path.join(staging, io_lib.CONFIG_FILE))
-    module.optimizer_weights = tf.saved_model.Asset(os.path.join(staging, io_lib.WEIGHTS_FILE))
-    with io_lib.atomic_directory(path) as tmp:
+    module.optimizer_config = tf.saved_model.Asset(
+        os.path.join(staging, optimizer_format.CONFIG_FILE))
+    module.optimizer_weights = tf.saved_model.Asset(
+        os.path.join(staging, optimizer_format.WEIGHTS_FILE))
+    with atomic_files.atomic_directory(path) as tmp:
       tf.saved_model.save(module, tmp, signatures=signatures)
       _strip_xla(tmp)
-      for name in (io_lib.CONFIG_FILE, io_lib.WEIGHTS_FILE):
+      for name in (optimizer_format.CONFIG_FILE, optimizer_format.WEIGHTS_FILE):
         if not os.path.isfile(os.path.join(tmp, "assets", name)):
           raise RuntimeError(f"export: asset {name} missing from the SavedModel")
   finally:
@@ -344,13 +352,13 @@ def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None
   if not output_path:
     raise ValueError("--output_path is required")
   if not os.path.exists(optimizer_path):
-    raise io_lib.OptimizerFileError(f"{optimizer_path}: does not exist (expected an l2l_tf "
-                                    "optimizer directory)")
+    raise optimizer_format.OptimizerFileError(
+        f"{optimizer_path}: does not exist (expected an l2l_tf optimizer directory)")
   check_replaceable(output_path, overwrite)
-  source = os.path.abspath(io_lib.resolve_path(optimizer_path))
+  source = os.path.abspath(optimizer_format.resolve_path(optimizer_path))
   if os.path.abspath(output_path) in (source, os.path.abspath(optimizer_path)):
     raise ValueError(f"{output_path}: the output would replace the optimizer being exported")
-  rule, stored = io_lib.load_rule(optimizer_path)
+  rule, stored = optimizer_format.load_rule(optimizer_path)
   metadata = {"meta_trained_on": stored, "exported_from": source}
   if evaluation_json:
     try:
@@ -362,7 +370,7 @@ def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None
   return rule, metadata
 
 
-class SavedModelError(io_lib.OptimizerFileError):
+class SavedModelError(optimizer_format.OptimizerFileError):
   """A path that is not a servable l2l_tf optimizer SavedModel (the message names the path)."""
 
 
@@ -381,8 +389,8 @@ def inspect_saved_model(path):
   if not os.path.isfile(os.path.join(path, "saved_model.pb")):
     raise SavedModelError(f"{path}: not a SavedModel (no saved_model.pb)")
   try:
-    proto = io_lib.parse_saved_model(path)  # size-bounded; requires a "serve" tag-set
-  except io_lib.OptimizerFileError as e:
+    proto = optimizer_format.parse_saved_model(path)  # size-bounded; requires a "serve" tag-set
+  except optimizer_format.OptimizerFileError as e:
     raise SavedModelError(str(e)) from e
   serving = [m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags]
   signatures = set(serving[0].signature_def)
@@ -391,8 +399,8 @@ def inspect_saved_model(path):
     raise SavedModelError(f"{path}: a SavedModel from another program: it has signatures "
                           f"{sorted(signatures)}, not l2l_tf's initial_state / step")
   try:
-    config = io_lib.read_config(path)
-  except io_lib.OptimizerFileError as e:
+    config = optimizer_format.read_config(path)
+  except optimizer_format.OptimizerFileError as e:
     raise SavedModelError(str(e)) from e
   return serving[0], config
 

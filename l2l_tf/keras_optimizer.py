@@ -5,8 +5,9 @@
     model.compile(optimizer=opt, loss=...)
 
 Compute is Keras-native: the cells are rebuilt from the exported configuration and weights
-(l2l_tf.io.load_rule), not run through the SavedModel's serving graph, so the optimizer works
-in model.fit with and without jit_compile, under tf.distribute strategies and mixed precision.
+(l2l_tf.optimizer_format.load_rule), not run through the SavedModel's serving graph, so the
+optimizer works in model.fit with and without jit_compile, under tf.distribute strategies and
+mixed precision.
 Every cell is accepted: CoordinatewiseLSTM, GlobalAveragingLSTM (LSTM+GAC), NTMBFGS, NTMLBFGS.
 
 Semantics. A cell steps the coordinates of one problem instance together, as in
@@ -64,8 +65,8 @@ import numpy as np
 import tensorflow as tf
 
 from l2l_tf import export
-from l2l_tf import io as io_lib
 from l2l_tf import learned_rule
+from l2l_tf import optimizer_format
 from l2l_tf.cells import base as cells_base
 
 _LAYOUT_KEY = "l2l_tf_layout"
@@ -73,8 +74,8 @@ _LAYOUT_KEY = "l2l_tf_layout"
 
 def steps_each_variable_alone(cell):
   """Whether the cell may step each model variable on its own: its declared `coordinatewise`
-  (a cell that declares nothing is stepped over its whole group, which is always exact)."""
-  return bool(getattr(type(cell), "coordinatewise", False))
+  (LearnedOptimizerCell declares False: stepping the whole group at once is always exact)."""
+  return bool(cell.coordinatewise)
 
 
 class _Instance:
@@ -116,35 +117,38 @@ def serialize_rule(rule, metadata=None):
   """A JSON-compatible dict holding the rule's configuration and weights (lists of floats)."""
   weights = {key: {"dtype": str(value.dtype), "shape": list(value.shape),
                    "values": value.ravel().tolist()}
-             for key, value in io_lib.weight_arrays(rule).items()}
-  return dict(io_lib.rule_config(rule, metadata), weights=weights)
+             for key, value in optimizer_format.weight_arrays(rule).items()}
+  return dict(optimizer_format.rule_config(rule, metadata), weights=weights)
 
 
 def deserialize_rule(config):
-  """Inverse of serialize_rule: (LearnedUpdateRule, metadata)."""
-  if not isinstance(config, dict) or config.get("format") != io_lib.FORMAT:
-    raise ValueError("Not a serialized l2l_tf optimizer (expected format "
-                     f"{io_lib.FORMAT!r}): {str(config)[:200]}")
-  if config.get("version") != io_lib.VERSION:
-    raise ValueError(f"Serialized l2l_tf optimizer version {config.get('version')} is not "
-                     f"supported (expected {io_lib.VERSION})")
-  cells = {g: keras.saving.deserialize_keras_object(c) for g, c in config["cells"].items()}
-  rule = learned_rule.LearnedUpdateRule(cells, config["groups"])
-  stored = {key: np.asarray(entry["values"], dtype=entry.get("dtype", "float32")).reshape(
-      entry["shape"]) for key, entry in config.get("weights", {}).items()}
-  io_lib.assign_weights(rule, stored, "serialized LearnedOptimizer config")
+  """Inverse of serialize_rule: (LearnedUpdateRule, metadata).
+
+  The config is checked and built as an optimizer file's optimizer.json is
+  (optimizer_format.build_rule), and its weights are checked as weights.npz's are; anything
+  wrong raises optimizer_format.OptimizerFileError (a ValueError).
+  """
+  source = "serialized LearnedOptimizer config"
+  rule = optimizer_format.build_rule(config, source)
+  weights = config.get("weights", {})
+  if not isinstance(weights, dict):
+    raise optimizer_format.OptimizerFileError(f"{source}: 'weights' must be a JSON object")
+  try:
+    stored = {key: np.asarray(entry["values"], dtype=entry.get("dtype", "float32")).reshape(
+        entry["shape"]) for key, entry in weights.items()}
+  except (KeyError, TypeError, ValueError) as e:
+    raise optimizer_format.OptimizerFileError(f"{source}: unreadable weights ({e})") from e
+  optimizer_format.assign_weights(rule, stored, source)
   return rule, config.get("metadata", {})
 
 
 def _as_rule(rule_or_cell):
-  if isinstance(rule_or_cell, learned_rule.LearnedUpdateRule):
-    return rule_or_cell, {}
-  if isinstance(rule_or_cell, cells_base.LearnedOptimizerCell):
-    return learned_rule.LearnedUpdateRule(rule_or_cell), {}
+  """(rule, metadata) from what LearnedOptimizer accepts: export.as_rule's inputs or a config."""
   if isinstance(rule_or_cell, dict) and "format" in rule_or_cell:
     return deserialize_rule(rule_or_cell)
-  if isinstance(rule_or_cell, dict):
-    return learned_rule.LearnedUpdateRule(rule_or_cell), {}
+  if isinstance(rule_or_cell, (learned_rule.LearnedUpdateRule, cells_base.LearnedOptimizerCell,
+                               dict)):
+    return export.as_rule(rule_or_cell), {}
   raise TypeError("LearnedOptimizer needs a LearnedUpdateRule, a LearnedOptimizerCell, "
                   "{group: cell} or a serialized rule; for a path use "
                   f"LearnedOptimizer.from_saved_model(path). Got {type(rule_or_cell).__name__}")
@@ -197,21 +201,22 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     """Builds the optimizer from an exported SavedModel or an l2l_tf optimizer directory.
 
     Reads the configuration and weights (the SavedModel's assets/optimizer.json and
-    weights.npz) and rebuilds the cells; raises l2l_tf.io.OptimizerFileError naming the path
-    and the problem for anything that is not a readable l2l_tf optimizer.
+    weights.npz) and rebuilds the cells; raises l2l_tf.optimizer_format.OptimizerFileError
+    naming the path and the problem for anything that is not a readable l2l_tf optimizer.
     """
     path = str(path)
     if not os.path.exists(path):
-      raise io_lib.OptimizerFileError(f"{path}: does not exist (expected an exported SavedModel "
-                                      "or an l2l_tf optimizer directory)")
-    if io_lib.is_saved_model(path):
+      raise optimizer_format.OptimizerFileError(
+          f"{path}: does not exist (expected an exported SavedModel or an l2l_tf optimizer "
+          "directory)")
+    if optimizer_format.is_saved_model(path):
       export.inspect_saved_model(path)  # a corrupt or foreign SavedModel is refused here
     try:
-      rule, metadata = io_lib.load_rule(path)
-    except io_lib.OptimizerFileError:
+      rule, metadata = optimizer_format.load_rule(path)
+    except optimizer_format.OptimizerFileError:
       raise
     except Exception as e:  # pylint: disable=broad-except  # corrupt files of any kind
-      raise io_lib.OptimizerFileError(
+      raise optimizer_format.OptimizerFileError(
           f"{path}: not a readable l2l_tf optimizer ({type(e).__name__}: {e})") from e
     optimizer = cls(rule, **kwargs)
     optimizer.metadata = metadata

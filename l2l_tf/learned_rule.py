@@ -1,9 +1,12 @@
 """The learned update rule: optimizer cells stepping groups of an optimizee's parameters."""
 import re
+from typing import Dict, List, Mapping, Optional, Union
 
 import tensorflow as tf
 
+from l2l_tf import registry
 from l2l_tf import update_rules
+from l2l_tf.cells.base import LearnedOptimizerCell
 
 
 class ParameterGroups:
@@ -14,13 +17,13 @@ class ParameterGroups:
       (re.search). Every parameter must match exactly one group.
   """
 
-  def __init__(self, patterns):
+  def __init__(self, patterns: Mapping[str, str]):
     if not patterns:
       raise ValueError("ParameterGroups needs at least one {group: pattern} entry")
     self.patterns = dict(patterns)
     self._compiled = {g: re.compile(p) for g, p in self.patterns.items()}
 
-  def assign(self, param_names):
+  def assign(self, param_names: List[str]) -> Dict[str, List[str]]:
     """Returns {group: [names in order]}; refuses unmatched or doubly matched parameters."""
     groups = {g: [] for g in self.patterns}
     for name in param_names:
@@ -47,7 +50,8 @@ class LearnedUpdateRule(update_rules.UpdateRule):
 
   name = "learned"
 
-  def __init__(self, cells, groups=None):
+  def __init__(self, cells: Union[LearnedOptimizerCell, Mapping[str, LearnedOptimizerCell]],
+               groups: Optional[Union[ParameterGroups, Mapping[str, str]]] = None):
     if not isinstance(cells, dict):
       cells = {"all": cells}
     self.cells = dict(cells)
@@ -90,3 +94,19 @@ class LearnedUpdateRule(update_rules.UpdateRule):
       for name, update in zip(names, tf.split(updates[..., 0], sizes, axis=1)):
         new_params[name] = params[name] + tf.reshape(update, tf.shape(params[name]))
     return new_params, new_state
+
+
+def make_rule(optimizer: str, problem_name: str, **cell_kwargs) -> LearnedUpdateRule:
+  """A fresh LearnedUpdateRule of `optimizer` cells with the paper's settings for a problem.
+
+  One cell (registry.make_cell(optimizer, problem_name, **cell_kwargs)) per parameter group
+  the problem declares in the registry (the CIFAR convnets: one network for the conv layers,
+  one for the fully connected ones, which never share weights); one cell for every
+  parameter otherwise.
+  """
+  groups = registry.PROBLEMS.attributes(problem_name).get("parameter_groups")
+  if groups is None:
+    return LearnedUpdateRule(registry.make_cell(optimizer, problem_name, **cell_kwargs))
+  return LearnedUpdateRule(
+      {group: registry.make_cell(optimizer, problem_name, **cell_kwargs) for group in groups},
+      groups)

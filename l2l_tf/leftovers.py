@@ -2,7 +2,7 @@
 
 Only names that l2l_tf itself creates are touched:
   .<name>.tmp-XXXXXXXX, .<name>.old-XXXXXXXX   beside a directory written with
-      l2l_tf.io.atomic_directory (its staging copy, and the old version being swapped out)
+      l2l_tf.atomic_files.atomic_directory (its staging copy, and the old version being swapped out)
   <prefix>pid<PID>_XXXXXXXX                    staging directories in the system temporary
       directory (l2l_tf.export), removed only when process PID is gone or after a day, so a
       live process's staging directory is never taken from under it.

@@ -4,24 +4,34 @@ Every preprocessor maps gradients of shape [..., 1] to features of shape [..., n
 Preprocessors are small value objects with get_config so that a cell's configuration (and an
 exported SavedModel's asset) records exactly which one was used.
 """
+import abc
 import math
+from typing import Any, Dict
 
 import tensorflow as tf
 
+from l2l_tf import registry
 
-class Preprocessor:
-  """Base class: maps raw gradients [..., 1] to input features [..., num_features]."""
 
-  name = None
-  num_features = 1
+class Preprocessor(abc.ABC):
+  """Base class: maps raw gradients [..., 1] to input features [..., num_features].
 
-  def __call__(self, gradients):
-    raise NotImplementedError
+  A subclass sets `name` (its registered name) and `num_features`, overrides __call__, and
+  extends get_config with its constructor's arguments (get_preprocessor rebuilds it from them).
+  """
 
-  def get_config(self):
+  name: str = None
+  num_features: int = 1
+
+  @abc.abstractmethod
+  def __call__(self, gradients: tf.Tensor) -> tf.Tensor:
+    """Features [..., num_features] of gradients [..., 1] (in the gradients' dtype)."""
+
+  def get_config(self) -> Dict[str, Any]:
     return {"name": self.name}
 
 
+@registry.PREPROCESSORS.register()
 class IdentityPreprocessor(Preprocessor):
   """Feeds the gradient unchanged (the paper's quadratic experiment)."""
 
@@ -31,6 +41,7 @@ class IdentityPreprocessor(Preprocessor):
     return gradients
 
 
+@registry.PREPROCESSORS.register()
 class ScalePreprocessor(Preprocessor):
   """Multiplies the gradient by a constant."""
 
@@ -49,6 +60,7 @@ class ScalePreprocessor(Preprocessor):
     return {"name": self.name, "scale": self.scale}
 
 
+@registry.PREPROCESSORS.register()
 class LogSignPreprocessor(Preprocessor):
   """The paper's Appendix A preprocessing with parameter p (two features per coordinate).
 
@@ -83,19 +95,14 @@ class LogSignPreprocessor(Preprocessor):
     return {"name": self.name, "p": self.p}
 
 
-_PREPROCESSORS = {
-    cls.name: cls for cls in (IdentityPreprocessor, ScalePreprocessor, LogSignPreprocessor)
-}
-
-
 def get_preprocessor(identifier):
   """Builds a preprocessor from a name, a config dict or an instance."""
   if isinstance(identifier, Preprocessor):
     return identifier
   if isinstance(identifier, str):
     identifier = {"name": identifier}
-  if not isinstance(identifier, dict) or identifier.get("name") not in _PREPROCESSORS:
+  if not isinstance(identifier, dict) or identifier.get("name") not in registry.PREPROCESSORS:
     raise ValueError(f"Unknown preprocessing {identifier!r}; choose one of "
-                     f"{sorted(_PREPROCESSORS)}")
+                     f"{sorted(registry.PREPROCESSORS)}")
   config = dict(identifier)
-  return _PREPROCESSORS[config.pop("name")](**config)
+  return registry.PREPROCESSORS.get(config.pop("name"))(**config)

@@ -1,98 +1,166 @@
-"""Names used by the scripts: problems and optimizer networks, with clear errors."""
-from l2l_tf import cells
+"""Every name the package answers to: one table each of cells, problems, baselines, preprocessors.
 
-# Paper settings per problem family: quadratics get no preprocessing and no output scaling.
-_PROBLEM_CELL_DEFAULTS = {
-    "quadratic": {"preprocessing": "identity", "output_scale": 1.0},
-}
-_DEFAULT_CELL_KWARGS = {"preprocessing": "log_sign", "output_scale": 0.1}
+Each table maps a name to a factory, and is filled where the factory is defined, by one
+declaration line:
 
-OPTIMIZERS = {
-    "lstm": cells.CoordinatewiseLSTM,
-    "lstm_gac": cells.GlobalAveragingLSTM,
-    "ntm_bfgs": cells.NTMBFGS,
-    "ntm_lbfgs": cells.NTMLBFGS,
-}
+    @registry.CELLS.register("lstm")
+    class CoordinatewiseLSTM(base.LearnedOptimizerCell):
 
+This module imports nothing from l2l_tf, so any module may register without an import cycle.
+The packages import their registering modules (l2l_tf/cells/__init__.py, l2l_tf/problems/
+__init__.py) and l2l_tf/__init__.py imports the packages, update_rules and preprocessing;
+Python runs it before any l2l_tf.<module>, so the tables are complete whenever code can reach
+them. Adding a cell or a problem is one new module with its registration line, imported by its
+package's __init__.py.
+"""
+import collections.abc
+import dataclasses
+from typing import Any, Callable, Dict, Generic, Iterator, Optional, Sequence, TypeVar
 
-def make_cell(optimizer, problem_name, **overrides):
-  """The optimizer network `optimizer` with the paper's settings for `problem_name`."""
-  if optimizer not in OPTIMIZERS:
-    raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
-  kwargs = dict(_PROBLEM_CELL_DEFAULTS.get(problem_name, _DEFAULT_CELL_KWARGS))
-  kwargs.update({k: v for k, v in overrides.items() if v is not None})
-  return OPTIMIZERS[optimizer](**kwargs)
+Factory = TypeVar("Factory", bound=Callable[..., Any])
 
 
-PROBLEMS = ("quadratic", "mnist", "neural_art")
+class Registry(Generic[Factory]):
+  """A name -> factory table; each name may declare attributes (e.g. a problem's family).
+
+  Args:
+    kind: what the names are, for error messages ("problem", "optimizer", ...).
+  """
+
+  def __init__(self, kind: str):
+    self.kind = kind
+    self._factories: Dict[str, Factory] = {}
+    self._attributes: Dict[str, Dict[str, Any]] = {}
+
+  def register(self, name: Optional[str] = None, **attributes: Any
+               ) -> Callable[[Factory], Factory]:
+    """A decorator that enters `factory` (a class or function) under `name`.
+
+    Without a name, the factory's own `name` attribute is used (classes that carry their name,
+    as update rules and preprocessors do, so that it is written once).
+    """
+    def declare(factory: Factory) -> Factory:
+      nonlocal name
+      name = factory.name if name is None else name
+      if name in self._factories:
+        raise ValueError(f"{self.kind} {name!r} is registered twice: {self._factories[name]!r} "
+                         f"and {factory!r}")
+      self._factories[name] = factory
+      self._attributes[name] = dict(attributes)
+      return factory
+    return declare
+
+  def get(self, name: str) -> Factory:
+    """The factory registered as `name`; an unknown name raises ValueError listing the names."""
+    if name not in self._factories:
+      raise ValueError(f"Unknown {self.kind} {name!r}; choose one of {sorted(self._factories)}")
+    return self._factories[name]
+
+  def attributes(self, name: str) -> Dict[str, Any]:
+    """What `name` declared when it was registered ({} for an unknown name)."""
+    return dict(self._attributes.get(name, {}))
+
+  def select(self, **attributes: Any) -> "Selection":
+    """The names that declared these attribute values, as a live set (read at each use)."""
+    return Selection(self, attributes)
+
+  def __contains__(self, name: object) -> bool:
+    return name in self._factories
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._factories)  # registration order
+
+  def __len__(self) -> int:
+    return len(self._factories)
+
+
+class Selection(collections.abc.Set):
+  """The names of a Registry whose declared attributes match, computed when it is read.
+
+  Live, so that a module-level selection (CIFAR_PROBLEMS) sees names registered after it.
+  """
+
+  def __init__(self, table: Registry, attributes: Dict[str, Any]):
+    self._table = table
+    self._wanted = dict(attributes)
+
+  def _names(self):
+    return [name for name in self._table if all(
+        self._table.attributes(name).get(key) == value for key, value in self._wanted.items())]
+
+  def __contains__(self, name: object) -> bool:
+    return name in self._names()
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._names())
+
+  def __len__(self) -> int:
+    return len(self._names())
+
+
+# Learned-optimizer cells (l2l_tf.cells): classes taking the cell's keyword arguments.
+CELLS: Registry = Registry("optimizer")
+# Problem families (l2l_tf.problems): factory(split, batch_size, ProblemOptions) -> Problem.
+# Attributes: cell_settings (the paper's cell arguments for the family), parameter_groups
+# ({group: regex}: one optimizer network per group), family ("cifar": the CIFAR-10 subsets).
+PROBLEMS: Registry = Registry("problem")
+# Hand-designed update rules (l2l_tf.update_rules): classes taking learning_rate=.
+BASELINES: Registry = Registry("baseline optimizer")
+# Gradient preprocessors (l2l_tf.preprocessing): classes taking their config's arguments.
+PREPROCESSORS: Registry = Registry("preprocessing")
+
 SPLITS = ("train", "validation", "test")
-
-# CIFAR-10 convnets (l2l_tf.problems.convnet), data from tfds or CIFAR-10's binary files.
-# CIFAR-5 and CIFAR-2 are label subsets, renumbered 0..k-1: CIFAR-5 = classes 0-4 (airplane,
-# automobile, bird, cat, deer), CIFAR-2 = classes 0-1 (airplane, automobile).
-CIFAR_PROBLEMS = ("cifar10", "cifar5", "cifar2")
-CIFAR_LABELS = {"cifar10": tuple(range(10)), "cifar5": (0, 1, 2, 3, 4), "cifar2": (0, 1)}
-# The paper's "LSTM-sub": meta-train on the labels the test subset does not use, e.g.
-# make_problem("cifar5", "train", labels=CIFAR_HELD_OUT_LABELS["cifar5"]) for meta-training
-# and make_problem("cifar5", "test") (classes 0-4) for testing.
-CIFAR_HELD_OUT_LABELS = {"cifar5": (5, 6, 7, 8, 9), "cifar2": (2, 3, 4, 5, 6, 7, 8, 9)}
+CIFAR_PROBLEMS = PROBLEMS.select(family="cifar")
+# The paper's settings for problems that declare none: log/sign preprocessing, updates x 0.1.
+DEFAULT_CELL_SETTINGS = {"preprocessing": "log_sign", "output_scale": 0.1}
 
 
-def make_problem(name, split="train", batch_size=None, dataset_source="embedded",
-                 data_dir=None, hidden_sizes=(20,), activation="sigmoid", seed=0, labels=None,
-                 style=None, image_size=64, feature_network="auto"):
+@dataclasses.dataclass(frozen=True)
+class ProblemOptions:
+  """Options of the named problems; each family reads the ones that concern it."""
+
+  dataset_source: str = "embedded"
+  data_dir: Optional[str] = None
+  hidden_sizes: Sequence[int] = (20,)
+  activation: str = "sigmoid"
+  seed: int = 0
+  labels: Optional[Sequence[int]] = None
+  style: Optional[str] = None
+  image_size: int = 64
+  feature_network: str = "auto"
+
+
+def make_cell(optimizer: str, problem_name: str, **overrides: Any):
+  """The optimizer network `optimizer` with the paper's settings for `problem_name`.
+
+  Overrides that are None keep the paper's setting; a problem name that is not registered
+  (e.g. "keras") gets DEFAULT_CELL_SETTINGS.
+  """
+  cell_class = CELLS.get(optimizer)
+  kwargs = dict(PROBLEMS.attributes(problem_name).get("cell_settings", DEFAULT_CELL_SETTINGS))
+  kwargs.update({k: v for k, v in overrides.items() if v is not None})
+  return cell_class(**kwargs)
+
+
+def make_problem(name: str, split: str = "train", batch_size: Optional[int] = None,
+                 *options: Any, **keyword_options: Any):
   """A problem family by name, on one data split.
 
   Quadratics have no data: splits differ only by the seeds the caller draws with. MNIST
   meta-trains on the train split minus a held-out validation part (10%) and is tested on the
   official test split, digits the optimizer never saw. CIFAR problems (CIFAR_PROBLEMS) do the
   same with CIFAR-10's train/test splits; they need dataset_source "tfds" or "binary" and
-  take `labels` (class ids to keep, default CIFAR_LABELS[name]). neural_art splits its content
+  take `labels` (class ids to keep, default the problem's own). neural_art splits its content
   photos by photo (the package's, or data_dir/<split>/) and takes style (a shipped style's name
   or an image path), image_size and feature_network (l2l_tf.problems.neural_art).
+
+  Args:
+    name: a registered problem (PROBLEMS).
+    split: one of SPLITS.
+    batch_size: instances per problem (None: the family's default).
+    *options, **keyword_options: the fields of ProblemOptions, in its order or by name.
   """
-  if name not in PROBLEMS + CIFAR_PROBLEMS:
-    raise ValueError(f"Unknown problem {name!r}; choose one of {list(PROBLEMS + CIFAR_PROBLEMS)}")
+  factory = PROBLEMS.get(name)
   if split not in SPLITS:
     raise ValueError(f"Unknown split {split!r}; choose one of {list(SPLITS)}")
-  if name in CIFAR_PROBLEMS:
-    return _make_cifar_problem(name, split, batch_size, dataset_source, data_dir, seed, labels)
-  if name == "neural_art":
-    from l2l_tf.problems import neural_art  # pylint: disable=g-import-not-at-top
-    return neural_art.make_problem(split, batch_size or 1, data_dir,
-                                   style or neural_art.DEFAULT_STYLE, image_size, feature_network)
-  if name == "quadratic":
-    from l2l_tf.problems.quadratic import QuadraticProblem  # pylint: disable=g-import-not-at-top
-    return QuadraticProblem(batch_size=batch_size or 128)
-  from l2l_tf import data  # pylint: disable=g-import-not-at-top
-  from l2l_tf.problems.mlp import MLPClassificationProblem  # pylint: disable=g-import-not-at-top
-  if split == "test":
-    images, labels = data.load_mnist(dataset_source, "test", data_dir)
-  else:
-    train, validation = data.split_train_validation(
-        *data.load_mnist(dataset_source, "train", data_dir), validation_fraction=0.1, seed=seed)
-    images, labels = train if split == "train" else validation
-  return MLPClassificationProblem(images, labels, hidden_sizes=tuple(hidden_sizes),
-                                  activation=activation, batch_size=batch_size or 1)
-
-
-def _make_cifar_problem(name, split, batch_size, dataset_source, data_dir, seed, labels):
-  """CIFAR-10 / -5 / -2 convnet problems; labels overrides the class subset (LSTM-sub)."""
-  from l2l_tf import data  # pylint: disable=g-import-not-at-top
-  from l2l_tf.problems import convnet  # pylint: disable=g-import-not-at-top
-  from l2l_tf.data import cifar  # pylint: disable=g-import-not-at-top
-  if dataset_source not in cifar.SOURCES:
-    raise ValueError(f"{name} reads CIFAR-10 from dataset_source 'tfds' (downloads) or 'binary' "
-                     f"(a directory of the official .bin files, data_dir); got "
-                     f"{dataset_source!r} (there is no embedded CIFAR sample)")
-  labels = CIFAR_LABELS[name] if labels is None else tuple(labels)
-  if split == "test":
-    images, targets = data.load_cifar10(dataset_source, "test", data_dir, labels=labels)
-  else:
-    train, validation = data.split_train_validation(
-        *data.load_cifar10(dataset_source, "train", data_dir, labels=labels),
-        validation_fraction=0.1, seed=seed)
-    images, targets = train if split == "train" else validation
-  return convnet.ConvNetClassificationProblem(images, targets, num_classes=len(labels),
-                                              batch_size=batch_size or 1, name=name,
-                                              class_ids=labels)
+  return factory(split, batch_size, ProblemOptions(*options, **keyword_options))

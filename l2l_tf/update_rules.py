@@ -7,23 +7,42 @@ params and grads are dicts of tensors; state is a nested structure of tensors. R
 functions of their inputs (plus, for learned rules, the network weights), so one unroll drives
 every optimizer and identical problems are seen by all of them.
 """
+import abc
+from typing import Any, Dict, List, Tuple
+
 import tensorflow as tf
 
+from l2l_tf import registry
 
-class UpdateRule:
-  """Base class of update rules."""
+Params = Dict[str, tf.Tensor]
 
-  name = None
-  learning_rate = None
 
-  def init_state(self, params):
-    raise NotImplementedError
+class UpdateRule(abc.ABC):
+  """Base class of update rules.
 
-  def step(self, params, grads, state):
-    raise NotImplementedError
+  A subclass overrides:
+    init_state(params) -> state: the optimizer state for parameters {name: tensor}, a nested
+      structure of tensors (() if it keeps none).
+    step(params, grads, state) -> (new_params, new_state): one update, a pure function of its
+      inputs (and of the rule's weights) that the unroll may trace into a graph.
+  and may override trainable_variables (the weights meta-training trains). It sets `name`
+  (results are keyed by it) and, if it has one, `learning_rate`. A hand-designed baseline
+  registers with @registry.BASELINES.register() and takes learning_rate as a keyword.
+  """
+
+  name: str = None
+  learning_rate: Any = None
+
+  @abc.abstractmethod
+  def init_state(self, params: Params) -> Any:
+    """The state before the first step."""
+
+  @abc.abstractmethod
+  def step(self, params: Params, grads: Params, state: Any) -> Tuple[Params, Any]:
+    """(new parameters, new state) after one update with gradients `grads`."""
 
   @property
-  def trainable_variables(self):
+  def trainable_variables(self) -> List[tf.Variable]:
     return []
 
 
@@ -40,6 +59,20 @@ def _zeros_like(params):
   return {name: tf.zeros_like(p) for name, p in params.items()}
 
 
+def _step_each(params, grads, slots, update):
+  """Steps every parameter alone: update(p, g, *its slot values) -> (new p, *new slot values).
+
+  slots: a list of {name: tensor} (one per kind of slot). Returns (new params, new slots).
+  """
+  new_params, new_slots = {}, [{} for _ in slots]
+  for n, p in params.items():
+    new_params[n], *values = update(p, grads[n], *(slot[n] for slot in slots))
+    for new_slot, value in zip(new_slots, values):
+      new_slot[n] = value
+  return new_params, new_slots
+
+
+@registry.BASELINES.register()
 class SGD(UpdateRule):
   """theta <- theta - lr * g (keras.optimizers.SGD)."""
 
@@ -55,50 +88,46 @@ class SGD(UpdateRule):
     return {n: p - _cast(self.learning_rate, p) * grads[n] for n, p in params.items()}, state
 
 
-class NAG(UpdateRule):
-  """Nesterov momentum exactly as keras.optimizers.SGD(momentum, nesterov=True) steps."""
+class _SlotRule(UpdateRule):
+  """A rule whose state is `slots`: for each, one tensor per parameter, zeros at first.
 
-  name = "nag"
+  A subclass names its slots and overrides update_one(p, g, *slot values) -> (new p, *new slot
+  values), which steps one parameter alone.
+  """
 
-  def __init__(self, learning_rate=0.01, momentum=0.9):
-    self.learning_rate = _rate(learning_rate)
-    self.momentum = float(momentum)
+  slots: Tuple[str, ...] = ()
+
+  @abc.abstractmethod
+  def update_one(self, p, g, *slot_values):
+    """(new parameter, *new slot values) of one parameter p with gradient g."""
 
   def init_state(self, params):
-    return {"momentum": _zeros_like(params)}
+    return {slot: _zeros_like(params) for slot in self.slots}
 
   def step(self, params, grads, state):
-    new_params, new_m = {}, {}
-    for n, p in params.items():
-      lr_g = _cast(self.learning_rate, p) * grads[n]
-      m = state["momentum"][n] * self.momentum - lr_g
-      new_m[n] = m
-      new_params[n] = p + (m * self.momentum - lr_g)
-    return new_params, {"momentum": new_m}
+    new_params, new_slots = _step_each(params, grads, [state[s] for s in self.slots],
+                                       self.update_one)
+    return new_params, dict(zip(self.slots, new_slots))
 
 
-class RMSprop(UpdateRule):
+@registry.BASELINES.register()
+class RMSprop(_SlotRule):
   """keras.optimizers.RMSprop (rho 0.9, epsilon 1e-7, no momentum, not centred)."""
 
   name = "rmsprop"
+  slots = ("velocity",)
 
   def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7):
     self.learning_rate = _rate(learning_rate)
     self.rho = float(rho)
     self.epsilon = float(epsilon)
 
-  def init_state(self, params):
-    return {"velocity": _zeros_like(params)}
-
-  def step(self, params, grads, state):
-    new_params, new_v = {}, {}
-    for n, p in params.items():
-      v = self.rho * state["velocity"][n] + (1 - self.rho) * tf.square(grads[n])
-      new_v[n] = v
-      new_params[n] = p - _cast(self.learning_rate, p) * grads[n] / tf.sqrt(v + self.epsilon)
-    return new_params, {"velocity": new_v}
+  def update_one(self, p, g, v):
+    v = self.rho * v + (1 - self.rho) * tf.square(g)
+    return p - _cast(self.learning_rate, p) * g / tf.sqrt(v + self.epsilon), v
 
 
+@registry.BASELINES.register()
 class Adam(UpdateRule):
   """keras.optimizers.Adam (beta_1 0.9, beta_2 0.999, epsilon 1e-7), bias-corrected."""
 
@@ -118,14 +147,29 @@ class Adam(UpdateRule):
     t = state["step"] + 1
     alpha = (_cast(self.learning_rate, t) * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, t.dtype), t))
              / (1 - tf.pow(tf.cast(self.beta_1, t.dtype), t)))
-    new_params, new_m, new_v = {}, {}, {}
-    for n, p in params.items():
-      g = grads[n]
-      m = state["m"][n] + (g - state["m"][n]) * (1 - self.beta_1)
-      v = state["v"][n] + (tf.square(g) - state["v"][n]) * (1 - self.beta_2)
-      new_m[n], new_v[n] = m, v
-      new_params[n] = p - m * alpha / (tf.sqrt(v) + self.epsilon)
-    return new_params, {"step": t, "m": new_m, "v": new_v}
+    def update(p, g, m, v):
+      m = m + (g - m) * (1 - self.beta_1)
+      v = v + (tf.square(g) - v) * (1 - self.beta_2)
+      return p - m * alpha / (tf.sqrt(v) + self.epsilon), m, v
+    new_params, (m, v) = _step_each(params, grads, [state["m"], state["v"]], update)
+    return new_params, {"step": t, "m": m, "v": v}
+
+
+@registry.BASELINES.register()
+class NAG(_SlotRule):
+  """Nesterov momentum exactly as keras.optimizers.SGD(momentum, nesterov=True) steps."""
+
+  name = "nag"
+  slots = ("momentum",)
+
+  def __init__(self, learning_rate=0.01, momentum=0.9):
+    self.learning_rate = _rate(learning_rate)
+    self.momentum = float(momentum)
+
+  def update_one(self, p, g, m):
+    lr_g = _cast(self.learning_rate, p) * g
+    m = m * self.momentum - lr_g
+    return p + (m * self.momentum - lr_g), m
 
 
 class ScaledUpdateRule(UpdateRule):
@@ -153,10 +197,6 @@ class ScaledUpdateRule(UpdateRule):
     return self.rule.trainable_variables
 
 
-BASELINES = {rule.name: rule for rule in (SGD, RMSprop, Adam, NAG)}
-
-
-def make_baseline(name, learning_rate):
-  if name not in BASELINES:
-    raise ValueError(f"Unknown baseline optimizer {name!r}; choose one of {sorted(BASELINES)}")
-  return BASELINES[name](learning_rate=learning_rate)
+def make_baseline(name: str, learning_rate) -> UpdateRule:
+  """The registered baseline `name` (registry.BASELINES) with this learning rate."""
+  return registry.BASELINES.get(name)(learning_rate=learning_rate)

@@ -13,14 +13,14 @@ from absl import flags
 
 from l2l_tf import cli
 from l2l_tf import evaluation
-from l2l_tf import io
 from l2l_tf import neural_art_figures
-from l2l_tf import update_rules
+from l2l_tf import optimizer_format
+from l2l_tf import registry
 
 cli.define_problem_flags()
 flags.DEFINE_string("optimizer_path", None, "A trained optimizer (train.py's --output_dir, "
                     "its best/ directory, or an exported SavedModel).")
-flags.DEFINE_list("optimizers", ["learned"] + sorted(update_rules.BASELINES),
+flags.DEFINE_list("optimizers", ["learned"] + sorted(registry.BASELINES),
                   "Which optimizers to run: learned, sgd, rmsprop, adam, nag.")
 flags.DEFINE_integer("num_problems", 100, "Held-out problems (same for all).", lower_bound=1)
 flags.DEFINE_integer("num_tuning_problems", None, "Validation problems for tuning "
@@ -36,17 +36,17 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   names = [n.strip() for n in FLAGS.optimizers]
-  unknown = sorted(set(names) - {"learned"} - set(update_rules.BASELINES))
+  unknown = sorted(set(names) - {"learned"} - set(registry.BASELINES))
   if unknown:
     raise ValueError(f"Unknown optimizer(s) {unknown} in --optimizers; choose from learned, "
-                     f"{', '.join(sorted(update_rules.BASELINES))}")
+                     f"{', '.join(sorted(registry.BASELINES))}")
   rules = {}
   if "learned" in names:
     if not FLAGS.optimizer_path:
       raise ValueError("--optimizers includes 'learned' but no --optimizer_path was given")
     if not os.path.exists(FLAGS.optimizer_path):
       raise ValueError(f"--optimizer_path {FLAGS.optimizer_path} does not exist")
-    rules["learned"], _ = io.load_rule(FLAGS.optimizer_path)
+    rules["learned"], _ = optimizer_format.load_rule(FLAGS.optimizer_path)
   for path in (FLAGS.output_json, FLAGS.output_plot):
     if path and os.path.isdir(path):
       raise ValueError(f"{path} is a directory; give a file name")

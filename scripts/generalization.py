@@ -20,9 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 from absl import flags
 import numpy as np
 
+from l2l_tf import atomic_files
 from l2l_tf import cli
 from l2l_tf import evaluation
-from l2l_tf import io
+from l2l_tf import optimizer_format
 from l2l_tf import registry
 
 flags.DEFINE_string("optimizer_path", None, "Trained MNIST optimizer.", required=True)
@@ -82,7 +83,7 @@ def variants(sweep):
 
 def main(argv):
   del argv
-  rule, metadata = io.load_rule(FLAGS.optimizer_path)
+  rule, metadata = optimizer_format.load_rule(FLAGS.optimizer_path)
   grid = tuple(float(x) for x in 10.0 ** np.linspace(-4, 1, FLAGS.grid_points))
   table, everything = [], {}
   todo = variants(FLAGS.sweep)
@@ -116,7 +117,7 @@ def main(argv):
           f"parentheses).\nOptimizer: {FLAGS.optimizer_path} "
           f"({metadata.get('meta_trained_on', metadata).get('command', 'unknown command')})\n\n" + header + "\n"
           + "\n".join(table) + "\n")
-  io.atomic_write(os.path.join(FLAGS.output_dir, "generalization.md"), text)
+  atomic_files.atomic_write(os.path.join(FLAGS.output_dir, "generalization.md"), text)
   evaluation.write_json(everything, os.path.join(FLAGS.output_dir, "generalization.json"))
   plot_summary(everything, os.path.join(FLAGS.output_dir, "summary.png"), FLAGS.num_problems)
   print(text)

@@ -22,9 +22,9 @@ from typing import Callable, Optional
 
 from absl import flags
 
+from l2l_tf import atomic_files
 from l2l_tf import cli
 from l2l_tf import evaluation
-from l2l_tf import io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -463,7 +463,7 @@ def render(root):
 def write_page(root):
   """Writes ROOT/docs/RESULTS.md atomically (nothing is written if a result file is bad)."""
   text = render(root)
-  io.atomic_write(os.path.join(root, OUTPUT), text)
+  atomic_files.atomic_write(os.path.join(root, OUTPUT), text)
 
 
 def page_is_current(root):

@@ -21,10 +21,9 @@ from absl import flags
 import keras
 
 from l2l_tf import cli
-from l2l_tf import io
 from l2l_tf import learned_rule
+from l2l_tf import optimizer_format
 from l2l_tf import registry
-from l2l_tf.problems import convnet
 from l2l_tf.problems import mlp
 from l2l_tf.training import distribute
 from l2l_tf.training import meta_trainer
@@ -33,7 +32,7 @@ from l2l_tf.training import unroll as unroll_lib
 cli.define_problem_flags()
 flags.DEFINE_string("output_dir", None, "Where checkpoints and the best optimizer go.",
                     required=True)
-flags.DEFINE_enum("optimizer", "lstm", sorted(registry.OPTIMIZERS), "Optimizer network.")
+flags.DEFINE_enum("optimizer", "lstm", sorted(registry.CELLS), "Optimizer network.")
 flags.DEFINE_integer("unroll_length", 20, "Optimizee steps per truncation.", lower_bound=1)
 flags.DEFINE_integer("epochs", 10, "Epochs (each ends with validation).", lower_bound=1)
 flags.DEFINE_integer("trajectories_per_epoch", 50, "Trajectories per epoch.", lower_bound=1)
@@ -141,7 +140,7 @@ def make_rule():
   """(rule, optimizer name, metadata of --init_from's optimizer or None), from the flags."""
   cell_options = dict(preprocessing=FLAGS.preprocessing, output_scale=FLAGS.output_scale)
   if FLAGS.init_from:
-    rule, initial_metadata = io.load_rule(FLAGS.init_from)
+    rule, initial_metadata = optimizer_format.load_rule(FLAGS.init_from)
     # A run's best/ records the optimizer's name at the top; a SavedModel under meta_trained_on.
     optimizer_name = (initial_metadata.get("optimizer")
                       or initial_metadata.get("meta_trained_on", {}).get("optimizer")
@@ -149,7 +148,7 @@ def make_rule():
     return rule, optimizer_name, initial_metadata
   if FLAGS.problem in registry.CIFAR_PROBLEMS:
     # The paper's CIFAR setup: one optimizer network for conv parameters, one for the rest.
-    rule = convnet.make_two_network_rule(FLAGS.optimizer, FLAGS.problem, **{
+    rule = learned_rule.make_rule(FLAGS.optimizer, FLAGS.problem, **{
         k: v for k, v in cell_options.items() if v is not None})
   else:
     rule = learned_rule.LearnedUpdateRule(

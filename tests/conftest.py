@@ -1,4 +1,27 @@
-"""Shared test settings: quiet TensorFlow, deterministic seeds."""
+"""Shared test settings and fixtures: quiet TensorFlow, synthetic CIFAR-10 files."""
 import os
 
+import numpy as np
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _write_cifar_binary(directory, per_file=20):
+  """Official-format batches: 1 label byte + 3,072 pixel bytes; pixels encode the class."""
+  os.makedirs(directory, exist_ok=True)
+  names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+  for f, name in enumerate(names):
+    labels = (np.arange(per_file) + f) % 10
+    pixels = np.repeat((labels * 20 + 5)[:, None], 3072, axis=1)
+    records = np.concatenate([labels[:, None], pixels], axis=1).astype(np.uint8)
+    with open(os.path.join(directory, name), "wb") as out:
+      out.write(records.tobytes())
+
+
+@pytest.fixture(name="cifar_dir", scope="session")
+def fixture_cifar_dir(tmp_path_factory):
+  """A directory of CIFAR-10 binary batches (20 records each) for dataset_source="binary"."""
+  directory = str(tmp_path_factory.mktemp("cifar"))
+  _write_cifar_binary(directory)
+  return directory

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 import l2l_tf
-from l2l_tf import io
+from l2l_tf import optimizer_format
 
 
 def _run(cell, grads, steps=3):
@@ -60,8 +60,8 @@ def test_save_and_load_reproduces_outputs(tmp_path):
   rule = l2l_tf.LearnedUpdateRule(l2l_tf.CoordinatewiseLSTM(hidden_sizes=(4, 3)))
   for w in rule.trainable_variables:
     w.assign(tf.random.normal(w.shape))
-  io.save_rule(rule, str(tmp_path / "opt"), {"note": "x"})
-  loaded, metadata = io.load_rule(str(tmp_path / "opt"))
+  optimizer_format.save_rule(rule, str(tmp_path / "opt"), {"note": "x"})
+  loaded, metadata = optimizer_format.load_rule(str(tmp_path / "opt"))
   grads = tf.random.normal([2, 6, 1])
   assert metadata == {"note": "x"}
   np.testing.assert_array_equal(_run(rule.cells["all"], grads)[0][-1],
@@ -69,11 +69,11 @@ def test_save_and_load_reproduces_outputs(tmp_path):
 
 
 def test_load_refuses_non_optimizer_directories(tmp_path):
-  with pytest.raises(io.OptimizerFileError, match="not an l2l_tf optimizer"):
-    io.load_rule(str(tmp_path))
-  (tmp_path / io.CONFIG_FILE).write_text("{not json")
-  with pytest.raises(io.OptimizerFileError, match="unreadable"):
-    io.load_rule(str(tmp_path))
+  with pytest.raises(optimizer_format.OptimizerFileError, match="not an l2l_tf optimizer"):
+    optimizer_format.load_rule(str(tmp_path))
+  (tmp_path / optimizer_format.CONFIG_FILE).write_text("{not json")
+  with pytest.raises(optimizer_format.OptimizerFileError, match="unreadable"):
+    optimizer_format.load_rule(str(tmp_path))
 
 
 def test_bad_hidden_sizes_refused():

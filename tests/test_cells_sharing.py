@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from l2l_tf import io
+from l2l_tf import optimizer_format
 from l2l_tf import registry
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.cells import GlobalAveragingLSTM
@@ -353,8 +353,8 @@ def test_dense_memory_over_the_limit_is_refused_early():
 def test_save_and_load_reproduce_outputs(make, tmp_path):
   cell = _perturb(make(), stddev=0.1)
   rule = LearnedUpdateRule(cell)
-  io.save_rule(rule, str(tmp_path / "opt"))
-  loaded, _ = io.load_rule(str(tmp_path / "opt"))
+  optimizer_format.save_rule(rule, str(tmp_path / "opt"))
+  loaded, _ = optimizer_format.load_rule(str(tmp_path / "opt"))
   loaded_cell = loaded.cells["all"]
   assert type(loaded_cell) is type(cell)
   assert loaded_cell.get_config() == cell.get_config()

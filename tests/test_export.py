@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import l2l_tf
 from l2l_tf import export
-from l2l_tf import io
+from l2l_tf import optimizer_format
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.cells import GlobalAveragingLSTM
 from l2l_tf.cells import NTMBFGS
@@ -127,14 +127,14 @@ def test_several_groups_gac_and_ntm_memory(tmp_path):
   init = loaded.signatures["initial_state_biases"](num_coordinates=tf.constant(5))
   assert init["memory"].shape == (5, 5)
   # serving_default is the first group's step (documented).
-  config = io.read_config(path)
+  config = optimizer_format.read_config(path)
   assert config["metadata"]["export"]["serving_default"] == "step_kernels"
 
 
 def test_assets_hold_the_optimizer_and_load_rule_reads_them(exported, cell):
   assets = os.path.join(exported, "assets")
-  assert sorted(os.listdir(assets)) == [io.CONFIG_FILE, io.WEIGHTS_FILE]
-  with open(os.path.join(assets, io.CONFIG_FILE)) as f:
+  assert sorted(os.listdir(assets)) == [optimizer_format.CONFIG_FILE, optimizer_format.WEIGHTS_FILE]
+  with open(os.path.join(assets, optimizer_format.CONFIG_FILE)) as f:
     config = json.load(f)
   metadata = config["metadata"]
   assert metadata["meta_trained_on"] == METADATA["meta_trained_on"]
@@ -149,7 +149,7 @@ def test_assets_hold_the_optimizer_and_load_rule_reads_them(exported, cell):
     assert b"_XlaMustCompile" not in f.read()  # serving must not require XLA
   fingerprint = tf.saved_model.experimental.read_fingerprint(exported)
   assert fingerprint.saved_model_checksum
-  rule, loaded_metadata = io.load_rule(exported)
+  rule, loaded_metadata = optimizer_format.load_rule(exported)
   assert loaded_metadata == metadata
   for a, b in zip(rule.cells["all"].weights, cell.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -224,7 +224,7 @@ def test_export_is_atomic(tmp_path, cell, monkeypatch):
   with pytest.raises(RuntimeError, match="simulated crash"):
     export.export_saved_model(cell, path, {"version": "second"})
   assert sorted(os.listdir(tmp_path)) == before  # no half-written siblings left behind
-  assert io.read_config(path)["metadata"]["version"] == "first"
+  assert optimizer_format.read_config(path)["metadata"]["version"] == "first"
   with pytest.raises(RuntimeError, match="simulated crash"):
     export.export_saved_model(cell, str(tmp_path / "new"))
   assert not os.path.exists(tmp_path / "new")
@@ -239,7 +239,7 @@ def test_serve_request_and_bad_saved_models(exported, cell, foreign_saved_model,
   json.dumps(request), json.dumps(response)
 
   optimizer_dir = str(tmp_path / "optimizer_dir")
-  io.save_rule(l2l_tf.LearnedUpdateRule(cell), optimizer_dir)
+  optimizer_format.save_rule(l2l_tf.LearnedUpdateRule(cell), optimizer_dir)
   a_file = tmp_path / "file.txt"
   a_file.write_text("hello")
   corrupt_graph = str(tmp_path / "corrupt_graph")
@@ -253,7 +253,7 @@ def test_serve_request_and_bad_saved_models(exported, cell, foreign_saved_model,
       f.write(b"garbage")
   no_asset = str(tmp_path / "no_asset")
   shutil.copytree(exported, no_asset)
-  os.remove(os.path.join(no_asset, "assets", io.CONFIG_FILE))
+  os.remove(os.path.join(no_asset, "assets", optimizer_format.CONFIG_FILE))
   cases = {
       str(tmp_path / "missing"): "does not exist",
       str(a_file): "not a directory",
@@ -273,7 +273,7 @@ def test_serve_request_and_bad_saved_models(exported, cell, foreign_saved_model,
 
 def test_scripts_export_serve_check_and_one_line_errors(cell, tmp_path, foreign_saved_model):
   optimizer_dir = tmp_path / "run" / "best"
-  io.save_rule(l2l_tf.LearnedUpdateRule(cell), str(optimizer_dir), {"problem": "quadratic"})
+  optimizer_format.save_rule(l2l_tf.LearnedUpdateRule(cell), str(optimizer_dir), {"problem": "quadratic"})
   evaluation = tmp_path / "eval.json"
   evaluation.write_text(json.dumps({"results": {"learned": {"final_loss": 0.25}}}))
   output = tmp_path / "exported"
@@ -291,7 +291,7 @@ def test_scripts_export_serve_check_and_one_line_errors(cell, tmp_path, foreign_
   result = script("export.py", f"--optimizer_path={tmp_path / 'run'}",
                   f"--output_path={output}", f"--evaluation_json={evaluation}")
   assert result.returncode == 0, result.stderr[-2000:]
-  metadata = io.read_config(str(output))["metadata"]
+  metadata = optimizer_format.read_config(str(output))["metadata"]
   assert metadata["meta_trained_on"] == {"problem": "quadratic"}
   assert metadata["evaluation"]["results"]["learned"]["final_loss"] == 0.25
 
@@ -313,14 +313,14 @@ def test_bad_export_input(tmp_path, cell):
   rule = l2l_tf.LearnedUpdateRule({"bad group": cell}, {"bad group": ".*"})
   with pytest.raises(ValueError, match="signature name"):
     export.export_saved_model(rule, str(tmp_path / "x"))
-  with pytest.raises(io.OptimizerFileError, match="does not exist"):
+  with pytest.raises(optimizer_format.OptimizerFileError, match="does not exist"):
     export.export_optimizer_directory(str(tmp_path / "none"), str(tmp_path / "y"))
   assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")
 
 
 def test_export_refuses_a_foreign_directory_and_leaves_it_intact(tmp_path, cell):
   optimizer_dir = tmp_path / "run" / "best"
-  io.save_rule(l2l_tf.LearnedUpdateRule(cell), str(optimizer_dir))
+  optimizer_format.save_rule(l2l_tf.LearnedUpdateRule(cell), str(optimizer_dir))
   foreign = tmp_path / "precious"
   (foreign / "sub").mkdir(parents=True)
   (foreign / "notes.txt").write_text("do not lose me")
@@ -340,4 +340,4 @@ def test_export_refuses_a_foreign_directory_and_leaves_it_intact(tmp_path, cell)
   export.export_optimizer_directory(str(optimizer_dir), str(tmp_path / "ours"))
   export.export_optimizer_directory(str(optimizer_dir), str(tmp_path / "ours"))
   export.export_optimizer_directory(str(optimizer_dir), str(foreign), overwrite=True)
-  assert io.is_saved_model(str(foreign)) and not (foreign / "notes.txt").exists()
+  assert optimizer_format.is_saved_model(str(foreign)) and not (foreign / "notes.txt").exists()

@@ -143,14 +143,14 @@ def _tiny_trainer():
 def _pristine(base):
   """{kind: (directory, loader, files to mutate)}: one valid artefact of each kind."""
   import l2l_tf  # pylint: disable=g-import-not-at-top
-  from l2l_tf import export, io  # pylint: disable=g-import-not-at-top
+  from l2l_tf import export, optimizer_format  # pylint: disable=g-import-not-at-top
   from l2l_tf.data import mnist  # pylint: disable=g-import-not-at-top
   rule = l2l_tf.LearnedUpdateRule(
       {"kernels": l2l_tf.cells.NTMLBFGS(hidden_sizes=(6, 4), window_size=2),
        "biases": l2l_tf.CoordinatewiseLSTM(hidden_sizes=(5,), preprocessing="identity")},
       {"kernels": "kernel", "biases": "bias"})
   optimizer = os.path.join(base, "optimizer")
-  io.save_rule(rule, optimizer, {"problem": "fuzz", "history": [{"epoch": 1}]})
+  optimizer_format.save_rule(rule, optimizer, {"problem": "fuzz", "history": [{"epoch": 1}]})
   saved_model = os.path.join(base, "saved_model")
   export.export_saved_model(l2l_tf.LearnedUpdateRule(l2l_tf.CoordinatewiseLSTM(
       hidden_sizes=(4,), preprocessing="identity")), saved_model)
@@ -167,8 +167,8 @@ def _pristine(base):
   _tiny_trainer().train(run)
   latest = sorted(f for f in _files(run) if f.startswith("checkpoints/ckpt-2"))
   return {
-      "optimizer": (optimizer, io.load_rule, _files(optimizer)),
-      "saved_model": (saved_model, io.load_rule, _files(saved_model)),
+      "optimizer": (optimizer, optimizer_format.load_rule, _files(optimizer)),
+      "saved_model": (saved_model, optimizer_format.load_rule, _files(saved_model)),
       "idx": (idx, lambda d: mnist.load_mnist("idx", "test", data_dir=d), _files(idx)),
       "checkpoint": (run, lambda d: _tiny_trainer().train(d),
                      latest + ["checkpoints/checkpoint", "history.json"]),
@@ -296,13 +296,14 @@ def _assert_one_error_line(result, *fragments):
 def fixture_damaged(tmp_path):
   """An optimizer directory with a truncated weights.npz, an export with truncated
   variables, and an MNIST IDX directory whose labels are out of range."""
-  from l2l_tf import cells, export, io, learned_rule  # pylint: disable=g-import-not-at-top
+  from l2l_tf import cells, export, learned_rule  # pylint: disable=g-import-not-at-top
+  from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top
   from l2l_tf.data import mnist  # pylint: disable=g-import-not-at-top
   rule = learned_rule.LearnedUpdateRule(cells.CoordinatewiseLSTM(
       hidden_sizes=(4,), preprocessing="identity", output_scale=1.0))
   optimizer = tmp_path / "optimizer"
-  io.save_rule(rule, str(optimizer))
-  weights = optimizer / io.WEIGHTS_FILE
+  optimizer_format.save_rule(rule, str(optimizer))
+  weights = optimizer / optimizer_format.WEIGHTS_FILE
   weights.write_bytes(weights.read_bytes()[:200])
   saved_model = tmp_path / "saved_model"
   export.export_saved_model(rule, str(saved_model))

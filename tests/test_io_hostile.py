@@ -1,4 +1,4 @@
-"""l2l_tf.io on hostile and damaged optimizer files: refused with one line, before allocating.
+"""optimizer_format on hostile and damaged files: refused with one line, before allocating.
 
 Issue 13 items 5, 7 and 8 (and issue 12 item 5, file modes): each test edits one thing of a
 small valid optimizer directory (or export) and checks the refusal and its message.
@@ -12,10 +12,11 @@ import zipfile
 import numpy as np
 import pytest
 
+from l2l_tf import atomic_files
 from l2l_tf import cells
 from l2l_tf import export
-from l2l_tf import io
 from l2l_tf import learned_rule
+from l2l_tf import optimizer_format
 
 
 def _small_rule(hidden_sizes=(4,)):
@@ -26,20 +27,20 @@ def _small_rule(hidden_sizes=(4,)):
 @pytest.fixture
 def opt_dir(tmp_path):
   path = tmp_path / "opt"
-  io.save_rule(_small_rule(), str(path), {"note": "test"})
+  optimizer_format.save_rule(_small_rule(), str(path), {"note": "test"})
   return path
 
 
 def _edit_config(opt_dir, edit):
-  config_path = opt_dir / io.CONFIG_FILE
+  config_path = opt_dir / optimizer_format.CONFIG_FILE
   config = json.loads(config_path.read_text())
   edit(config)
   config_path.write_text(json.dumps(config))
 
 
 def _refused(path, match):
-  with pytest.raises(io.OptimizerFileError, match=match) as info:
-    io.load_rule(str(path))
+  with pytest.raises(optimizer_format.OptimizerFileError, match=match) as info:
+    optimizer_format.load_rule(str(path))
   assert "\n" not in str(info.value)
   return str(info.value)
 
@@ -49,7 +50,7 @@ def _cell_args(config):
 
 
 def test_valid_directory_loads(opt_dir):
-  rule, metadata = io.load_rule(str(opt_dir))
+  rule, metadata = optimizer_format.load_rule(str(opt_dir))
   assert metadata == {"note": "test"}
   assert rule.cells["all"].hidden_sizes == (4,)
 
@@ -126,24 +127,24 @@ def test_version_message_says_what_was_found(opt_dir, version, shown):
 
 
 def test_deeply_nested_json_is_refused_without_recursion_error(opt_dir):
-  config = json.loads((opt_dir / io.CONFIG_FILE).read_text())
+  config = json.loads((opt_dir / optimizer_format.CONFIG_FILE).read_text())
   text = json.dumps(config)[:-1] + ', "deep": ' + "[" * 100000 + "]" * 100000 + "}"
-  (opt_dir / io.CONFIG_FILE).write_text(text)
-  _refused(opt_dir, f"nested deeper than {io.MAX_JSON_DEPTH} levels")
+  (opt_dir / optimizer_format.CONFIG_FILE).write_text(text)
+  _refused(opt_dir, f"nested deeper than {optimizer_format.MAX_JSON_DEPTH} levels")
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting(opt_dir):
   _edit_config(opt_dir, lambda c: c["metadata"].update(note='[[[{{{"\\"' * 100))
-  assert io.load_rule(str(opt_dir))[1]["note"].startswith("[[[{{{")
+  assert optimizer_format.load_rule(str(opt_dir))[1]["note"].startswith("[[[{{{")
 
 
 def test_oversized_config_is_refused_unread(opt_dir):
-  _edit_config(opt_dir, lambda c: c["metadata"].update(blob="x" * io.MAX_CONFIG_BYTES))
-  _refused(opt_dir, f"larger than {io.MAX_CONFIG_BYTES} bytes")
+  _edit_config(opt_dir, lambda c: c["metadata"].update(blob="x" * optimizer_format.MAX_CONFIG_BYTES))
+  _refused(opt_dir, f"larger than {optimizer_format.MAX_CONFIG_BYTES} bytes")
 
 
 def _rewrite_weights(opt_dir, edit):
-  weights_path = opt_dir / io.WEIGHTS_FILE
+  weights_path = opt_dir / optimizer_format.WEIGHTS_FILE
   with np.load(weights_path) as arrays:
     stored = {k: arrays[k] for k in arrays.files}
   edit(stored)
@@ -167,7 +168,7 @@ def test_weights_file_larger_than_the_cells_need_is_refused_unopened(opt_dir):
 
 
 def test_compressed_member_inflating_beyond_its_shape_is_refused_unread(opt_dir):
-  weights_path = opt_dir / io.WEIGHTS_FILE
+  weights_path = opt_dir / optimizer_format.WEIGHTS_FILE
   with zipfile.ZipFile(weights_path) as archive:
     members = {name: archive.read(name) for name in archive.namelist()}
   header = members["all/output_bias.npy"][:-4]  # the .npy header of a (1,) float32 array
@@ -196,18 +197,18 @@ def test_non_finite_weights_are_refused_at_load(opt_dir, bad):
 
 def test_assign_weights_is_all_or_nothing():
   rule = _small_rule()
-  before = io.weight_arrays(rule)
+  before = optimizer_format.weight_arrays(rule)
   stored = {k: np.ones_like(v) for k, v in before.items()}
   stored["all/output_bias"] = np.array([np.nan], np.float32)
-  with pytest.raises(io.OptimizerFileError, match="non-finite"):
-    io.assign_weights(rule, stored, "test")
-  for key, value in io.weight_arrays(rule).items():
+  with pytest.raises(optimizer_format.OptimizerFileError, match="non-finite"):
+    optimizer_format.assign_weights(rule, stored, "test")
+  for key, value in optimizer_format.weight_arrays(rule).items():
     np.testing.assert_array_equal(value, before[key])
 
 
 @pytest.mark.parametrize("keep", [0, 30, 0.5, -10])
 def test_truncated_weights_file_is_one_line_error(opt_dir, keep):
-  weights_path = opt_dir / io.WEIGHTS_FILE
+  weights_path = opt_dir / optimizer_format.WEIGHTS_FILE
   data = weights_path.read_bytes()
   weights_path.write_bytes(data[:int(len(data) * keep) if isinstance(keep, float) else keep])
   _refused(opt_dir, "weights.npz: unreadable weights")
@@ -226,7 +227,7 @@ def export_copy(exported, tmp_path):
 
 
 def test_intact_export_loads(export_copy):
-  io.load_rule(str(export_copy))
+  optimizer_format.load_rule(str(export_copy))
 
 
 @pytest.mark.parametrize("relative,match", [
@@ -244,8 +245,8 @@ def test_truncated_saved_model_files_are_refused(export_copy, relative, match):
 def test_saved_model_variables_must_equal_the_assets(export_copy, tmp_path):
   # Same architecture, other weights: assets and the served variables disagree.
   other = tmp_path / "other"
-  io.save_rule(_small_rule(), str(other))
-  shutil.copy(other / io.WEIGHTS_FILE, export_copy / "assets" / io.WEIGHTS_FILE)
+  optimizer_format.save_rule(_small_rule(), str(other))
+  shutil.copy(other / optimizer_format.WEIGHTS_FILE, export_copy / "assets" / optimizer_format.WEIGHTS_FILE)
   _refused(export_copy, "variables .* differ from its assets/weights.npz")
 
 
@@ -253,9 +254,9 @@ def test_saved_model_variables_must_equal_the_assets(export_copy, tmp_path):
 def test_written_files_respect_the_umask(tmp_path, umask):
   previous = os.umask(umask)
   try:
-    io.atomic_write(str(tmp_path / "a.json"), "{}")
-    io.atomic_write(str(tmp_path / "b.png"), b"\x89PNG")
-    io.save_rule(_small_rule(), str(tmp_path / "opt"))
+    atomic_files.atomic_write(str(tmp_path / "a.json"), "{}")
+    atomic_files.atomic_write(str(tmp_path / "b.png"), b"\x89PNG")
+    optimizer_format.save_rule(_small_rule(), str(tmp_path / "opt"))
   finally:
     os.umask(previous)
   for name in ("a.json", "b.png", "opt/optimizer.json", "opt/weights.npz"):

@@ -14,8 +14,8 @@ import tensorflow as tf
 
 import l2l_tf
 from l2l_tf import export
-from l2l_tf import io
 from l2l_tf import keras_optimizer
+from l2l_tf import optimizer_format
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.cells import GlobalAveragingLSTM
 from l2l_tf.cells import NTMBFGS
@@ -95,7 +95,7 @@ def _like_shipped(name):
   """A 2 x 20 cell of kind `name` holding the shipped MNIST LSTM's weights (an NTM's extra
   first-layer rows and heads keep their initial values)."""
   if not _SHIPPED:
-    shipped = io.load_rule(os.path.join(ROOT, "savedmodels", "mnist"))[0].cells["all"]
+    shipped = optimizer_format.load_rule(os.path.join(ROOT, "savedmodels", "mnist"))[0].cells["all"]
     _SHIPPED.update({w.name: w.numpy() for w in shipped.weights})
   cell = _make(name, hidden_sizes=(20, 20))
   for weight in cell.weights:
@@ -186,7 +186,7 @@ def test_config_carries_weights_and_from_config(cell):
 def test_from_saved_model_and_optimizer_directory(cell, tmp_path):
   saved_model = export.export_saved_model(cell, str(tmp_path / "sm"))
   optimizer_dir = str(tmp_path / "dir")
-  io.save_rule(l2l_tf.LearnedUpdateRule(cell), optimizer_dir, {"problem": "test"})
+  optimizer_format.save_rule(l2l_tf.LearnedUpdateRule(cell), optimizer_dir, {"problem": "test"})
   by_hand, _ = _hand_trained(cell, 2, learning_rate=1.0)
   for path in (saved_model, optimizer_dir):
     model = _model()
@@ -208,7 +208,7 @@ def test_bad_paths_refused_with_clear_messages(cell, tmp_path):
   tf.saved_model.save(module, foreign, signatures=module.f)
   corrupt_weights = str(tmp_path / "corrupt_weights")
   shutil.copytree(exported, corrupt_weights)
-  with open(os.path.join(corrupt_weights, "assets", io.WEIGHTS_FILE), "wb") as f:
+  with open(os.path.join(corrupt_weights, "assets", optimizer_format.WEIGHTS_FILE), "wb") as f:
     f.write(b"PK\x03\x04 truncated zip")
   corrupt_graph = str(tmp_path / "corrupt_graph")
   shutil.copytree(exported, corrupt_graph)
@@ -222,7 +222,7 @@ def test_bad_paths_refused_with_clear_messages(cell, tmp_path):
            str(empty): "not an l2l_tf optimizer", foreign: "another program",
            corrupt_weights: "weights", corrupt_graph: "corrupt"}
   for path, phrase in cases.items():
-    with pytest.raises(io.OptimizerFileError) as info:
+    with pytest.raises(optimizer_format.OptimizerFileError) as info:
       l2l_tf.LearnedOptimizer.from_saved_model(path)
     assert path in str(info.value) and phrase in str(info.value), str(info.value)
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import l2l_tf
-from l2l_tf import io
+from l2l_tf import optimizer_format
 from l2l_tf.training import meta_trainer
 
 
@@ -32,7 +32,7 @@ def test_short_meta_training_lowers_the_meta_loss(tmp_path):
   history = trainer.train(str(tmp_path / "run"))
   assert history[-1]["best_validation_loss"] < 0.7 * before
   assert history[-1]["meta_loss"] < history[0]["meta_loss"]
-  loaded, metadata = io.load_rule(str(tmp_path / "run"))
+  loaded, metadata = optimizer_format.load_rule(str(tmp_path / "run"))
   assert metadata["best_validation_loss"] == pytest.approx(history[-1]["best_validation_loss"])
   assert any("ETA" in line for line in logs)
   for name in ("run.json", "history.json", "checkpoints", "tensorboard", "best"):
@@ -62,7 +62,7 @@ def test_non_finite_meta_loss_is_reported_and_skipped(tmp_path):
   assert history[0]["skipped_updates"] == 2
   # Every update skipped: best/ is still the untrained optimizer, and says so.
   assert history[0]["best_epoch"] == meta_trainer.best_epoch(history) == 0
-  _, metadata = io.load_rule(str(tmp_path / "run"))
+  _, metadata = optimizer_format.load_rule(str(tmp_path / "run"))
   assert metadata["untrained"] and metadata["epoch"] == 0
 
 

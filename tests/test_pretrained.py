@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from l2l_tf import evaluation
-from l2l_tf import io
+from l2l_tf import optimizer_format
 from l2l_tf import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,7 +20,7 @@ def test_shipped_optimizer_beats_tuned_adam(name, problem, num_problems):
   path = os.path.join(ROOT, "savedmodels", name)
   if not os.path.isdir(path):
     pytest.fail(f"{path} is missing: the pretrained {name} optimizer must ship")
-  rule, metadata = io.load_rule(path)
+  rule, metadata = optimizer_format.load_rule(path)
   assert metadata["meta_trained_on"]["problem"]["name"] == problem
   test = registry.make_problem(problem, "test", num_problems)
   validation = registry.make_problem(problem, "validation", num_problems)

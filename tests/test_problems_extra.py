@@ -1,6 +1,5 @@
 """Tests of the CIFAR convnet optimizee, its two optimizer networks, the CIFAR problems of the
-registry (binary files written here, tfds mocked) and KerasModelProblem."""
-import os
+registry (binary files from conftest.py's cifar_dir, tfds mocked) and KerasModelProblem."""
 
 import keras
 import numpy as np
@@ -158,7 +157,7 @@ def test_batch_norm_uses_minibatch_statistics():
 def test_two_network_assignment_covers_every_parameter_once():
   problem = convnet.ConvNetClassificationProblem(*_images(20), minibatch_size=8)
   params = problem.init_params(0)
-  rule = convnet.make_two_network_rule("lstm", "cifar10")
+  rule = learned_rule.make_rule("lstm", "cifar10")
   groups = rule.groups.assign(list(params))
   assert groups == {"conv": CONV_NAMES, "fc": FC_NAMES}
   assert sorted(groups["conv"] + groups["fc"]) == sorted(params)
@@ -193,25 +192,6 @@ def test_unmatched_or_doubly_matched_parameter_is_refused():
 # ------------------------------------------------------------------ CIFAR through the registry
 
 
-def _write_cifar_binary(directory, per_file=20):
-  """Official-format batches: 1 label byte + 3,072 pixel bytes; pixels encode the class."""
-  os.makedirs(directory, exist_ok=True)
-  names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
-  for f, name in enumerate(names):
-    labels = (np.arange(per_file) + f) % 10
-    pixels = np.repeat((labels * 20 + 5)[:, None], 3072, axis=1)
-    records = np.concatenate([labels[:, None], pixels], axis=1).astype(np.uint8)
-    with open(os.path.join(directory, name), "wb") as out:
-      out.write(records.tobytes())
-
-
-@pytest.fixture(name="cifar_dir", scope="module")
-def fixture_cifar_dir(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("cifar"))
-  _write_cifar_binary(directory)
-  return directory
-
-
 def _original_classes(problem):
   """The dataset class of each example, read back from the pixels the test wrote."""
   return np.round((problem.images.numpy()[:, 0, 0, 0] * 255 - 5) / 20).astype(int)
@@ -222,8 +202,8 @@ def _original_classes(problem):
     ("cifar5", "train", None, range(5)),
     ("cifar5", "test", None, range(5)),
     ("cifar2", "validation", None, range(2)),
-    ("cifar5", "train", registry.CIFAR_HELD_OUT_LABELS["cifar5"], range(5, 10)),  # LSTM-sub
-    ("cifar2", "train", registry.CIFAR_HELD_OUT_LABELS["cifar2"], range(2, 10)),
+    ("cifar5", "train", convnet.CIFAR_HELD_OUT_LABELS["cifar5"], range(5, 10)),  # LSTM-sub
+    ("cifar2", "train", convnet.CIFAR_HELD_OUT_LABELS["cifar2"], range(2, 10)),
     ("cifar10", "train", [7, 3], [7, 3]),
 ])
 def test_cifar_label_subsets_hold_only_their_classes(cifar_dir, name, split, labels, classes):

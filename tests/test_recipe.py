@@ -127,7 +127,7 @@ def test_train_script_with_networks_curriculum_and_scale(tmp_path):
       "--meta_objective=log_loss", "--random_scale=10")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "3190/2407 coordinates" in result.stdout
-  rule, metadata = l2l_tf.io.load_rule(str(tmp_path / "run"))
+  rule, metadata = l2l_tf.optimizer_format.load_rule(str(tmp_path / "run"))
   assert [n["hidden_sizes"] for n in metadata["train_networks"]] == [[4], [3, 3]]
   assert metadata["training"]["curriculum"] == [[10, 10], [20, 20]]
   assert metadata["training"]["random_scale"] == 10

@@ -94,7 +94,7 @@ def test_train_refuses_a_directory_holding_another_run(trained):
 
 
 def test_train_init_from_starts_from_the_given_optimizer(trained, tmp_path):
-  from l2l_tf import io  # pylint: disable=g-import-not-at-top
+  from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "finetuned")
   result = _run("train.py", f"--output_dir={out}", f"--init_from={trained}", "--epochs=1",
                 "--trajectories_per_epoch=1", "--num_steps=20", "--unroll_length=10",
@@ -102,7 +102,7 @@ def test_train_init_from_starts_from_the_given_optimizer(trained, tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   # Same validation problems and metric as the starting run: before any meta-update the
   # fine-tuning run's validation loss is the starting optimizer's best.
-  _, start_metadata = io.load_rule(trained)
+  _, start_metadata = optimizer_format.load_rule(trained)
   assert f"initial validation loss {start_metadata['best_validation_loss']:.4g}" in result.stdout
   with open(os.path.join(out, "run.json")) as f:
     run = json.load(f)

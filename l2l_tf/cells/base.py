@@ -9,43 +9,78 @@ leading batch of independent instances. States are a flat list of tensors; per-c
 states have shape [..., n, units], and shared states (a memory) have shapes of their own.
 Weights never depend on n, so one cell steps any number of coordinates.
 """
+import abc
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
 import keras
 import tensorflow as tf
 
 from l2l_tf import preprocessing as preprocessing_lib
+from l2l_tf import registry
 
 
-class LearnedOptimizerCell(keras.layers.Layer):
+def register_cell(name: str):
+  """Class decorator: the cell becomes `--optimizer=name` (registry.CELLS) and Keras-serializable
+  (package "l2l_tf"), which the optimizer file format and keras.saving need."""
+  def declare(cell_class):
+    keras.saving.register_keras_serializable(package="l2l_tf")(cell_class)
+    return registry.CELLS.register(name)(cell_class)
+  return declare
+
+
+class LearnedOptimizerCell(keras.layers.Layer, abc.ABC):
   """Base class of the learned-optimizer cells (Keras RNN cell protocol).
+
+  A subclass overrides:
+    state_size: the trailing size of each state tensor, in the order of the state list (an int
+      for per-coordinate states [..., n, size]; None for a state whose trailing size is n).
+    state_names: a name for each state tensor (exports and the Keras optimizer's slots).
+    call(inputs, states) -> (updates, new_states): gradients [..., n, 1] to updates
+      [..., n, 1] (already multiplied by output_scale) and the new state list.
+  and, as needed:
+    __init__(own arguments, **kwargs): validates its own arguments, passes the rest on.
+    build(): creates the weights (no weight may depend on n).
+    get_initial_state(batch_size): zero states (default: zeros of state_size per coordinate).
+    get_config(): adds its own arguments to the base's (what from_config and the optimizer
+      file format rebuild the cell from).
+    coordinatewise: True if any split of the coordinates steps identically (no information
+      shared between coordinates); the Keras optimizer then steps each variable alone.
+  Register a new cell with @register_cell(name); tests/test_contracts.py then tests it.
 
   Args:
     preprocessing: name, config dict or Preprocessor applied to raw gradients.
     output_scale: the network's linear output is multiplied by this to give the update.
   """
 
-  coordinatewise = False  # True: any split of the coordinates steps identically (no sharing)
+  coordinatewise: bool = False
 
-  def __init__(self, preprocessing="log_sign", output_scale=0.1, **kwargs):
+  def __init__(self, preprocessing: Union[str, Dict[str, Any], preprocessing_lib.Preprocessor]
+               = "log_sign", output_scale: float = 0.1, **kwargs):
     super().__init__(**kwargs)
     self.preprocessor = preprocessing_lib.get_preprocessor(preprocessing)
     self.output_scale = float(output_scale)
 
   @property
-  def state_size(self):
-    """Per-coordinate state sizes, in the order of the state list."""
-    raise NotImplementedError
+  @abc.abstractmethod
+  def state_size(self) -> List[Optional[int]]:
+    """Trailing size of each state tensor, in the order of the state list."""
 
   @property
-  def state_names(self):
+  @abc.abstractmethod
+  def state_names(self) -> List[str]:
     """A name for each state tensor (used by exports and the Keras optimizer's slots)."""
-    raise NotImplementedError
 
-  def get_initial_state(self, batch_size):
+  @abc.abstractmethod
+  def call(self, inputs: tf.Tensor, states: Sequence[tf.Tensor]
+           ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+    """(updates [..., n, 1], new states) for gradients [..., n, 1] and the current states."""
+
+  def get_initial_state(self, batch_size) -> List[tf.Tensor]:
     """Zero states for `batch_size` coordinates: an int n or a shape such as (B, n)."""
     shape = list(batch_size) if isinstance(batch_size, (list, tuple)) else [batch_size]
     return [tf.zeros(shape + [size], dtype=self.compute_dtype) for size in self.state_size]
 
-  def get_config(self):
+  def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
     config.update(preprocessing=self.preprocessor.get_config(), output_scale=self.output_scale)
     return config

@@ -90,7 +90,12 @@ def lstm_step(inputs, h, c, kernel, recurrent_kernel, bias):
   return _fused_lstm(inputs, h, c, *weights)
 
 
-@keras.saving.register_keras_serializable(package="l2l_tf")
+def per_coordinate(rows, shape):
+  """Rows [rows, k] back to [..., n, k] for a cell whose inputs have the dynamic shape `shape`."""
+  return tf.reshape(rows, tf.concat([shape[:-1], tf.shape(rows)[-1:]], axis=0))
+
+
+@base.register_cell("lstm")
 class CoordinatewiseLSTM(base.LearnedOptimizerCell):
   """A stacked LSTM applied to every coordinate with shared weights.
 
@@ -99,15 +104,15 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
 
   Args:
     hidden_sizes: units of each LSTM layer (paper: two layers of 20).
-    preprocessing: gradient preprocessing (paper: log_sign with p=10; identity on quadratics).
-    output_scale: update = output_scale * linear(h_last) (paper: 0.1; 1 on quadratics).
+    **kwargs: LearnedOptimizerCell's: preprocessing (paper: log_sign with p=10; identity on
+      quadratics), output_scale (update = output_scale * linear(h_last); paper: 0.1, 1 on
+      quadratics), and Keras layer arguments.
   """
 
   coordinatewise = True  # each coordinate's update depends on its own gradients only
 
-  def __init__(self, hidden_sizes=(20, 20), preprocessing="log_sign", output_scale=0.1,
-               **kwargs):
-    super().__init__(preprocessing=preprocessing, output_scale=output_scale, **kwargs)
+  def __init__(self, hidden_sizes=(20, 20), **kwargs):
+    super().__init__(**kwargs)
     self.hidden_sizes = tuple(int(units) for units in hidden_sizes)
     if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
       raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}")
@@ -149,10 +154,13 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
     return [f"lstm_{layer}_{kind}" for layer in range(len(self.hidden_sizes))
             for kind in ("h", "c")]
 
-  def call(self, inputs, states):
-    shape = tf.shape(inputs)
-    gradients = tf.reshape(inputs, [-1, 1])
-    x = self.preprocessor(gradients)
+  def run_lstm_layers(self, x, states, shape):
+    """The stacked LSTM on rows x [rows, features]; returns (top h [rows, units], new states).
+
+    states: the cell's state list, whose first 2 * layers entries are each layer's (h, c)
+    [..., n, units]; shape: the dynamic shape of the cell's inputs [..., n, 1]. The new states
+    come back as [h, c] per layer, each [rows, units].
+    """
     new_states = []
     for layer, (kernel, recurrent, bias) in enumerate(self.lstm_weights):
       h = tf.reshape(states[2 * layer], [-1, self.hidden_sizes[layer]])
@@ -161,12 +169,16 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
       h = self.transform_hidden(h, shape, layer)
       new_states += [h, c]
       x = h
+    return x, new_states
+
+  def call(self, inputs, states):
+    shape = tf.shape(inputs)
+    x, new_states = self.run_lstm_layers(self.preprocessor(tf.reshape(inputs, [-1, 1])), states,
+                                         shape)
     # tf.constant, not tf.cast: a Python float would be rounded to float32 first.
     updates = (tf.matmul(x, self.output_kernel) + self.output_bias) * tf.constant(
         self.output_scale, x.dtype)
-    state_shape = lambda s: tf.concat([shape[:-1], tf.shape(s)[-1:]], axis=0)
-    return (tf.reshape(updates, shape),
-            [tf.reshape(s, state_shape(s)) for s in new_states])
+    return tf.reshape(updates, shape), [per_coordinate(s, shape) for s in new_states]
 
   def transform_hidden(self, h, shape, layer):
     """Hook for subclasses: the activations layer `layer` emits, upwards and to itself."""

@@ -15,9 +15,9 @@ only the emitted h is averaged. GACs add no weights.
 import math
 import numbers
 
-import keras
 import tensorflow as tf
 
+from l2l_tf.cells import base
 from l2l_tf.cells import coordinatewise_lstm
 
 DEFAULT_GLOBAL_AVERAGING_UNITS = 2  # the paper's "2 GACs" that suffice to simulate BFGS
@@ -89,7 +89,7 @@ def global_average(h, shape, num_global):
   return tf.reshape(tf.concat([local, shared], axis=-1), tf.shape(h))
 
 
-@keras.saving.register_keras_serializable(package="l2l_tf")
+@base.register_cell("lstm_gac")
 class GlobalAveragingLSTM(coordinatewise_lstm.CoordinatewiseLSTM):
   """LSTM+GAC: a coordinatewise LSTM whose last k units per layer average over coordinates.
 
@@ -97,20 +97,16 @@ class GlobalAveragingLSTM(coordinatewise_lstm.CoordinatewiseLSTM):
   coordinates of one instance, with any leading batch of independent instances).
 
   Args:
-    hidden_sizes: units of each LSTM layer.
     global_averaging_units: GACs per layer: an int or one int per layer, in [0, units].
     global_averaging_fraction: alternatively the fraction of each layer's units, in [0, 1].
       With neither given, each layer has 2 GACs (the paper's choice).
-    preprocessing, output_scale: as in CoordinatewiseLSTM.
+    **kwargs: CoordinatewiseLSTM's (hidden_sizes, preprocessing, output_scale, ...).
   """
 
   coordinatewise = False  # GACs average over all coordinates of the instance
 
-  def __init__(self, hidden_sizes=(20, 20), global_averaging_units=None,
-               global_averaging_fraction=None, preprocessing="log_sign", output_scale=0.1,
-               **kwargs):
-    super().__init__(hidden_sizes=hidden_sizes, preprocessing=preprocessing,
-                     output_scale=output_scale, **kwargs)
+  def __init__(self, global_averaging_units=None, global_averaging_fraction=None, **kwargs):
+    super().__init__(**kwargs)
     self.global_averaging_units = resolve_global_averaging_units(
         self.hidden_sizes, global_averaging_units, global_averaging_fraction)
 

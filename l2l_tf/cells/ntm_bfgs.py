@@ -47,11 +47,13 @@ then the memory:
 [..., n, size], and None for the dense memory, whose trailing size is n (one column per
 coordinate; see get_initial_state).
 """
+import abc
 import numbers
 
 import keras
 import tensorflow as tf
 
+from l2l_tf.cells import base
 from l2l_tf.cells import coordinatewise_lstm
 from l2l_tf.cells import gac
 
@@ -67,26 +69,21 @@ def _check_int(name, value, minimum):
 class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
   """Shared machinery of NTMBFGS and NTMLBFGS: controller, heads and update (see module doc).
 
-  Subclasses define the memory: memory_state_size, memory_state_names, initial_memory,
+  A subclass defines the memory: memory_state_size, memory_state_names, initial_memory,
   read_memory and write_memory.
 
   Args:
-    hidden_sizes: units of each controller LSTM layer.
     num_read_heads: R >= 1 read keys per coordinate (paper: 1).
     num_write_heads: W >= 1 rank-one writes per step (paper: 3).
-    global_averaging_units, global_averaging_fraction: GACs of the controller (see gac.py).
-    preprocessing, output_scale: as in CoordinatewiseLSTM.
+    **kwargs: GlobalAveragingLSTM's: hidden_sizes (the controller's layers), the controller's
+      GACs (global_averaging_units or global_averaging_fraction), preprocessing, output_scale.
   """
 
-  def __init__(self, hidden_sizes=(20, 20), num_read_heads=1, num_write_heads=3,
-               global_averaging_units=None, global_averaging_fraction=None,
-               preprocessing="log_sign", output_scale=0.1, **kwargs):
+  def __init__(self, num_read_heads=1, num_write_heads=3, **kwargs):
     # Set before the base constructor: it builds the weights, whose shapes depend on them.
     self.num_read_heads = _check_int("num_read_heads", num_read_heads, 1)
     self.num_write_heads = _check_int("num_write_heads", num_write_heads, 1)
-    super().__init__(hidden_sizes=hidden_sizes, global_averaging_units=global_averaging_units,
-                     global_averaging_fraction=global_averaging_fraction,
-                     preprocessing=preprocessing, output_scale=output_scale, **kwargs)
+    super().__init__(**kwargs)
 
   def build(self, input_shape=None):
     if self.built:
@@ -123,24 +120,26 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
   # -- memory interface (subclasses) ------------------------------------------------------------
 
   @property
+  @abc.abstractmethod
   def memory_state_size(self):
-    raise NotImplementedError
+    """Trailing size of each memory state (None: n)."""
 
   @property
+  @abc.abstractmethod
   def memory_state_names(self):
-    raise NotImplementedError
+    """A name for each memory state."""
 
+  @abc.abstractmethod
   def initial_memory(self, shape):
     """Zero memory states for a [..., n] coordinate shape (a list of ints / scalar tensors)."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def read_memory(self, memory, keys):
     """i = M r for keys [..., n, R]; returns [..., n, R]."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def write_memory(self, memory, a, b):
     """Memory states holding M + A B^T, for write vectors a, b [..., n, W]."""
-    raise NotImplementedError
 
   # -- cell protocol ----------------------------------------------------------------------------
 
@@ -177,17 +176,10 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
       [..., n, units]).
     """
     shape = tf.shape(inputs)
-    per_coordinate = lambda t: tf.reshape(t, tf.concat([shape[:-1], tf.shape(t)[-1:]], 0))
+    per_coordinate = lambda t: coordinatewise_lstm.per_coordinate(t, shape)
     previous_read = tf.reshape(states[self._num_lstm_states], [-1, self.num_read_heads])
     x = tf.concat([self.preprocessor(tf.reshape(inputs, [-1, 1])), previous_read], axis=-1)
-    lstm_states = []
-    for layer, (kernel, recurrent, bias) in enumerate(self.lstm_weights):
-      h = tf.reshape(states[2 * layer], [-1, self.hidden_sizes[layer]])
-      c = tf.reshape(states[2 * layer + 1], [-1, self.hidden_sizes[layer]])
-      h, c = coordinatewise_lstm.lstm_step(x, h, c, kernel, recurrent, bias)
-      h = self.transform_hidden(h, shape, layer)
-      lstm_states += [h, c]
-      x = h
+    x, lstm_states = self.run_lstm_layers(x, states, shape)
     # All heads in one matmul: [rows, units] x [units, 1 + R + 2W].
     heads = tf.matmul(x, tf.concat([self.output_kernel, self.read_key_kernel,
                                     self.write_kernel], axis=1))
@@ -218,7 +210,7 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
     return config
 
 
-@keras.saving.register_keras_serializable(package="l2l_tf")
+@base.register_cell("ntm_bfgs")
 class NTMBFGS(NeuralTuringMachineCell):
   """NTM-BFGS: dense n x n memory per instance (see the module docstring).
 
@@ -226,19 +218,12 @@ class NTMBFGS(NeuralTuringMachineCell):
     max_dense_coordinates: the most coordinates per instance for which get_initial_state
       allocates the dense memory (4 n^2 bytes per instance in float32); more is refused with
       advice to use NTMLBFGS. Default 4096 (64 MiB per instance).
-    Other arguments as NeuralTuringMachineCell.
+    **kwargs: NeuralTuringMachineCell's.
   """
 
-  def __init__(self, hidden_sizes=(20, 20), num_read_heads=1, num_write_heads=3,
-               global_averaging_units=None, global_averaging_fraction=None,
-               max_dense_coordinates=DEFAULT_MAX_DENSE_COORDINATES, preprocessing="log_sign",
-               output_scale=0.1, **kwargs):
+  def __init__(self, max_dense_coordinates=DEFAULT_MAX_DENSE_COORDINATES, **kwargs):
     self.max_dense_coordinates = _check_int("max_dense_coordinates", max_dense_coordinates, 1)
-    super().__init__(hidden_sizes=hidden_sizes, num_read_heads=num_read_heads,
-                     num_write_heads=num_write_heads,
-                     global_averaging_units=global_averaging_units,
-                     global_averaging_fraction=global_averaging_fraction,
-                     preprocessing=preprocessing, output_scale=output_scale, **kwargs)
+    super().__init__(**kwargs)
 
   @property
   def memory_state_size(self):
@@ -281,24 +266,18 @@ class NTMBFGS(NeuralTuringMachineCell):
     return config
 
 
-@keras.saving.register_keras_serializable(package="l2l_tf")
+@base.register_cell("ntm_lbfgs")
 class NTMLBFGS(NeuralTuringMachineCell):
   """NTM-L-BFGS: M_t = A B^T over a sliding window of the last k steps' writes, O(n k) memory.
 
   Args:
     window_size: k >= 1 steps kept; the windows hold k * num_write_heads vectors each.
-    Other arguments as NeuralTuringMachineCell.
+    **kwargs: NeuralTuringMachineCell's.
   """
 
-  def __init__(self, hidden_sizes=(20, 20), num_read_heads=1, num_write_heads=3,
-               window_size=10, global_averaging_units=None, global_averaging_fraction=None,
-               preprocessing="log_sign", output_scale=0.1, **kwargs):
+  def __init__(self, window_size=10, **kwargs):
     self.window_size = _check_int("window_size", window_size, 1)
-    super().__init__(hidden_sizes=hidden_sizes, num_read_heads=num_read_heads,
-                     num_write_heads=num_write_heads,
-                     global_averaging_units=global_averaging_units,
-                     global_averaging_fraction=global_averaging_fraction,
-                     preprocessing=preprocessing, output_scale=output_scale, **kwargs)
+    super().__init__(**kwargs)
 
   @property
   def memory_state_size(self):

@@ -46,15 +46,27 @@ fc_0/w [256, 32], fc_0/gamma, fc_0/beta [32]; fc_1/w [32, classes], fc_1/b [clas
 classifier) -- each with a leading batch_size axis. CIFAR_PARAMETER_GROUPS splits them
 between the paper's two optimizer networks.
 """
+import functools
 import math
 
 import numpy as np
 import tensorflow as tf
 
+from l2l_tf import data
+from l2l_tf import registry
+from l2l_tf.data import cifar
 from l2l_tf.problems import base
 
 # The paper's two optimizer networks: one for the conv layers, one for the fully connected.
 CIFAR_PARAMETER_GROUPS = {"conv": r"^conv_", "fc": r"^fc_"}
+# The named CIFAR problems, from tfds or CIFAR-10's binary files. CIFAR-5 and CIFAR-2 are label
+# subsets, renumbered 0..k-1: CIFAR-5 = classes 0-4 (airplane, automobile, bird, cat, deer),
+# CIFAR-2 = classes 0-1 (airplane, automobile).
+CIFAR_LABELS = {"cifar10": tuple(range(10)), "cifar5": (0, 1, 2, 3, 4), "cifar2": (0, 1)}
+# The paper's "LSTM-sub": meta-train on the labels the test subset does not use, e.g.
+# make_problem("cifar5", "train", labels=CIFAR_HELD_OUT_LABELS["cifar5"]) for meta-training
+# and make_problem("cifar5", "test") (classes 0-4) for testing.
+CIFAR_HELD_OUT_LABELS = {"cifar5": (5, 6, 7, 8, 9), "cifar2": (2, 3, 4, 5, 6, 7, 8, 9)}
 BATCH_NORM_EPSILON = 1e-3
 
 
@@ -72,7 +84,7 @@ def batch_norm(x, gamma, beta, axes, statistics=None, epsilon=BATCH_NORM_EPSILON
   return (x - mean) * inv + beta, (mean, variance)
 
 
-class ConvNetClassificationProblem(base.Problem):
+class ConvNetClassificationProblem(base.DatasetClassificationProblem):
   """Softmax cross-entropy of a small batch-normalised convnet on minibatches of images.
 
   Args:
@@ -101,10 +113,7 @@ class ConvNetClassificationProblem(base.Problem):
     super().__init__(batch_size=batch_size, dtype=dtype)
     if name is not None:
       self.name = str(name)
-    # Kept as tensors: a tf.function captures them by reference, and minibatches are gathered
-    # from pre-sampled indices, so a whole unroll's data is ready before it starts.
-    self.images = tf.convert_to_tensor(images, self.dtype)
-    self.labels = tf.convert_to_tensor(labels, tf.int32)
+    self.set_dataset(images, labels)
     if self.images.shape.rank != 4 or self.labels.shape.rank != 1 or (
         self.images.shape[0] != self.labels.shape[0]):
       raise ValueError(f"images must be [N, height, width, channels] and labels [N]; got "
@@ -184,10 +193,6 @@ class ConvNetClassificationProblem(base.Problem):
                                                   stddev=stddev, dtype=self.dtype)
     return params
 
-  def sample_batches(self, seed, num_steps):
-    return {"indices": base.minibatch_indices(seed, num_steps, self.batch_size,
-                                              self.minibatch_size, self.images.shape[0])}
-
   # --- the network ----------------------------------------------------------------------------
 
   # Plain Python over static structure: nothing for autograph to convert (saves tracing time).
@@ -246,12 +251,6 @@ class ConvNetClassificationProblem(base.Problem):
     """
     return self._forward(params, x)[1]
 
-  def loss(self, params, batch):
-    x = tf.gather(self.images, batch["indices"])
-    y = tf.gather(self.labels, batch["indices"])
-    xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=self.logits(params, x))
-    return tf.reduce_mean(xent, axis=-1)
-
   def evaluate(self, params, images, labels, statistics=None):
     """(mean cross-entropy [batch_size], accuracy [batch_size]) of every instance on the
     same examples images [N, H, W, C] / labels [N].
@@ -281,20 +280,29 @@ class ConvNetClassificationProblem(base.Problem):
     return config
 
 
-def make_two_network_rule(optimizer="lstm", problem_name="cifar10", conv_cell=None,
-                          fc_cell=None, **cell_kwargs):
-  """The paper's CIFAR optimizer: one network for conv parameters, one for fully connected.
+def make_cifar_problem(name, split, batch_size, options):
+  """CIFAR-10 / -5 / -2 convnet problems; options.labels overrides the class subset (LSTM-sub).
 
-  Returns a LearnedUpdateRule with cells {"conv": ..., "fc": ...} and CIFAR_PARAMETER_GROUPS.
-  Cells not given are built by registry.make_cell(optimizer, problem_name, **cell_kwargs)
-  (the paper's settings: log/sign preprocessing, output scale 0.1); the two never share
-  weights.
+  train and validation split CIFAR-10's training set 90% / 10% (by options.seed); test is its
+  test set. Data comes from options.dataset_source "tfds" or "binary" (options.data_dir).
   """
-  # Imported here: the registry imports the problem modules lazily, and so do we.
-  from l2l_tf import learned_rule  # pylint: disable=g-import-not-at-top
-  from l2l_tf import registry  # pylint: disable=g-import-not-at-top
-  cells = {
-      "conv": conv_cell or registry.make_cell(optimizer, problem_name, **cell_kwargs),
-      "fc": fc_cell or registry.make_cell(optimizer, problem_name, **cell_kwargs),
-  }
-  return learned_rule.LearnedUpdateRule(cells, CIFAR_PARAMETER_GROUPS)
+  if options.dataset_source not in cifar.SOURCES:
+    raise ValueError(f"{name} reads CIFAR-10 from dataset_source 'tfds' (downloads) or 'binary' "
+                     f"(a directory of the official .bin files, data_dir); got "
+                     f"{options.dataset_source!r} (there is no embedded CIFAR sample)")
+  labels = CIFAR_LABELS[name] if options.labels is None else tuple(options.labels)
+  load = lambda data_split: data.load_cifar10(options.dataset_source, data_split,
+                                              options.data_dir, labels=labels)
+  if split == "test":
+    images, targets = load("test")
+  else:
+    train, validation = data.split_train_validation(*load("train"), validation_fraction=0.1,
+                                                    seed=options.seed)
+    images, targets = train if split == "train" else validation
+  return ConvNetClassificationProblem(images, targets, num_classes=len(labels),
+                                      batch_size=batch_size or 1, name=name, class_ids=labels)
+
+
+for _name in CIFAR_LABELS:
+  registry.PROBLEMS.register(_name, family="cifar", parameter_groups=CIFAR_PARAMETER_GROUPS)(
+      functools.partial(make_cifar_problem, _name))

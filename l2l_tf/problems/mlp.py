@@ -1,12 +1,14 @@
 """MLP classifiers as optimizees: the paper's MNIST experiment and its generalisation variants."""
 import tensorflow as tf
 
+from l2l_tf import data
+from l2l_tf import registry
 from l2l_tf.problems import base
 
 ACTIVATIONS = {"sigmoid": tf.sigmoid, "relu": tf.nn.relu, "tanh": tf.tanh}
 
 
-class MLPClassificationProblem(base.Problem):
+class MLPClassificationProblem(base.DatasetClassificationProblem):
   """Softmax cross-entropy of an MLP on minibatches drawn from a fixed dataset.
 
   The paper's MNIST optimizee: 784-20-10, sigmoid, minibatches of 128, parameters IID
@@ -28,10 +30,7 @@ class MLPClassificationProblem(base.Problem):
       raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
     if not hidden_sizes or min(hidden_sizes) <= 0:
       raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}")
-    # Kept as tensors: a tf.function captures them by reference, and minibatches are gathered
-    # from pre-sampled indices, so a whole unroll's data is ready before it starts.
-    self.images = tf.convert_to_tensor(images, self.dtype)
-    self.labels = tf.convert_to_tensor(labels, tf.int32)
+    self.set_dataset(images, labels)
     if self.images.shape.rank != 2 or self.images.shape[0] != self.labels.shape[0]:
       raise ValueError(f"images must be [N, features] and labels [N]; got {self.images.shape} "
                        f"and {self.labels.shape}")
@@ -51,10 +50,6 @@ class MLPClassificationProblem(base.Problem):
             stddev=self.init_stddev, dtype=self.dtype)
     return params
 
-  def sample_batches(self, seed, num_steps):
-    return {"indices": base.minibatch_indices(seed, num_steps, self.batch_size,
-                                              self.minibatch_size, self.images.shape[0])}
-
   def logits(self, params, x):
     """x: [batch_size, M, features] -> logits [batch_size, M, classes]."""
     activation = ACTIVATIONS[self.activation]
@@ -65,15 +60,26 @@ class MLPClassificationProblem(base.Problem):
         x = activation(x)
     return x
 
-  def loss(self, params, batch):
-    x = tf.gather(self.images, batch["indices"])
-    y = tf.gather(self.labels, batch["indices"])
-    xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=self.logits(params, x))
-    return tf.reduce_mean(xent, axis=-1)
-
   def get_config(self):
     config = super().get_config()
     config.update(hidden_sizes=list(self.hidden_sizes), activation=self.activation,
                   num_classes=self.num_classes, minibatch_size=self.minibatch_size,
                   init_stddev=self.init_stddev)
     return config
+
+
+@registry.PROBLEMS.register("mnist")
+def make_mnist_problem(split, batch_size, options):
+  """The paper's MNIST MLP (options: dataset_source, data_dir, hidden_sizes, activation, seed).
+
+  train and validation split MNIST's training set 90% / 10% (by `seed`); test is its test set.
+  """
+  if split == "test":
+    images, labels = data.load_mnist(options.dataset_source, "test", options.data_dir)
+  else:
+    train, validation = data.split_train_validation(
+        *data.load_mnist(options.dataset_source, "train", options.data_dir),
+        validation_fraction=0.1, seed=options.seed)
+    images, labels = train if split == "train" else validation
+  return MLPClassificationProblem(images, labels, hidden_sizes=tuple(options.hidden_sizes),
+                                  activation=options.activation, batch_size=batch_size or 1)

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from l2l_tf import registry
 from l2l_tf.data.errors import DataError
 from l2l_tf.problems import base
 
@@ -379,3 +380,10 @@ def make_problem(split, batch_size=1, data_dir=None, style=DEFAULT_STYLE, image_
                           feature_network=feature_network,
                           photo_names=[os.path.basename(p) for p in paths],
                           style_name=style if style in STYLES else style_file)
+
+
+@registry.PROBLEMS.register("neural_art")
+def make_named_problem(split, batch_size, options):
+  """make_problem with the registry's options (style, image_size, feature_network, data_dir)."""
+  return make_problem(split, batch_size or 1, options.data_dir, options.style or DEFAULT_STYLE,
+                      options.image_size, options.feature_network)

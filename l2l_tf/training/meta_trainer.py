@@ -33,8 +33,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from l2l_tf import atomic_files
 from l2l_tf import evaluation
-from l2l_tf import io
+from l2l_tf import optimizer_format
 from l2l_tf.problems import scaled
 from l2l_tf.training import distribute
 from l2l_tf.training import fault_injection
@@ -492,8 +493,8 @@ class MetaTrainer:
     self._check_output(output_dir)
     with run_directory.exclusive_lock(output_dir):
       self._check_output(output_dir)  # another process may have started a run meanwhile
-      io.atomic_write(os.path.join(output_dir, run_directory.RUN_FILE),
-                      json.dumps(self._run_description(), indent=2, sort_keys=True))
+      atomic_files.atomic_write(os.path.join(output_dir, run_directory.RUN_FILE),
+                                json.dumps(self._run_description(), indent=2, sort_keys=True))
       removed = run_directory.remove_leftovers(output_dir)
       if removed:
         self.log(f"removed what an interrupted run left: {', '.join(removed)}")
@@ -532,7 +533,8 @@ class MetaTrainer:
       run.history = self._restored_history(run, "history" in present)
       self.log(f"resuming {output_dir} at epoch {int(self.epoch.numpy())}")
     self._check_replicas_resume_together(output_dir)
-    io.atomic_write(run.path(run_directory.HISTORY_FILE), json.dumps(run.history, indent=2))
+    atomic_files.atomic_write(run.path(run_directory.HISTORY_FILE),
+                              json.dumps(run.history, indent=2))
     run.writer = self._rewrite_tensorboard(run)
     if not latest:
       self._record_best(output_dir, self.validation_loss(), epoch=0)
@@ -647,7 +649,8 @@ class MetaTrainer:
     with fault_injection.inside("checkpoint_shards", epoch):
       run.manager.save(checkpoint_number=epoch, options=fault_injection.checkpoint_options(epoch))
     fault_injection.reach("after_checkpoint", epoch)
-    io.atomic_write(run.path(run_directory.HISTORY_FILE), json.dumps(run.history, indent=2))
+    atomic_files.atomic_write(run.path(run_directory.HISTORY_FILE),
+                              json.dumps(run.history, indent=2))
     _write_summaries(run.writer, record)
     run.writer.flush()
     return improved
@@ -676,4 +679,5 @@ class MetaTrainer:
                     best_validation_loss=validation if math.isfinite(validation) else None,
                     training=dataclasses.asdict(self.config))
     with fault_injection.inside("best_swap", epoch, run_directory.BEST):
-      io.save_rule(self.rule, os.path.join(output_dir, run_directory.BEST), metadata)
+      optimizer_format.save_rule(self.rule, os.path.join(output_dir, run_directory.BEST),
+                                 metadata)

@@ -7,7 +7,7 @@ files of the same name).
 
 remove_leftovers(directory) deletes the temporaries a killed run leaves: the best/ swap's
 .best.tmp-*/.best.old-* (putting best/ back if the kill fell between the swap's two renames),
-io.atomic_write's .tmp-* files, and TensorFlow's unfinished checkpoint writes in
+atomic_files.atomic_write's .tmp-* files, and TensorFlow's unfinished checkpoint writes in
 checkpoints/ (ckpt-N_temp/, checkpoint.tmp<hex>). Call it only while holding the lock.
 """
 import contextlib

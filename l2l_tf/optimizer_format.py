@@ -1,4 +1,4 @@
-"""Saving and loading trained optimizers, with atomic writes and validated reads.
+"""The on-disk format of trained optimizers: saving, and validated loading.
 
 An optimizer directory holds:
   optimizer.json  {"format": "l2l_tf.optimizer", "version": 1, "cells": {group: cell config},
@@ -16,22 +16,21 @@ read, and every weight must be finite. For an exported SavedModel, the files Ten
 (saved_model.pb, fingerprint.pb, variables/) are verified against the assets too. Every
 failure is an OptimizerFileError (a ValueError) whose one-line message names the file.
 """
-import contextlib
 import inspect
 import json
 import math
 import numbers
 import os
 import re
-import shutil
 import struct
-import tempfile
 import zipfile
 import zlib
+from typing import Any, Dict, Optional, Tuple
 
 import keras
 import numpy as np
 
+from l2l_tf import atomic_files
 from l2l_tf import cells as cells_lib
 from l2l_tf import learned_rule
 
@@ -70,60 +69,6 @@ class OptimizerFileError(ValueError):
 # -- writing -----------------------------------------------------------------------------------
 
 
-def current_umask():
-  """The process's umask (read without changing it where /proc allows)."""
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("Umask:"):
-          return int(line.split()[1], 8)
-  except (OSError, ValueError, IndexError):
-    pass
-  umask = os.umask(0)  # elsewhere: set and restore (not thread-safe, but brief)
-  os.umask(umask)
-  return umask
-
-
-@contextlib.contextmanager
-def atomic_directory(path):
-  """Yields a temporary directory that replaces `path` only if the block succeeds."""
-  path = os.path.abspath(path)
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
-  os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would make shipped models private
-  try:
-    yield tmp
-    if os.path.isdir(path):
-      old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
-      os.rename(path, os.path.join(old, "x"))
-      os.rename(tmp, path)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.rename(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
-
-
-def atomic_write(path, data):
-  """Writes a file (str or bytes) through a temporary file and rename.
-
-  The file gets the mode open() would give it (0666 less the umask), not mkstemp's 0600.
-  """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-  try:
-    os.fchmod(fd, 0o666 & ~current_umask())
-    with os.fdopen(fd, "w" if isinstance(data, str) else "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def weight_arrays(rule):
   return {f"{group}/{w.name}": np.asarray(w.numpy()) for group, cell in rule.cells.items()
           for w in cell.weights}
@@ -144,9 +89,10 @@ def write_rule(rule, directory, metadata=None):
   np.savez(os.path.join(directory, WEIGHTS_FILE), **weight_arrays(rule))
 
 
-def save_rule(rule, path, metadata=None):
+def save_rule(rule: learned_rule.LearnedUpdateRule, path: str,
+              metadata: Optional[Dict[str, Any]] = None) -> None:
   """Saves a LearnedUpdateRule to `path` atomically."""
-  with atomic_directory(path) as tmp:
+  with atomic_files.atomic_directory(path) as tmp:
     write_rule(rule, tmp, metadata)
 
 
@@ -621,7 +567,7 @@ def verify_saved_model(path, arrays):
                              "corrupt or modified export")
 
 
-def load_rule(path):
+def load_rule(path: str) -> Tuple[learned_rule.LearnedUpdateRule, Dict[str, Any]]:
   """Loads a LearnedUpdateRule (and its metadata) saved by save_rule (or a training run).
 
   `path` may also be a SavedModel written by l2l_tf.export; its graph and variables are
