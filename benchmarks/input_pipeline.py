@@ -18,6 +18,7 @@ Prints one line per problem:
     RESULT problem=mnist coordinates=15910 minibatch=128 unroll_length=20 sample_ms=0.4
       gather_ms=3.1 unroll_ms=512.0 sample_pct=0.08 gather_pct=0.6
 """
+
 import time
 
 from absl import app
@@ -34,8 +35,9 @@ from l2l_tf.problems.keras_model import KerasModelProblem
 from l2l_tf.problems.mlp import MLPClassificationProblem
 from l2l_tf.training import unroll as unroll_lib
 
-_PROBLEMS = flags.DEFINE_list("problems", ["mnist", "cifar10"],
-                              "Problems to time: mnist, cifar10, keras_mlp.")
+_PROBLEMS = flags.DEFINE_list(
+  "problems", ["mnist", "cifar10"], "Problems to time: mnist, cifar10, keras_mlp."
+)
 _UNROLL = flags.DEFINE_integer("unroll_length", 20, "Steps per unroll.", lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions (median).", lower_bound=1)
 _EXAMPLES = flags.DEFINE_integer("examples", 10000, "Synthetic dataset size.", lower_bound=128)
@@ -52,12 +54,15 @@ def make_problem(name, examples):
     images = rng.random((examples, 32, 32, 3), dtype=np.float32)
     return ConvNetClassificationProblem(images, labels), learned_rule.make_rule("lstm", name)
   if name == "keras_mlp":  # the MNIST MLP written as a Keras model
-    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(20, activation="sigmoid"),
-                              keras.layers.Dense(10)])
+    model = keras.Sequential(
+      [keras.Input((784,)), keras.layers.Dense(20, activation="sigmoid"), keras.layers.Dense(10)]
+    )
     images = rng.random((examples, 784), dtype=np.float32)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return (KerasModelProblem(model, images, labels, loss=loss),
-            LearnedUpdateRule(CoordinatewiseLSTM()))
+    return (
+      KerasModelProblem(model, images, labels, loss=loss),
+      LearnedUpdateRule(CoordinatewiseLSTM()),
+    )
   raise ValueError(f"Unknown problem {name!r}; choose mnist, cifar10 or keras_mlp")
 
 
@@ -112,12 +117,15 @@ def measure(name):
   trace_s = time.perf_counter() - begin
   unroll_ms = _median_ms(lambda i: _materialise(forward_backward(trajectory, rest)), repeats)
 
-  print(f"RESULT problem={name} coordinates={problem.num_coordinates()} "
-        f"minibatch={problem.minibatch_size} unroll_length={k} sample_ms={sample_ms:.2f} "
-        f"gather_ms={gather_ms:.2f} unroll_ms={unroll_ms:.1f} "
-        f"sample_pct={100 * sample_ms / unroll_ms:.3f} "
-        f"gather_pct={100 * gather_ms / unroll_ms:.2f} "
-        f"trace_s={trace_s:.1f}", flush=True)
+  print(
+    f"RESULT problem={name} coordinates={problem.num_coordinates()} "
+    f"minibatch={problem.minibatch_size} unroll_length={k} sample_ms={sample_ms:.2f} "
+    f"gather_ms={gather_ms:.2f} unroll_ms={unroll_ms:.1f} "
+    f"sample_pct={100 * sample_ms / unroll_ms:.3f} "
+    f"gather_pct={100 * gather_ms / unroll_ms:.2f} "
+    f"trace_s={trace_s:.1f}",
+    flush=True,
+  )
 
 
 def main(argv):

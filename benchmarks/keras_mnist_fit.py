@@ -10,7 +10,9 @@ a grid (--adam_grid) that ends lowest on the first seed's training loss (tuned o
 runs, which favours Adam). Reported per optimizer, mean over seeds: the training loss over the
 last 50 steps, and test loss and accuracy on the test split. Prints RESULT lines.
 """
+
 import os
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import time  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -29,8 +31,11 @@ flags.DEFINE_enum("dataset_source", "embedded", ["embedded", "tfds", "idx"], "MN
 flags.DEFINE_string("data_dir", None, "Directory for --dataset_source=idx|tfds.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Model initialisation and shuffling seeds.")
 flags.DEFINE_integer("epochs", 1, "Epochs of model.fit.", lower_bound=1)
-flags.DEFINE_list("adam_grid", ["0.001", "0.003", "0.01", "0.03", "0.1"],
-                  "Adam learning rates tried for the tuned row.")
+flags.DEFINE_list(
+  "adam_grid",
+  ["0.001", "0.003", "0.01", "0.03", "0.1"],
+  "Adam learning rates tried for the tuned row.",
+)
 flags.DEFINE_string("output_json", None, "Write the results here.")
 FLAGS = flags.FLAGS
 
@@ -58,24 +63,35 @@ class _LossRecorder(keras.callbacks.Callback):
 
 def _fit(make_optimizer, seed, train, test):
   keras.utils.set_random_seed(seed)
-  model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(20, activation="sigmoid"),
-                            keras.layers.Dense(10)])
-  model.compile(optimizer=make_optimizer(), metrics=["accuracy"],
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  model = keras.Sequential(
+    [keras.Input((784,)), keras.layers.Dense(20, activation="sigmoid"), keras.layers.Dense(10)]
+  )
+  model.compile(
+    optimizer=make_optimizer(),
+    metrics=["accuracy"],
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+  )
   recorder = _LossRecorder()
-  model.fit(*train, batch_size=128, epochs=FLAGS.epochs, shuffle=True, verbose=0,
-            callbacks=[recorder])
+  model.fit(
+    *train, batch_size=128, epochs=FLAGS.epochs, shuffle=True, verbose=0, callbacks=[recorder]
+  )
   test_loss, test_accuracy = model.evaluate(*test, batch_size=1024, verbose=0)
-  return {"train_loss_last": float(np.mean(recorder.losses()[-_LAST_STEPS:])),
-          "test_loss": float(test_loss), "test_accuracy": float(test_accuracy)}
+  return {
+    "train_loss_last": float(np.mean(recorder.losses()[-_LAST_STEPS:])),
+    "test_loss": float(test_loss),
+    "test_accuracy": float(test_accuracy),
+  }
 
 
 def _run(name, make_optimizer, seeds, train, test):
   runs = [_fit(make_optimizer, seed, train, test) for seed in seeds]
   row = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
   row["runs"] = runs
-  print(f"RESULT optimizer={name} train_loss_last{_LAST_STEPS}={row['train_loss_last']:.4f} "
-        f"test_loss={row['test_loss']:.4f} test_accuracy={row['test_accuracy']:.4f}", flush=True)
+  print(
+    f"RESULT optimizer={name} train_loss_last{_LAST_STEPS}={row['train_loss_last']:.4f} "
+    f"test_loss={row['test_loss']:.4f} test_accuracy={row['test_accuracy']:.4f}",
+    flush=True,
+  )
   return row
 
 
@@ -86,25 +102,39 @@ def main(argv):
   test = data.load_mnist(FLAGS.dataset_source, "test", FLAGS.data_dir)
   start = time.time()
   rows = {
-      "learned": _run("learned", lambda: l2l_tf.LearnedOptimizer.from_saved_model(
-          FLAGS.optimizer_path), seeds, train, test),
-      "adam_default": _run("adam_default", lambda: keras.optimizers.Adam(1e-3), seeds, train,
-                           test),
+    "learned": _run(
+      "learned",
+      lambda: l2l_tf.LearnedOptimizer.from_saved_model(FLAGS.optimizer_path),
+      seeds,
+      train,
+      test,
+    ),
+    "adam_default": _run("adam_default", lambda: keras.optimizers.Adam(1e-3), seeds, train, test),
   }
   grid = [float(x) for x in FLAGS.adam_grid]
-  tuning = {lr: _fit(lambda lr=lr: keras.optimizers.Adam(lr), seeds[0], train, test)
-            for lr in grid}
+  tuning = {lr: _fit(lambda lr=lr: keras.optimizers.Adam(lr), seeds[0], train, test) for lr in grid}
   best = min(grid, key=lambda lr: tuning[lr]["train_loss_last"])
-  rows["adam_tuned"] = _run(f"adam_tuned(lr={best:g})", lambda: keras.optimizers.Adam(best),
-                            seeds, train, test)
+  rows["adam_tuned"] = _run(
+    f"adam_tuned(lr={best:g})", lambda: keras.optimizers.Adam(best), seeds, train, test
+  )
   rows["adam_tuned"]["learning_rate"] = best
-  learned, default, tuned = (rows[k]["train_loss_last"]
-                             for k in ("learned", "adam_default", "adam_tuned"))
-  print(f"RESULT learned_below_adam_default={str(learned < default).lower()} "
-        f"learned_over_tuned_adam={learned / tuned:.3f} wall_seconds={time.time() - start:.0f}")
+  learned, default, tuned = (
+    rows[k]["train_loss_last"] for k in ("learned", "adam_default", "adam_tuned")
+  )
+  print(
+    f"RESULT learned_below_adam_default={str(learned < default).lower()} "
+    f"learned_over_tuned_adam={learned / tuned:.3f} wall_seconds={time.time() - start:.0f}"
+  )
   if FLAGS.output_json:
-    evaluation.write_json({"optimizer_path": FLAGS.optimizer_path, "epochs": FLAGS.epochs,
-                           "seeds": seeds, "results": rows}, FLAGS.output_json)
+    evaluation.write_json(
+      {
+        "optimizer_path": FLAGS.optimizer_path,
+        "epochs": FLAGS.epochs,
+        "seeds": seeds,
+        "results": rows,
+      },
+      FLAGS.output_json,
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ coordinatewise LSTM's ratio at the first --jit_compile setting):
     RESULT jit=false cell=lstm_gac over_adam_step_time=... over_adam_cpu_time=...
     RESULT learned_over_adam_step_time=... learned_over_adam_cpu_time=...
 """
+
 import os
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import time  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -36,12 +38,14 @@ from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-posit
 from l2l_tf import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _STEPS = flags.DEFINE_integer("steps", 200, "Timed batches per optimizer.", lower_bound=10)
-_ROUNDS = flags.DEFINE_integer("rounds", 10, "Alternating timing rounds (Adam, learned, ...).",
-                               lower_bound=1)
+_ROUNDS = flags.DEFINE_integer(
+  "rounds", 10, "Alternating timing rounds (Adam, learned, ...).", lower_bound=1
+)
 _WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed batches (tracing) first.", lower_bound=2)
 _JIT = flags.DEFINE_list("jit_compile", ["false"], "model.fit jit_compile settings to time.")
-_CELLS = flags.DEFINE_list("cells", list(registry.CELLS),
-                           "Learned optimizers (registry names) to time against Adam.")
+_CELLS = flags.DEFINE_list(
+  "cells", list(registry.CELLS), "Learned optimizers (registry names) to time against Adam."
+)
 _BATCH = 128
 
 
@@ -62,14 +66,18 @@ class _BatchTimer(keras.callbacks.Callback):
 
 def make_model():
   keras.utils.set_random_seed(0)
-  return keras.Sequential([keras.Input((784,)), keras.layers.Dense(20, activation="sigmoid"),
-                           keras.layers.Dense(10)])
+  return keras.Sequential(
+    [keras.Input((784,)), keras.layers.Dense(20, activation="sigmoid"), keras.layers.Dense(10)]
+  )
 
 
 def state_per_param(model, optimizer):
   params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-  slots = [v for v in optimizer.variables
-           if v is not optimizer.iterations and "learning_rate" not in v.path]
+  slots = [
+    v
+    for v in optimizer.variables
+    if v is not optimizer.iterations and "learning_rate" not in v.path
+  ]
   floats = sum(int(np.prod(v.shape)) for v in slots)
   state_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in slots)
   return params, floats / params, state_bytes / params
@@ -79,10 +87,16 @@ def _compiled(name, jit):
   """(model, optimizer) for "adam" or a registry cell name; None if the optimizer refuses the
   model (printed)."""
   model = make_model()
-  optimizer = (keras.optimizers.Adam(1e-3) if name == "adam"
-               else l2l_tf.LearnedOptimizer(registry.make_cell(name, "mnist")))
-  model.compile(optimizer=optimizer, jit_compile=jit,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  optimizer = (
+    keras.optimizers.Adam(1e-3)
+    if name == "adam"
+    else l2l_tf.LearnedOptimizer(registry.make_cell(name, "mnist"))
+  )
+  model.compile(
+    optimizer=optimizer,
+    jit_compile=jit,
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+  )
   try:
     optimizer.build(model.trainable_variables)
   except ValueError as e:
@@ -104,8 +118,14 @@ def compare(jit):
     if compiled is None:
       continue
     model, _ = compiled
-    model.fit(x[:_BATCH * _WARMUP.value], y[:_BATCH * _WARMUP.value], batch_size=_BATCH,
-              epochs=1, shuffle=False, verbose=0)  # tracing, compilation
+    model.fit(
+      x[: _BATCH * _WARMUP.value],
+      y[: _BATCH * _WARMUP.value],
+      batch_size=_BATCH,
+      epochs=1,
+      shuffle=False,
+      verbose=0,
+    )  # tracing, compilation
     runs[name] = compiled + (_BatchTimer(),)
   for _ in range(_ROUNDS.value):
     for name, (model, _, timer) in runs.items():
@@ -115,13 +135,18 @@ def compare(jit):
     step_ms = 1000 * float(np.median(timer.times))
     cpu_ms = 1000 * float(np.median(timer.cpu_times))
     params, floats, state_bytes = state_per_param(model, optimizer)
-    print(f"RESULT optimizer={name} jit={str(jit).lower()} step_ms={step_ms:.3f} "
-          f"cpu_ms={cpu_ms:.3f} batches={len(timer.times)} params={params} "
-          f"state_floats_per_param={floats:.1f} state_bytes_per_param={state_bytes:.1f}",
-          flush=True)
+    print(
+      f"RESULT optimizer={name} jit={str(jit).lower()} step_ms={step_ms:.3f} "
+      f"cpu_ms={cpu_ms:.3f} batches={len(timer.times)} params={params} "
+      f"state_floats_per_param={floats:.1f} state_bytes_per_param={state_bytes:.1f}",
+      flush=True,
+    )
     results[name] = step_ms, cpu_ms
-  return {name: (results[name][0] / results["adam"][0], results[name][1] / results["adam"][1])
-          for name in results if name != "adam"}
+  return {
+    name: (results[name][0] / results["adam"][0], results[name][1] / results["adam"][1])
+    for name in results
+    if name != "adam"
+  }
 
 
 def main(argv):
@@ -135,13 +160,18 @@ def main(argv):
       raise ValueError(f"--jit_compile: expected true or false, got {jit!r}")
     jit = jit.strip().lower() == "true"
     for name, (ratio, cpu_ratio) in compare(jit).items():
-      print(f"RESULT jit={str(jit).lower()} cell={name} over_adam_step_time={ratio:.2f} "
-            f"over_adam_cpu_time={cpu_ratio:.2f}", flush=True)
+      print(
+        f"RESULT jit={str(jit).lower()} cell={name} over_adam_step_time={ratio:.2f} "
+        f"over_adam_cpu_time={cpu_ratio:.2f}",
+        flush=True,
+      )
       if name == "lstm" and headline is None:
         headline = ratio, cpu_ratio
   if headline is not None:
-    print(f"RESULT learned_over_adam_step_time={headline[0]:.2f} "
-          f"learned_over_adam_cpu_time={headline[1]:.2f}")
+    print(
+      f"RESULT learned_over_adam_step_time={headline[0]:.2f} "
+      f"learned_over_adam_cpu_time={headline[1]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ to recompute=none:
 
     RESULT problem=mnist recompute=steps unroll=20 peak_mib=1097 setup_mib=683 seconds=2.49 ...
 """
+
 import json
 import math
 import os
@@ -36,17 +37,24 @@ from absl import app
 from absl import flags
 
 _PROBLEMS = flags.DEFINE_list("problems", ["mnist", "large"], "Optimizees: mnist, large.")
-_RECOMPUTE = flags.DEFINE_list("recompute", ["none", "steps", "blocks"],
-                               "Recompute modes to measure.")
+_RECOMPUTE = flags.DEFINE_list(
+  "recompute", ["none", "steps", "blocks"], "Recompute modes to measure."
+)
 _MNIST_UNROLL = flags.DEFINE_list("mnist_unroll", ["20"], "Unroll lengths on mnist.")
 _LARGE_UNROLL = flags.DEFINE_list("large_unroll", ["2", "4"], "Unroll lengths on large.")
 _JIT = flags.DEFINE_enum("jit", "false", ["false", "true"], "jit_compile of the meta-gradient.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed meta-gradients per configuration.")
-_MAX_RSS_MIB = flags.DEFINE_integer("max_rss_mib", 4608, "Kill a configuration whose resident "
-                                    "size passes this (MiB); it is reported as over the limit.")
+_MAX_RSS_MIB = flags.DEFINE_integer(
+  "max_rss_mib",
+  4608,
+  "Kill a configuration whose resident size passes this (MiB); it is reported as over the limit.",
+)
 _MIN_AVAILABLE_MIB = flags.DEFINE_integer(
-    "min_available_mib", 1024, "Kill a configuration that leaves the machine less than this "
-    "available memory (MiB); it is reported as over the limit.")
+  "min_available_mib",
+  1024,
+  "Kill a configuration that leaves the machine less than this "
+  "available memory (MiB); it is reported as over the limit.",
+)
 _CHILD = flags.DEFINE_string("child", None, "Internal: PROBLEM,RECOMPUTE,UNROLL to measure.")
 
 HIDDEN_SIZES = {"mnist": (20,), "large": (1260,)}
@@ -73,8 +81,7 @@ def measure_in_this_process(problem_name, recompute, unroll_length, jit, repeats
   @tf.function(jit_compile=jit, autograph=False)
   def meta_gradient(trajectory, batches):
     with tf.GradientTape() as tape:
-      meta_loss, _, _ = unroll_lib.unroll(problem, rule, trajectory, batches,
-                                          recompute=recompute)
+      meta_loss, _, _ = unroll_lib.unroll(problem, rule, trajectory, batches, recompute=recompute)
     return meta_loss, tape.gradient(meta_loss, rule.trainable_variables)
 
   times = []
@@ -83,9 +90,18 @@ def measure_in_this_process(problem_name, recompute, unroll_length, jit, repeats
     meta_loss, grads = meta_gradient(trajectory, rest)
     grad_norm = float(tf.linalg.global_norm(grads))
     times.append(time.perf_counter() - start)
-  print(json.dumps({"setup_mib": setup_kib / 1024, "seconds": float(np.median(times[1:])),
-                    "meta_loss": float(meta_loss), "grad_norm": grad_norm,
-                    "coordinates": problem.num_coordinates()}), flush=True)
+  print(
+    json.dumps(
+      {
+        "setup_mib": setup_kib / 1024,
+        "seconds": float(np.median(times[1:])),
+        "meta_loss": float(meta_loss),
+        "grad_norm": grad_norm,
+        "coordinates": problem.num_coordinates(),
+      }
+    ),
+    flush=True,
+  )
 
 
 def _proc_field_mib(path, field, default):
@@ -116,9 +132,13 @@ def run_child(problem_name, recompute, unroll_length):
   --min_available_mib, is killed (memory here is shared with other jobs) and reported with
   peak_mib None and the limit in stopped_by.
   """
-  command = [sys.executable, os.path.abspath(__file__),
-             f"--child={problem_name},{recompute},{unroll_length}", f"--jit={_JIT.value}",
-             f"--repeats={_REPEATS.value}"]
+  command = [
+    sys.executable,
+    os.path.abspath(__file__),
+    f"--child={problem_name},{recompute},{unroll_length}",
+    f"--jit={_JIT.value}",
+    f"--repeats={_REPEATS.value}",
+  ]
   report = {"problem": problem_name, "recompute": recompute, "unroll": unroll_length}
   with tempfile.TemporaryFile("w+") as output:
     process = subprocess.Popen(command, stdout=output, text=True)
@@ -145,22 +165,30 @@ def run_child(problem_name, recompute, unroll_length):
 
 def result_line(report):
   """The RESULT line of one configuration."""
-  line = (f"RESULT problem={report['problem']} recompute={report['recompute']} "
-          f"unroll={report['unroll']}")
+  line = (
+    f"RESULT problem={report['problem']} recompute={report['recompute']} unroll={report['unroll']}"
+  )
   if report["peak_mib"] is None:
     limit = report["stopped_by"]
     return f"{line} peak_mib=stopped({limit}={flags.FLAGS[limit].value})"
-  return (f"{line} peak_mib={report['peak_mib']:.0f} setup_mib={report['setup_mib']:.0f} "
-          f"seconds={report['seconds']:.2f} meta_loss={report['meta_loss']:.6g} "
-          f"grad_norm={report['grad_norm']:.6g}")
+  return (
+    f"{line} peak_mib={report['peak_mib']:.0f} setup_mib={report['setup_mib']:.0f} "
+    f"seconds={report['seconds']:.2f} meta_loss={report['meta_loss']:.6g} "
+    f"grad_norm={report['grad_norm']:.6g}"
+  )
 
 
 def print_table(reports):
   """Peak memory and time per configuration, relative to recompute=none on the same problem."""
-  plain = {(r["problem"], r["unroll"]): r for r in reports
-           if r["recompute"] == "none" and r["peak_mib"] is not None}
-  print(f"{'problem':8} {'unroll':>6} {'recompute':9} {'peak MiB':>9} {'setup MiB':>9} "
-        f"{'peak-setup':>10} {'seconds':>8} {'memory x':>8} {'time x':>7}")
+  plain = {
+    (r["problem"], r["unroll"]): r
+    for r in reports
+    if r["recompute"] == "none" and r["peak_mib"] is not None
+  }
+  print(
+    f"{'problem':8} {'unroll':>6} {'recompute':9} {'peak MiB':>9} {'setup MiB':>9} "
+    f"{'peak-setup':>10} {'seconds':>8} {'memory x':>8} {'time x':>7}"
+  )
   for r in reports:
     head = f"{r['problem']:8} {r['unroll']:>6} {r['recompute']:9}"
     if r["peak_mib"] is None:
@@ -172,16 +200,19 @@ def print_table(reports):
     if base:
       memory_ratio = above_setup / (base["peak_mib"] - base["setup_mib"])
       time_ratio = r["seconds"] / base["seconds"]
-    print(f"{head} {r['peak_mib']:>9.0f} {r['setup_mib']:>9.0f} {above_setup:>10.0f} "
-          f"{r['seconds']:>8.2f} {memory_ratio:>8.2f} {time_ratio:>7.2f}")
+    print(
+      f"{head} {r['peak_mib']:>9.0f} {r['setup_mib']:>9.0f} {above_setup:>10.0f} "
+      f"{r['seconds']:>8.2f} {memory_ratio:>8.2f} {time_ratio:>7.2f}"
+    )
 
 
 def main(argv):
   del argv
   if _CHILD.value:
     problem_name, recompute, unroll_length = _CHILD.value.split(",")
-    measure_in_this_process(problem_name, recompute, int(unroll_length), _JIT.value == "true",
-                            _REPEATS.value)
+    measure_in_this_process(
+      problem_name, recompute, int(unroll_length), _JIT.value == "true", _REPEATS.value
+    )
     return
   for name in _PROBLEMS.value:
     if name not in HIDDEN_SIZES:

@@ -8,7 +8,9 @@ The test runs are scripts/evaluate.py's (seed evaluation.TEST_SEED_OFFSET + --se
 numbers sit beside the tuned baselines of benchmarks/mnist_paper_setting.py. Prints each
 optimizer's mean loss at every horizon, then the mean and spread (std, min, max) over them.
 """
+
 import os
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -33,21 +35,39 @@ def main(argv):
   per_optimizer = {}
   for path in FLAGS.optimizer_paths:
     rule, _ = optimizer_format.load_rule(path)
-    losses = evaluation.run_trajectories(problem, rule, evaluation.TEST_SEED_OFFSET + FLAGS.seed,
-                                         max(horizons))
+    losses = evaluation.run_trajectories(
+      problem, rule, evaluation.TEST_SEED_OFFSET + FLAGS.seed, max(horizons)
+    )
     per_optimizer[path] = {str(h): float(np.mean(losses[h])) for h in horizons}
-    print(f"RESULT optimizer={path} " + " ".join(
-        f"step{h}={per_optimizer[path][str(h)]:.4f}" for h in horizons), flush=True)
+    print(
+      f"RESULT optimizer={path} "
+      + " ".join(f"step{h}={per_optimizer[path][str(h)]:.4f}" for h in horizons),
+      flush=True,
+    )
   spread = {}
   for h in horizons:
     values = np.array([r[str(h)] for r in per_optimizer.values()])
-    spread[str(h)] = {"mean": float(values.mean()), "std": float(values.std()),
-                      "min": float(values.min()), "max": float(values.max())}
-    print(f"RESULT step={h} over {len(values)} optimizers: mean {values.mean():.4f} std "
-          f"{values.std():.4f} min {values.min():.4f} max {values.max():.4f}", flush=True)
+    spread[str(h)] = {
+      "mean": float(values.mean()),
+      "std": float(values.std()),
+      "min": float(values.min()),
+      "max": float(values.max()),
+    }
+    print(
+      f"RESULT step={h} over {len(values)} optimizers: mean {values.mean():.4f} std "
+      f"{values.std():.4f} min {values.min():.4f} max {values.max():.4f}",
+      flush=True,
+    )
   if FLAGS.output_json:
-    evaluation.write_json({"problem": problem.get_config(), "num_problems": FLAGS.num_problems,
-                           "optimizers": per_optimizer, "spread": spread}, FLAGS.output_json)
+    evaluation.write_json(
+      {
+        "problem": problem.get_config(),
+        "num_problems": FLAGS.num_problems,
+        "optimizers": per_optimizer,
+        "spread": spread,
+      },
+      FLAGS.output_json,
+    )
 
 
 if __name__ == "__main__":

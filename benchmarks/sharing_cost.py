@@ -18,7 +18,9 @@ and prints each relative to the coordinatewise LSTM on the same layout. Layouts:
 
 Output: one RESULT line per (layout, cell), a table, and --output_json (optional).
 """
+
 import os
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -41,9 +43,11 @@ _JSON = flags.DEFINE_string("output_json", None, "Optional path for the results 
 
 def _cells():
   common = dict(preprocessing="log_sign", output_scale=0.1)
-  variants = [("lstm", lambda: cells.CoordinatewiseLSTM(**common)),
-              ("lstm_gac", lambda: cells.GlobalAveragingLSTM(**common)),
-              ("ntm_bfgs", lambda: cells.NTMBFGS(**common))]
+  variants = [
+    ("lstm", lambda: cells.CoordinatewiseLSTM(**common)),
+    ("lstm_gac", lambda: cells.GlobalAveragingLSTM(**common)),
+    ("ntm_bfgs", lambda: cells.NTMBFGS(**common)),
+  ]
   for k in _WINDOWS.value:
     variants.append((f"ntm_lbfgs_k{k}", lambda k=int(k): cells.NTMLBFGS(window_size=k, **common)))
   return variants
@@ -102,8 +106,12 @@ def main(argv):
     prepared, layout_rows = {}, {}
     for name, make in _cells():
       cell = make()
-      row = {"layout": layout, "instances": shape[0], "coordinates": shape[0] * shape[1],
-             "cell": name}
+      row = {
+        "layout": layout,
+        "instances": shape[0],
+        "coordinates": shape[0] * shape[1],
+        "cell": name,
+      }
       rows.append(row)
       try:
         state_bytes, prepared[name] = prepare(cell, shape)
@@ -116,25 +124,33 @@ def main(argv):
     for name, (forward, backward) in time_interleaved(prepared).items():
       row = layout_rows[name]
       row.update(forward_ms=1e3 * forward, forward_backward_ms=1e3 * backward / _UNROLL.value)
-      print(f"RESULT layout={layout} cell={name} state_MiB={row['state_bytes'] / 2**20:.3f} "
-            f"fwd_ms={row['forward_ms']:.2f} fwd_bwd_ms={row['forward_backward_ms']:.2f}",
-            flush=True)
+      print(
+        f"RESULT layout={layout} cell={name} state_MiB={row['state_bytes'] / 2**20:.3f} "
+        f"fwd_ms={row['forward_ms']:.2f} fwd_bwd_ms={row['forward_backward_ms']:.2f}",
+        flush=True,
+      )
 
   print()
-  print(f"{'layout':<11} {'coords':>6} {'cell':<15} {'state MiB':>10} {'x lstm':>7} "
-        f"{'fwd ms':>8} {'x lstm':>7} {'fwd+bwd ms':>10} {'x lstm':>7}")
+  print(
+    f"{'layout':<11} {'coords':>6} {'cell':<15} {'state MiB':>10} {'x lstm':>7} "
+    f"{'fwd ms':>8} {'x lstm':>7} {'fwd+bwd ms':>10} {'x lstm':>7}"
+  )
   for row in rows:
     base = next(r for r in rows if r["layout"] == row["layout"] and r["cell"] == "lstm")
     if row["status"] != "ok":
-      print(f"{row['layout']:<11} {row['coordinates']:>6} {row['cell']:<15} refused "
-            f"(dense {row['coordinates']}^2 memory; use ntm_lbfgs)")
+      print(
+        f"{row['layout']:<11} {row['coordinates']:>6} {row['cell']:<15} refused "
+        f"(dense {row['coordinates']}^2 memory; use ntm_lbfgs)"
+      )
       continue
     for key in ("state_bytes", "forward_ms", "forward_backward_ms"):
       row[f"{key}_vs_lstm"] = row[key] / base[key]
-    print(f"{row['layout']:<11} {row['coordinates']:>6} {row['cell']:<15} "
-          f"{row['state_bytes'] / 2**20:>10.3f} {row['state_bytes_vs_lstm']:>7.2f} "
-          f"{row['forward_ms']:>8.2f} {row['forward_ms_vs_lstm']:>7.2f} "
-          f"{row['forward_backward_ms']:>10.2f} {row['forward_backward_ms_vs_lstm']:>7.2f}")
+    print(
+      f"{row['layout']:<11} {row['coordinates']:>6} {row['cell']:<15} "
+      f"{row['state_bytes'] / 2**20:>10.3f} {row['state_bytes_vs_lstm']:>7.2f} "
+      f"{row['forward_ms']:>8.2f} {row['forward_ms_vs_lstm']:>7.2f} "
+      f"{row['forward_backward_ms']:>10.2f} {row['forward_backward_ms_vs_lstm']:>7.2f}"
+    )
   lbfgs = [r for r in rows if r["cell"].startswith("ntm_lbfgs") and r["status"] == "ok"]
   if lbfgs:
     print("\nNTM-L-BFGS state bytes per coordinate (O(k): 4 * (4*20 + R + 2*k*W) in float32):")

@@ -16,6 +16,7 @@ Prints one line per configuration:
 
 and with --output_json=FILE writes them as JSON (results/throughput.json feeds docs/RESULTS.md).
 """
+
 import time
 
 from absl import app
@@ -41,12 +42,15 @@ _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the results 
 
 def make_problem(name):
   if name == "quadratic":
-    return QuadraticProblem(batch_size=128), CoordinatewiseLSTM(preprocessing="identity",
-                                                                output_scale=1.0)
+    return QuadraticProblem(batch_size=128), CoordinatewiseLSTM(
+      preprocessing="identity", output_scale=1.0
+    )
   rng = np.random.default_rng(0)
   images = rng.random((6000, 784), dtype=np.float32)
-  return (MLPClassificationProblem(images, rng.integers(0, 10, 6000), minibatch_size=128),
-          CoordinatewiseLSTM())
+  return (
+    MLPClassificationProblem(images, rng.integers(0, 10, 6000), minibatch_size=128),
+    CoordinatewiseLSTM(),
+  )
 
 
 def measure(problem_name, jit):
@@ -74,10 +78,18 @@ def measure(problem_name, jit):
     times.append(time.perf_counter() - start)
   coordinates = problem.num_coordinates() * problem.batch_size
   rate = coordinates * _UNROLL.value / float(np.median(times))
-  print(f"RESULT problem={problem_name} jit={str(jit).lower()} coord_steps_per_s={rate:.0f} "
-        f"compile_s={compile_s:.1f} coordinates={coordinates}", flush=True)
-  return {"problem": problem_name, "jit_compile": jit, "coordinates": int(coordinates),
-          "coord_steps_per_s": rate, "compile_s": compile_s}
+  print(
+    f"RESULT problem={problem_name} jit={str(jit).lower()} coord_steps_per_s={rate:.0f} "
+    f"compile_s={compile_s:.1f} coordinates={coordinates}",
+    flush=True,
+  )
+  return {
+    "problem": problem_name,
+    "jit_compile": jit,
+    "coordinates": int(coordinates),
+    "coord_steps_per_s": rate,
+    "compile_s": compile_s,
+  }
 
 
 def main(argv):
@@ -85,11 +97,12 @@ def main(argv):
   # Must precede the first TensorFlow op.
   tf.config.threading.set_intra_op_parallelism_threads(_INTRA.value)
   tf.config.threading.set_inter_op_parallelism_threads(_INTER.value)
-  results = [measure(name, jit.lower() == "true") for name in _PROBLEMS.value
-             for jit in _JIT.value]
+  results = [measure(name, jit.lower() == "true") for name in _PROBLEMS.value for jit in _JIT.value]
   if _OUTPUT_JSON.value:
-    evaluation.write_json({"unroll_length": _UNROLL.value, "repeats": _REPEATS.value,
-                           "results": results}, _OUTPUT_JSON.value)
+    evaluation.write_json(
+      {"unroll_length": _UNROLL.value, "repeats": _REPEATS.value, "results": results},
+      _OUTPUT_JSON.value,
+    )
     print(f"wrote {_OUTPUT_JSON.value}")
 
 

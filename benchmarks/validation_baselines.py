@@ -8,7 +8,9 @@ validation losses (results/training/*/history.json) can be compared with tuned b
     python benchmarks/validation_baselines.py --problem=mnist --dataset_source=idx \
         --data_dir=DIR --num_validation_problems=16 --horizons=100,200 --validation_window=20
 """
+
 import os
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -21,8 +23,9 @@ from l2l_tf import registry  # pylint: disable=g-import-not-at-top,wrong-import-
 cli.define_problem_flags()
 flags.DEFINE_integer("num_validation_problems", 16, "As train.py's flag.", lower_bound=1)
 flags.DEFINE_list("horizons", ["100"], "Trajectory lengths.")
-flags.DEFINE_integer("validation_window", 20, "Last steps averaged (train.py's final metric).",
-                     lower_bound=1)
+flags.DEFINE_integer(
+  "validation_window", 20, "Last steps averaged (train.py's final metric).", lower_bound=1
+)
 flags.DEFINE_list("optimizers", sorted(registry.BASELINES), "Baselines to run.")
 FLAGS = flags.FLAGS
 
@@ -35,10 +38,17 @@ def main(argv):
   for horizon in cli.parse_ints(FLAGS.horizons, "--horizons"):
     for name in FLAGS.optimizers:
       best, scores = evaluation.tune_learning_rate(
-          problem, name, VALIDATION_SEED, horizon,
-          score=lambda losses: np.mean(losses[-FLAGS.validation_window:]))
-      print(f"RESULT horizon={horizon} optimizer={name} learning_rate={best:.3g} "
-            f"validation_final{FLAGS.validation_window}={scores[best]:.4f}", flush=True)
+        problem,
+        name,
+        VALIDATION_SEED,
+        horizon,
+        score=lambda losses: np.mean(losses[-FLAGS.validation_window :]),
+      )
+      print(
+        f"RESULT horizon={horizon} optimizer={name} learning_rate={best:.3g} "
+        f"validation_final{FLAGS.validation_window}={scores[best]:.4f}",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Prints RESULT learned_beats_all_baselines=true|false for an evaluate.py JSON (final loss).
 
-    python benchmarks/verdict.py EVAL_JSON
+python benchmarks/verdict.py EVAL_JSON
 """
+
 import json
 import sys
 
@@ -13,8 +14,10 @@ def verdict_line(results):
   learned = results["learned"]["final_loss_mean"]
   others = {n: r["final_loss_mean"] for n, r in sorted(results.items()) if n != "learned"}
   beats = all(learned < loss for loss in others.values())
-  return (f"RESULT learned_beats_all_baselines={str(beats).lower()} learned={learned:.4g} "
-          + " ".join(f"{n}={loss:.4g}" for n, loss in others.items()))
+  return (
+    f"RESULT learned_beats_all_baselines={str(beats).lower()} learned={learned:.4g} "
+    + " ".join(f"{n}={loss:.4g}" for n, loss in others.items())
+  )
 
 
 def main(args):

@@ -1,14 +1,17 @@
 """l2l_tf: learned optimizers (Andrychowicz et al., 2016) for TensorFlow 2 and Keras 3."""
+
 try:
-  import tensorflow as _tensorflow  # pylint: disable=unused-import
+  import tensorflow as _tensorflow  # noqa: F401  # pylint: disable=unused-import
 except ModuleNotFoundError as e:
   if e.name != "tensorflow":  # TensorFlow is there but broken: its own error says more
     raise
   # One line that says what to do, rather than a "No module named" from deep in a submodule.
   raise ModuleNotFoundError(
-      "l2l_tf needs TensorFlow 2.21, which is not installed in this Python environment: "
-      "pip install 'tensorflow>=2.21,<2.22' (for NVIDIA GPUs: "
-      "pip install 'tensorflow[and-cuda]>=2.21,<2.22').", name="tensorflow") from None
+    "l2l_tf needs TensorFlow 2.21, which is not installed in this Python environment: "
+    "pip install 'tensorflow>=2.21,<2.22' (for NVIDIA GPUs: "
+    "pip install 'tensorflow[and-cuda]>=2.21,<2.22').",
+    name="tensorflow",
+  ) from None
 
 # The public API: the documented workflow needs nothing deeper than these names. Baseline update
 # rules stay in l2l_tf.update_rules (l2l_tf.Adam would read as a Keras optimizer, and is not).
@@ -34,22 +37,22 @@ from l2l_tf.training.meta_trainer import MetaTrainingConfig
 __version__ = "0.1.0"
 
 __all__ = [
-    "CoordinatewiseLSTM",
-    "GlobalAveragingLSTM",
-    "KerasModelProblem",
-    "LearnedOptimizer",
-    "LearnedOptimizerCell",
-    "LearnedUpdateRule",
-    "MLPClassificationProblem",
-    "MetaTrainer",
-    "MetaTrainingConfig",
-    "NTMBFGS",
-    "NTMLBFGS",
-    "ParameterGroups",
-    "Problem",
-    "QuadraticProblem",
-    "export_saved_model",
-    "load_optimizer",
-    "save_optimizer",
-    "update_rules",
+  "CoordinatewiseLSTM",
+  "GlobalAveragingLSTM",
+  "KerasModelProblem",
+  "LearnedOptimizer",
+  "LearnedOptimizerCell",
+  "LearnedUpdateRule",
+  "MLPClassificationProblem",
+  "MetaTrainer",
+  "MetaTrainingConfig",
+  "NTMBFGS",
+  "NTMLBFGS",
+  "ParameterGroups",
+  "Problem",
+  "QuadraticProblem",
+  "export_saved_model",
+  "load_optimizer",
+  "save_optimizer",
+  "update_rules",
 ]

@@ -4,6 +4,7 @@ Both write next to the target (same file system) and rename into place. Temporar
 `.tmp-*` (files) and `.<name>.tmp-*` / `.<name>.old-*` (directories), which
 l2l_tf.leftovers and l2l_tf.training.run_directory remove after a killed run.
 """
+
 import contextlib
 import os
 import shutil

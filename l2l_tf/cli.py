@@ -1,4 +1,5 @@
 """Shared pieces of the absl command-line programs in scripts/."""
+
 import os
 import re
 import sys
@@ -21,29 +22,49 @@ flags.disclaim_key_flags()
 
 def define_problem_flags():
   """Defines the optimizee flags shared by the scripts (--problem, --num_steps, --seed, ...)."""
-  flags.DEFINE_enum("problem", "quadratic", list(registry.PROBLEMS),
-                    "Optimizee family.")
-  flags.DEFINE_enum("dataset_source", "embedded", ["embedded", "tfds", "idx", "binary"],
-                    "Where data comes from. MNIST: the sample shipped in the package "
-                    "(embedded), tensorflow-datasets, or a directory of official IDX files. "
-                    "CIFAR: tfds, or a directory of CIFAR-10's binary files (binary).")
-  flags.DEFINE_list("labels", None, "CIFAR classes to keep (default: the problem's own; "
-                    "e.g. --problem=cifar5 --labels=5,6,7,8,9 meta-trains LSTM-sub).")
-  flags.DEFINE_string("data_dir", None, "Data directory for --dataset_source=tfds|idx; for "
-                      "neural_art, a directory of content photos in train/, validation/, test/.")
+  flags.DEFINE_enum("problem", "quadratic", list(registry.PROBLEMS), "Optimizee family.")
+  flags.DEFINE_enum(
+    "dataset_source",
+    "embedded",
+    ["embedded", "tfds", "idx", "binary"],
+    "Where data comes from. MNIST: the sample shipped in the package "
+    "(embedded), tensorflow-datasets, or a directory of official IDX files. "
+    "CIFAR: tfds, or a directory of CIFAR-10's binary files (binary).",
+  )
+  flags.DEFINE_list(
+    "labels",
+    None,
+    "CIFAR classes to keep (default: the problem's own; "
+    "e.g. --problem=cifar5 --labels=5,6,7,8,9 meta-trains LSTM-sub).",
+  )
+  flags.DEFINE_string(
+    "data_dir",
+    None,
+    "Data directory for --dataset_source=tfds|idx; for "
+    "neural_art, a directory of content photos in train/, validation/, test/.",
+  )
   flags.DEFINE_list("hidden_sizes", ["20"], "MNIST MLP hidden layer widths.")
   flags.DEFINE_enum("activation", "sigmoid", ["sigmoid", "relu", "tanh"], "MNIST activation.")
   flags.DEFINE_integer("num_steps", 100, "Optimizee steps per trajectory.", lower_bound=1)
   flags.DEFINE_integer("seed", 0, "Base random seed.", lower_bound=0)
-  flags.DEFINE_string("style", None, "neural_art style: "
-                      f"{'|'.join(neural_art.STYLES)} (shipped) or an image file (default "
-                      f"{neural_art.DEFAULT_STYLE}).")
-  flags.DEFINE_integer("image_size", 64, "neural_art: side of the square content crops.",
-                       lower_bound=8)
-  flags.DEFINE_enum("feature_network", "auto", list(neural_art.FEATURE_NETWORKS),
-                    "neural_art features: vgg19 (ImageNet weights from Keras's cache, never "
-                    "downloaded), random (seeded random-filter convnet); auto = vgg19 when its "
-                    "weights are cached, else random.")
+  flags.DEFINE_string(
+    "style",
+    None,
+    "neural_art style: "
+    f"{'|'.join(neural_art.STYLES)} (shipped) or an image file (default "
+    f"{neural_art.DEFAULT_STYLE}).",
+  )
+  flags.DEFINE_integer(
+    "image_size", 64, "neural_art: side of the square content crops.", lower_bound=8
+  )
+  flags.DEFINE_enum(
+    "feature_network",
+    "auto",
+    list(neural_art.FEATURE_NETWORKS),
+    "neural_art features: vgg19 (ImageNet weights from Keras's cache, never "
+    "downloaded), random (seeded random-filter convnet); auto = vgg19 when its "
+    "weights are cached, else random.",
+  )
 
 
 def parse_ints(values, flag):
@@ -59,8 +80,11 @@ def problem_from_flags(split, batch_size=None):
     hidden_sizes = [int(h) for h in FLAGS.hidden_sizes]
   except ValueError:
     raise ValueError(f"--hidden_sizes must be integers, got {FLAGS.hidden_sizes}") from None
-  if FLAGS.problem != "quadratic" and FLAGS.dataset_source in ("idx", "binary") \
-      and not FLAGS.data_dir:
+  if (
+    FLAGS.problem != "quadratic"
+    and FLAGS.dataset_source in ("idx", "binary")
+    and not FLAGS.data_dir
+  ):
     raise ValueError(f"--dataset_source={FLAGS.dataset_source} needs --data_dir")
   try:
     labels = None if FLAGS.labels is None else [int(x) for x in FLAGS.labels]
@@ -69,21 +93,33 @@ def problem_from_flags(split, batch_size=None):
   if labels is not None and FLAGS.problem not in registry.CIFAR_PROBLEMS:
     raise ValueError("--labels applies to the CIFAR problems only")
   _check_neural_art_flags()
-  return registry.make_problem(FLAGS.problem, split, batch_size, FLAGS.dataset_source,
-                               FLAGS.data_dir, hidden_sizes, FLAGS.activation, labels=labels,
-                               style=FLAGS.style, image_size=FLAGS.image_size,
-                               feature_network=FLAGS.feature_network)
+  return registry.make_problem(
+    FLAGS.problem,
+    split,
+    batch_size,
+    FLAGS.dataset_source,
+    FLAGS.data_dir,
+    hidden_sizes,
+    FLAGS.activation,
+    labels=labels,
+    style=FLAGS.style,
+    image_size=FLAGS.image_size,
+    feature_network=FLAGS.feature_network,
+  )
 
 
 def _check_neural_art_flags():
   """neural_art reads images from the package or --data_dir; its flags apply to it alone."""
   if FLAGS.problem == "neural_art":
     if FLAGS.dataset_source != "embedded":
-      raise ValueError("--problem=neural_art reads the package's photos or --data_dir (with "
-                       "train/, validation/, test/ subdirectories); drop --dataset_source")
+      raise ValueError(
+        "--problem=neural_art reads the package's photos or --data_dir (with "
+        "train/, validation/, test/ subdirectories); drop --dataset_source"
+      )
     return
-  given = [f"--{name}" for name in ("style", "image_size", "feature_network")
-           if FLAGS[name].present]
+  given = [
+    f"--{name}" for name in ("style", "image_size", "feature_network") if FLAGS[name].present
+  ]
   if given:
     verb = "applies" if len(given) == 1 else "apply"
     raise ValueError(f"{', '.join(given)} {verb} to --problem=neural_art only")
@@ -103,16 +139,21 @@ def is_expected_error(error):
   same exception types from a bug elsewhere still give a traceback.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  # loaded already via registry
+
   if isinstance(error, (ValueError, OSError, tf.errors.OpError)):
     return True
   frames = traceback.extract_tb(error.__traceback__)
-  return (isinstance(error, (IndexError, RuntimeError)) and bool(frames)
-          and os.path.basename(frames[-1].filename) == _CHECKPOINT_READER)
+  return (
+    isinstance(error, (IndexError, RuntimeError))
+    and bool(frames)
+    and os.path.basename(frames[-1].filename) == _CHECKPOINT_READER
+  )
 
 
 def error_line(error):
   """The single `error: ...` line for an expected failure (never a multi-line message)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   if isinstance(error, tf.errors.OpError):  # its first line; the rest is graph context
     lines = (error.message or "").strip().splitlines()
     first = _FUNCTION_NODE.sub("", lines[0]) if lines else ""

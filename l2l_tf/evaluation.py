@@ -10,6 +10,7 @@ problems. Results have the JSON shape the scripts write:
    "results": {name: {"learning_rate", "mean_loss" [num_steps + 1], "final_loss_mean",
                       "final_loss_std"}}}
 """
+
 import collections
 import datetime
 import io
@@ -53,6 +54,7 @@ def _trajectory_function(problem, rule, jit_compile):
   if key in _compiled_runs:
     _compiled_runs.move_to_end(key)
   else:
+
     @tf.function(jit_compile=jit_compile)
     def run(params, batches):
       first = tf.nest.map_structure(lambda x: x[0], batches)
@@ -60,6 +62,7 @@ def _trajectory_function(problem, rule, jit_compile):
       trajectory = unroll_lib.start_trajectory(problem, rule, params, first)
       _, _, losses = unroll_lib.unroll(problem, rule, trajectory, rest)
       return tf.concat([trajectory.loss[None], losses], axis=0)
+
     _compiled_runs[key] = run
     while len(_compiled_runs) > _MAX_COMPILED_RUNS:
       _compiled_runs.popitem(last=False)
@@ -119,8 +122,9 @@ class Progress:
     if self.done < self.total and now - self.last_line < self.interval:
       return
     self.last_line = now
-    line = (f"{self.what}: {self.done}/{self.total} {self.units}, "
-            f"{format_duration(now - self.start)}")
+    line = (
+      f"{self.what}: {self.done}/{self.total} {self.units}, {format_duration(now - self.start)}"
+    )
     if self.done < self.total:
       line += f", ETA {format_duration(self._seconds_per_item(now) * (self.total - self.done))}"
     self.log(line)
@@ -131,8 +135,9 @@ class Progress:
     return (now - self.first_done) / (self.done - 1)
 
 
-def tune_learning_rate(problem, name, seed, num_steps, learning_rates=DEFAULT_LEARNING_RATES,
-                       log=None, score=None):
+def tune_learning_rate(
+  problem, name, seed, num_steps, learning_rates=DEFAULT_LEARNING_RATES, log=None, score=None
+):
   """The grid learning rate with the lowest score; returns (rate, {rate: score}).
 
   log: optional callable given progress lines ("tuning adam: 7/21 learning rates, ...").
@@ -156,15 +161,26 @@ def tune_learning_rate(problem, name, seed, num_steps, learning_rates=DEFAULT_LE
 
 def summarize(losses, learning_rate=None):
   final = losses[-1]
-  return {"learning_rate": learning_rate,
-          "mean_loss": [float(x) for x in np.mean(losses, axis=1)],
-          "final_loss_mean": float(np.mean(final)),
-          "final_loss_std": float(np.std(final))}
+  return {
+    "learning_rate": learning_rate,
+    "mean_loss": [float(x) for x in np.mean(losses, axis=1)],
+    "final_loss_mean": float(np.mean(final)),
+    "final_loss_std": float(np.std(final)),
+  }
 
 
-def compare(problem, rules, seed, num_steps, baselines=tuple(registry.BASELINES),
-            tuning_problem=None, tuning_seed=None, learning_rates=DEFAULT_LEARNING_RATES,
-            fixed_learning_rates=None, log=print_now):
+def compare(
+  problem,
+  rules,
+  seed,
+  num_steps,
+  baselines=tuple(registry.BASELINES),
+  tuning_problem=None,
+  tuning_seed=None,
+  learning_rates=DEFAULT_LEARNING_RATES,
+  fixed_learning_rates=None,
+  log=print_now,
+):
   """Runs every optimizer on the same problems.
 
   Returns (results in the JSON shape above, {name: raw losses [num_steps + 1, problems]}).
@@ -188,23 +204,27 @@ def compare(problem, rules, seed, num_steps, baselines=tuple(registry.BASELINES)
     if fixed_learning_rates and name in fixed_learning_rates:
       lr = float(fixed_learning_rates[name])
     else:
-      lr, _ = tune_learning_rate(tuning_problem, name, tuning_seed, num_steps, learning_rates,
-                                 log)
+      lr, _ = tune_learning_rate(tuning_problem, name, tuning_seed, num_steps, learning_rates, log)
       log(f"tuned {name}: learning_rate={lr:.3g}")
-    losses[name] = run_trajectories(problem, update_rules.make_baseline(name, lr), seed,
-                                    num_steps)
+    losses[name] = run_trajectories(problem, update_rules.make_baseline(name, lr), seed, num_steps)
     results[name] = summarize(losses[name], lr)
-  summary = {"problem": problem.name, "num_steps": int(num_steps),
-             "num_problems": int(problem.batch_size), "results": results}
+  summary = {
+    "problem": problem.name,
+    "num_steps": int(num_steps),
+    "num_problems": int(problem.batch_size),
+    "results": results,
+  }
   return summary, losses
 
 
 def format_table(results):
   """A fixed-width table of final losses, best first."""
   rows = sorted(results["results"].items(), key=lambda kv: kv[1]["final_loss_mean"])
-  lines = [f"{results['problem']}: loss at step {results['num_steps']} over "
-           f"{results['num_problems']} held-out problems",
-           f"{'optimizer':<10} {'learning_rate':>13} {'mean':>10} {'std':>10}"]
+  lines = [
+    f"{results['problem']}: loss at step {results['num_steps']} over "
+    f"{results['num_problems']} held-out problems",
+    f"{'optimizer':<10} {'learning_rate':>13} {'mean':>10} {'std':>10}",
+  ]
   for name, r in rows:
     lr = "-" if r["learning_rate"] is None else f"{r['learning_rate']:.3g}"
     lines.append(f"{name:<10} {lr:>13} {r['final_loss_mean']:>10.4g} {r['final_loss_std']:>10.4g}")
@@ -225,14 +245,17 @@ def process_wall_seconds():
 
 def provenance():
   """What a result file records besides numbers: the command, its wall time, machine, date."""
-  return {"command": "python " + shlex.join(sys.argv),
-          "wall_seconds": round(process_wall_seconds(), 1),
-          "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                      "load_average_1min": round(os.getloadavg()[0], 2)
-                      if hasattr(os, "getloadavg") else None,
-                      "tensorflow": tf.__version__},
-          "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
-              "%Y-%m-%d %H:%M UTC")}
+  return {
+    "command": "python " + shlex.join(sys.argv),
+    "wall_seconds": round(process_wall_seconds(), 1),
+    "machine": {
+      "cpu_count": os.cpu_count(),
+      "platform": platform.platform(),
+      "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+      "tensorflow": tf.__version__,
+    },
+    "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+  }
 
 
 def write_json(results, path):
@@ -252,7 +275,7 @@ def plot(results, path, losses=None, title=None):
     mean = np.asarray(r["mean_loss"])
     steps = np.arange(len(mean))
     label = name if r["learning_rate"] is None else f"{name} (lr={r['learning_rate']:.2g})"
-    line, = ax.plot(steps, mean, label=label, lw=2 if name == "learned" else 1)
+    (line,) = ax.plot(steps, mean, label=label, lw=2 if name == "learned" else 1)
     if losses and name in losses:
       low, high = np.percentile(losses[name], [25, 75], axis=1)
       ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, lw=0)
@@ -267,8 +290,10 @@ def plot(results, path, losses=None, title=None):
 def pyplot():
   """matplotlib.pyplot on the file-only Agg backend (imported lazily: plotting is optional)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   return plt
 
 

@@ -26,8 +26,8 @@ where a statically declared [None] shape would not be enforced.
 The SavedModel's `assets/` holds the optimizer in the l2l_tf.optimizer_format directory
 format (optimizer.json with the cells' configs, parameter groups and metadata; weights.npz),
 so `l2l_tf.optimizer_format.load_rule(path)` and `LearnedOptimizer.from_saved_model(path)`
-rebuild the cells with Keras-native compute. The metadata gains an "export" entry describing the signatures and
-each group's architecture, preprocessing, output scale and state layout.
+rebuild the cells with Keras-native compute. The metadata gains an "export" entry describing
+the signatures and each group's architecture, preprocessing, output scale and state layout.
 
 XLA: the cells fuse their gate math with tf.function(jit_compile=True). A serving signature
 must not require XLA (TensorFlow Serving disables its XLA:CPU JIT by default), so the export
@@ -49,6 +49,7 @@ Also here, for scripts/export.py and scripts/serve_check.py:
   serve_request(path, signature=None, num_coordinates=8, seed=0)
       loads it in a TF1 Session as TensorFlow Serving does and runs one request.
 """
+
 import json
 import os
 import re
@@ -83,8 +84,10 @@ def as_rule(rule_or_cell):
     return rule_or_cell
   if isinstance(rule_or_cell, (cells_base.LearnedOptimizerCell, dict)):
     return learned_rule.LearnedUpdateRule(rule_or_cell)
-  raise TypeError(f"Expected a LearnedUpdateRule, a LearnedOptimizerCell or {{group: cell}}, "
-                  f"got {type(rule_or_cell).__name__}")
+  raise TypeError(
+    f"Expected a LearnedUpdateRule, a LearnedOptimizerCell or {{group: cell}}, "
+    f"got {type(rule_or_cell).__name__}"
+  )
 
 
 def signature_names(rule):
@@ -98,16 +101,18 @@ def signature_names(rule):
 def _check_names(rule):
   for group, cell in rule.cells.items():
     if not _NAME_RE.match(group):
-      raise ValueError(f"Group name {group!r} cannot be used in a signature name; use letters, "
-                       "digits and underscores")
+      raise ValueError(
+        f"Group name {group!r} cannot be used in a signature name; use letters, "
+        "digits and underscores"
+      )
     names = list(cell.state_names)
     if len(names) != len(cell.state_size):
-      raise ValueError(f"{type(cell).__name__}: {len(names)} state_names for "
-                       f"{len(cell.state_size)} states")
+      raise ValueError(
+        f"{type(cell).__name__}: {len(names)} state_names for {len(cell.state_size)} states"
+      )
     for name in names:
       if not _NAME_RE.match(name) or name in (GRADIENTS_KEY, UPDATE_KEY):
-        raise ValueError(f"{type(cell).__name__}: state name {name!r} cannot be a signature "
-                         "key")
+        raise ValueError(f"{type(cell).__name__}: state name {name!r} cannot be a signature key")
     if len(set(names)) != len(names):
       raise ValueError(f"{type(cell).__name__}: duplicate state names {names}")
 
@@ -117,10 +122,12 @@ def _assert_shape(x, expected, label):
   shape = tf.shape(x, out_type=tf.int32)
   rank = len(expected)
   padded = tf.slice(tf.concat([shape, tf.fill([rank], -1)], 0), [0], [rank])
-  ok = tf.logical_and(tf.equal(tf.size(shape), rank),
-                      tf.reduce_all(tf.equal(padded, tf.stack(expected))))
+  ok = tf.logical_and(
+    tf.equal(tf.size(shape), rank), tf.reduce_all(tf.equal(padded, tf.stack(expected)))
+  )
   return tf.debugging.Assert(
-      ok, [f"{label}: expected shape", tf.stack(expected), "got shape", shape], summarize=8)
+    ok, [f"{label}: expected shape", tf.stack(expected), "got shape", shape], summarize=8
+  )
 
 
 def _state_sizes(cell):
@@ -128,8 +135,10 @@ def _state_sizes(cell):
   sizes = list(cell.state_size)
   for name, size in zip(cell.state_names, sizes):
     if size is not None and (isinstance(size, bool) or int(size) != size or size < 0):
-      raise ValueError(f"{type(cell).__name__}: state {name!r} has size {size!r}; export needs "
-                       "states of shape [n, size] (size an int, or None for [n, n])")
+      raise ValueError(
+        f"{type(cell).__name__}: state {name!r} has size {size!r}; export needs "
+        "states of shape [n, size] (size an int, or None for [n, n])"
+      )
   return [None if size is None else int(size) for size in sizes]
 
 
@@ -141,15 +150,19 @@ def _make_functions(cell, group):
   @tf.function(input_signature=[tf.TensorSpec(None, tf.int32, name=NUM_COORDINATES_KEY)])
   def initial_state(num_coordinates):
     check = tf.debugging.Assert(
-        tf.logical_and(tf.equal(tf.rank(num_coordinates), 0),
-                       tf.reduce_all(num_coordinates >= 0)),
-        [f"initial_state[{group}]: num_coordinates must be a non-negative int32 scalar, got",
-         num_coordinates])
+      tf.logical_and(tf.equal(tf.rank(num_coordinates), 0), tf.reduce_all(num_coordinates >= 0)),
+      [
+        f"initial_state[{group}]: num_coordinates must be a non-negative int32 scalar, got",
+        num_coordinates,
+      ],
+    )
     with tf.control_dependencies([check]):
       n = tf.reshape(tf.identity(num_coordinates), [])
     states = cell.get_initial_state(n)
-    return {name: tf.reshape(tf.cast(s, tf.float32), [-1, n if size is None else size])
-            for name, s, size in zip(names, states, sizes)}
+    return {
+      name: tf.reshape(tf.cast(s, tf.float32), [-1, n if size is None else size])
+      for name, s, size in zip(names, states, sizes)
+    }
 
   specs = [tf.TensorSpec(None, tf.float32, name=GRADIENTS_KEY)]
   specs += [tf.TensorSpec(None, tf.float32, name=name) for name in names]
@@ -157,13 +170,16 @@ def _make_functions(cell, group):
   @tf.function(input_signature=specs)
   def step(gradients, *states):
     rank_check = tf.debugging.Assert(
-        tf.equal(tf.rank(gradients), 1),
-        [f"step[{group}]: gradients must be a vector [n]; got shape", tf.shape(gradients)])
+      tf.equal(tf.rank(gradients), 1),
+      [f"step[{group}]: gradients must be a vector [n]; got shape", tf.shape(gradients)],
+    )
     with tf.control_dependencies([rank_check]):
       n = tf.size(gradients, out_type=tf.int32)
     trailing = [n if size is None else tf.constant(size) for size in sizes]
-    checks = [_assert_shape(s, [n, t], f"step[{group}]: state {name}")
-              for s, name, t in zip(states, names, trailing)]
+    checks = [
+      _assert_shape(s, [n, t], f"step[{group}]: state {name}")
+      for s, name, t in zip(states, names, trailing)
+    ]
     with tf.control_dependencies(checks + [rank_check]):
       g = tf.reshape(gradients, [-1, 1])
       states = [tf.reshape(s, tf.stack([n, t])) for s, t in zip(states, trailing)]
@@ -192,6 +208,7 @@ def _backing_variable(weight):
 def _strip_xla(saved_model_dir):
   """Clears the XLA must-compile marks in saved_model.pb (see the module docstring)."""
   from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+
   pb_path = os.path.join(saved_model_dir, "saved_model.pb")
   proto = saved_model_pb2.SavedModel()
   with open(pb_path, "rb") as f:
@@ -224,6 +241,7 @@ def _strip_xla(saved_model_dir):
     # fingerprint.pb hashes saved_model.pb: rewrite it (or drop it; it is optional).
     try:
       from tensorflow.python.saved_model import fingerprinting_utils  # pylint: disable=g-import-not-at-top
+
       fingerprinting_utils.write_fingerprint(saved_model_dir)
     except Exception:  # pylint: disable=broad-except
       fingerprint = os.path.join(saved_model_dir, "fingerprint.pb")
@@ -239,15 +257,18 @@ def _export_metadata(rule, metadata):
     cell = rule.cells[group]
     config = cell.get_config()
     info["groups"][group] = {
-        "architecture": type(cell).__name__,
-        "config": {k: v for k, v in config.items()
-                   if k not in ("name", "trainable", "dtype", "preprocessing", "output_scale")},
-        "preprocessing": config.get("preprocessing"),
-        "output_scale": config.get("output_scale"),
-        "state_names": list(cell.state_names),
-        "state_size": _state_sizes(cell),
-        "num_weights": int(sum(np.prod(w.shape, dtype=np.int64) for w in cell.weights)),
-        "signatures": {"initial_state": init_key, "step": step_key},
+      "architecture": type(cell).__name__,
+      "config": {
+        k: v
+        for k, v in config.items()
+        if k not in ("name", "trainable", "dtype", "preprocessing", "output_scale")
+      },
+      "preprocessing": config.get("preprocessing"),
+      "output_scale": config.get("output_scale"),
+      "state_names": list(cell.state_names),
+      "state_size": _state_sizes(cell),
+      "num_weights": int(sum(np.prod(w.shape, dtype=np.int64) for w in cell.weights)),
+      "signatures": {"initial_state": init_key, "step": step_key},
     }
   info["serving_default"] = signature_names(rule)[next(iter(rule.cells))][1]
   metadata["export"] = info
@@ -268,8 +289,10 @@ def check_replaceable(path, overwrite=False):
     raise ValueError(f"{path}: exists and is not a directory")
   if overwrite or not os.path.isdir(path) or not os.listdir(path) or _is_our_export(path):
     return
-  raise ValueError(f"{path}: a non-empty directory that is not an l2l_tf SavedModel; refusing "
-                   "to replace it (choose another path, or pass overwrite=True / --overwrite)")
+  raise ValueError(
+    f"{path}: a non-empty directory that is not an l2l_tf SavedModel; refusing "
+    "to replace it (choose another path, or pass overwrite=True / --overwrite)"
+  )
 
 
 def remove_leftovers(path):
@@ -278,11 +301,16 @@ def remove_leftovers(path):
   leftovers.clean_atomic_directory(path)
 
 
-def export_saved_model(rule_or_cell: Union[learned_rule.LearnedUpdateRule,
-                                           cells_base.LearnedOptimizerCell,
-                                           Mapping[str, cells_base.LearnedOptimizerCell]],
-                       path: str, metadata: Optional[Dict[str, Any]] = None,
-                       overwrite: bool = False) -> str:
+def export_saved_model(
+  rule_or_cell: Union[
+    learned_rule.LearnedUpdateRule,
+    cells_base.LearnedOptimizerCell,
+    Mapping[str, cells_base.LearnedOptimizerCell],
+  ],
+  path: str,
+  metadata: Optional[Dict[str, Any]] = None,
+  overwrite: bool = False,
+) -> str:
   """Writes `rule_or_cell` as a SavedModel at `path` (atomically); returns the path.
 
   Args:
@@ -324,9 +352,11 @@ def export_saved_model(rule_or_cell: Union[learned_rule.LearnedUpdateRule,
     for key, fn in functions.items():
       setattr(module, key, fn)
     module.optimizer_config = tf.saved_model.Asset(
-        os.path.join(staging, optimizer_format.CONFIG_FILE))
+      os.path.join(staging, optimizer_format.CONFIG_FILE)
+    )
     module.optimizer_weights = tf.saved_model.Asset(
-        os.path.join(staging, optimizer_format.WEIGHTS_FILE))
+      os.path.join(staging, optimizer_format.WEIGHTS_FILE)
+    )
     with atomic_files.atomic_directory(path) as tmp:
       tf.saved_model.save(module, tmp, signatures=signatures)
       _strip_xla(tmp)
@@ -338,8 +368,7 @@ def export_saved_model(rule_or_cell: Union[learned_rule.LearnedUpdateRule,
   return os.path.abspath(path)
 
 
-def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None,
-                               overwrite=False):
+def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None, overwrite=False):
   """scripts/export.py: an l2l_tf optimizer directory -> SavedModel; returns the metadata.
 
   optimizer_path is an optimizer directory (scripts/train.py's <output_dir>/best, or
@@ -353,7 +382,8 @@ def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None
     raise ValueError("--output_path is required")
   if not os.path.exists(optimizer_path):
     raise optimizer_format.OptimizerFileError(
-        f"{optimizer_path}: does not exist (expected an l2l_tf optimizer directory)")
+      f"{optimizer_path}: does not exist (expected an l2l_tf optimizer directory)"
+    )
   check_replaceable(output_path, overwrite)
   source = os.path.abspath(optimizer_format.resolve_path(optimizer_path))
   if os.path.abspath(output_path) in (source, os.path.abspath(optimizer_path)):
@@ -395,9 +425,12 @@ def inspect_saved_model(path):
   serving = [m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags]
   signatures = set(serving[0].signature_def)
   if not any(k == "step" or k.startswith("step_") for k in signatures) or not any(
-      k == "initial_state" or k.startswith("initial_state_") for k in signatures):
-    raise SavedModelError(f"{path}: a SavedModel from another program: it has signatures "
-                          f"{sorted(signatures)}, not l2l_tf's initial_state / step")
+    k == "initial_state" or k.startswith("initial_state_") for k in signatures
+  ):
+    raise SavedModelError(
+      f"{path}: a SavedModel from another program: it has signatures "
+      f"{sorted(signatures)}, not l2l_tf's initial_state / step"
+    )
   try:
     config = optimizer_format.read_config(path)
   except optimizer_format.OptimizerFileError as e:
@@ -408,7 +441,7 @@ def inspect_saved_model(path):
 def _initial_state_key(step_key, config):
   if step_key == "serving_default":
     step_key = config.get("metadata", {}).get("export", {}).get("serving_default", "step")
-  return "initial_state" + step_key[len("step"):]
+  return "initial_state" + step_key[len("step") :]
 
 
 def serve_request(path, signature=None, num_coordinates=8, seed=0):
@@ -440,23 +473,33 @@ def serve_request(path, signature=None, num_coordinates=8, seed=0):
       finally:
         logger.setLevel(level)
       init_sig, step_sig = loaded.signature_def[init_key], loaded.signature_def[signature]
-      states = sess.run({k: v.name for k, v in init_sig.outputs.items()},
-                        {init_sig.inputs["num_coordinates"].name: num_coordinates})
+      states = sess.run(
+        {k: v.name for k, v in init_sig.outputs.items()},
+        {init_sig.inputs["num_coordinates"].name: num_coordinates},
+      )
       inputs = dict(states, gradients=gradients)
       missing = sorted(set(step_sig.inputs) - set(inputs))
       if missing:
-        raise SavedModelError(f"{path}: signature {signature!r} needs inputs {missing} that "
-                              f"{init_key!r} does not provide")
-      outputs = sess.run({k: v.name for k, v in step_sig.outputs.items()},
-                         {step_sig.inputs[k].name: inputs[k] for k in step_sig.inputs})
+        raise SavedModelError(
+          f"{path}: signature {signature!r} needs inputs {missing} that "
+          f"{init_key!r} does not provide"
+        )
+      outputs = sess.run(
+        {k: v.name for k, v in step_sig.outputs.items()},
+        {step_sig.inputs[k].name: inputs[k] for k in step_sig.inputs},
+      )
     except (tf.errors.OpError, ValueError, RuntimeError, OSError, KeyError) as e:
       if isinstance(e, SavedModelError):
         raise
       first_line = (getattr(e, "message", None) or str(e)).strip().splitlines()
-      raise SavedModelError(f"{path}: corrupt SavedModel, loading or running it in a Session "
-                            f"failed ({type(e).__name__}: "
-                            f"{first_line[0] if first_line else ''})") from e
-  request = {"signature_name": signature,
-             "inputs": {k: np.asarray(v).tolist() for k, v in sorted(inputs.items())}}
+      raise SavedModelError(
+        f"{path}: corrupt SavedModel, loading or running it in a Session "
+        f"failed ({type(e).__name__}: "
+        f"{first_line[0] if first_line else ''})"
+      ) from e
+  request = {
+    "signature_name": signature,
+    "inputs": {k: np.asarray(v).tolist() for k, v in sorted(inputs.items())},
+  }
   response = {"outputs": {k: np.asarray(v).tolist() for k, v in sorted(outputs.items())}}
   return request, response

@@ -1,4 +1,6 @@
-"""A trained learned optimizer as a Keras 3 optimizer: model.compile(optimizer=LearnedOptimizer(...)).
+"""A trained learned optimizer as a Keras 3 optimizer.
+
+    model.compile(optimizer=LearnedOptimizer(...))
 
     opt = LearnedOptimizer.from_saved_model("savedmodels/mnist")   # or an optimizer directory
     opt = LearnedOptimizer(cell_or_rule, learning_rate=1.0, parameter_groups=None)
@@ -54,6 +56,7 @@ config; the slots and skipped_steps are saved as optimizer variables (state save
 skipped_steps existed loads with it at 0). Loading optimizer variables that were saved for
 different model variables (other count, shapes or groups) is refused.
 """
+
 import json
 import numbers
 import os
@@ -115,9 +118,10 @@ def _all_finite(tensors):
 
 def serialize_rule(rule, metadata=None):
   """A JSON-compatible dict holding the rule's configuration and weights (lists of floats)."""
-  weights = {key: {"dtype": str(value.dtype), "shape": list(value.shape),
-                   "values": value.ravel().tolist()}
-             for key, value in optimizer_format.weight_arrays(rule).items()}
+  weights = {
+    key: {"dtype": str(value.dtype), "shape": list(value.shape), "values": value.ravel().tolist()}
+    for key, value in optimizer_format.weight_arrays(rule).items()
+  }
   return dict(optimizer_format.rule_config(rule, metadata), weights=weights)
 
 
@@ -134,8 +138,10 @@ def deserialize_rule(config):
   if not isinstance(weights, dict):
     raise optimizer_format.OptimizerFileError(f"{source}: 'weights' must be a JSON object")
   try:
-    stored = {key: np.asarray(entry["values"], dtype=entry.get("dtype", "float32")).reshape(
-        entry["shape"]) for key, entry in weights.items()}
+    stored = {
+      key: np.asarray(entry["values"], dtype=entry.get("dtype", "float32")).reshape(entry["shape"])
+      for key, entry in weights.items()
+    }
   except (KeyError, TypeError, ValueError) as e:
     raise optimizer_format.OptimizerFileError(f"{source}: unreadable weights ({e})") from e
   optimizer_format.assign_weights(rule, stored, source)
@@ -146,12 +152,15 @@ def _as_rule(rule_or_cell):
   """(rule, metadata) from what LearnedOptimizer accepts: export.as_rule's inputs or a config."""
   if isinstance(rule_or_cell, dict) and "format" in rule_or_cell:
     return deserialize_rule(rule_or_cell)
-  if isinstance(rule_or_cell, (learned_rule.LearnedUpdateRule, cells_base.LearnedOptimizerCell,
-                               dict)):
+  if isinstance(
+    rule_or_cell, (learned_rule.LearnedUpdateRule, cells_base.LearnedOptimizerCell, dict)
+  ):
     return export.as_rule(rule_or_cell), {}
-  raise TypeError("LearnedOptimizer needs a LearnedUpdateRule, a LearnedOptimizerCell, "
-                  "{group: cell} or a serialized rule; for a path use "
-                  f"LearnedOptimizer.from_saved_model(path). Got {type(rule_or_cell).__name__}")
+  raise TypeError(
+    "LearnedOptimizer needs a LearnedUpdateRule, a LearnedOptimizerCell, "
+    "{group: cell} or a serialized rule; for a path use "
+    f"LearnedOptimizer.from_saved_model(path). Got {type(rule_or_cell).__name__}"
+  )
 
 
 def _variable_path(variable):
@@ -175,8 +184,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     name, **kwargs: passed to keras.optimizers.Optimizer (clipnorm, weight_decay, ...).
   """
 
-  def __init__(self, rule_or_cell, learning_rate=1.0, parameter_groups=None,
-               name="learned_optimizer", **kwargs):
+  def __init__(
+    self, rule_or_cell, learning_rate=1.0, parameter_groups=None, name="learned_optimizer", **kwargs
+  ):
     if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool):
       learning_rate = float(learning_rate)
     super().__init__(learning_rate=learning_rate, name=name, **kwargs)
@@ -185,8 +195,10 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       parameter_groups = {str(k): str(v) for k, v in dict(parameter_groups).items()}
       unknown = sorted(set(parameter_groups.values()) - set(rule.cells))
       if unknown:
-        raise ValueError(f"parameter_groups names groups {unknown} that the rule does not have "
-                         f"(it has {sorted(rule.cells)})")
+        raise ValueError(
+          f"parameter_groups names groups {unknown} that the rule does not have "
+          f"(it has {sorted(rule.cells)})"
+        )
       for pattern in parameter_groups:
         re.compile(pattern)
     self._rule = rule
@@ -207,8 +219,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     path = str(path)
     if not os.path.exists(path):
       raise optimizer_format.OptimizerFileError(
-          f"{path}: does not exist (expected an exported SavedModel or an l2l_tf optimizer "
-          "directory)")
+        f"{path}: does not exist (expected an exported SavedModel or an l2l_tf optimizer directory)"
+      )
     if optimizer_format.is_saved_model(path):
       export.inspect_saved_model(path)  # a corrupt or foreign SavedModel is refused here
     try:
@@ -217,7 +229,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       raise
     except Exception as e:  # pylint: disable=broad-except  # corrupt files of any kind
       raise optimizer_format.OptimizerFileError(
-          f"{path}: not a readable l2l_tf optimizer ({type(e).__name__}: {e})") from e
+        f"{path}: not a readable l2l_tf optimizer ({type(e).__name__}: {e})"
+      ) from e
     optimizer = cls(rule, **kwargs)
     optimizer.metadata = metadata
     return optimizer
@@ -259,9 +272,13 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     # max_dense_coordinates), before any optimizer variable is allocated.
     shared_initial = [self._shared_initial_states(instance) for instance in instances]
     super().build(variables)
-    self._skipped_steps = self.add_variable(shape=(), initializer="zeros", dtype="int64",
-                                            aggregation="only_first_replica",
-                                            name="skipped_steps")
+    self._skipped_steps = self.add_variable(
+      shape=(),
+      initializer="zeros",
+      dtype="int64",
+      aggregation="only_first_replica",
+      name="skipped_steps",
+    )
     slots = [None] * len(variables)
     for instance, initial in zip(instances, shared_initial):
       slots_by_variable = self._add_state_slots(instance, variables, initial)
@@ -294,11 +311,15 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         states = cell.get_initial_state(instance.num_coordinates)
     except (ValueError, tf.errors.InvalidArgumentError) as e:
       raise ValueError(
-          f"LearnedOptimizer group {instance.group!r}: its {len(instance.indices)} variables "
-          f"are one instance of {instance.num_coordinates} coordinates for "
-          f"{type(cell).__name__}, which refuses it: {e}") from e
-    return {position: state for position, (state, size) in
-            enumerate(zip(states, cell.state_size)) if size is None}
+        f"LearnedOptimizer group {instance.group!r}: its {len(instance.indices)} variables "
+        f"are one instance of {instance.num_coordinates} coordinates for "
+        f"{type(cell).__name__}, which refuses it: {e}"
+      ) from e
+    return {
+      position: state
+      for position, (state, size) in enumerate(zip(states, cell.state_size))
+      if size is None
+    }
 
   def _add_state_slots(self, instance, variables, shared_initial):
     """Creates the instance's slots; returns, per variable, its list of slots in state order
@@ -307,28 +328,41 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     first = variables[instance.indices[0]]
     for position, value in shared_initial.items():
       instance.shared_slots[position] = self.add_variable(
-          shape=tuple(value.shape), initializer="zeros",  # cells start from zero states
-          dtype=_slot_dtype(first), name=f"{instance.group}_{cell.state_names[position]}")
+        shape=tuple(value.shape),
+        initializer="zeros",  # cells start from zero states
+        dtype=_slot_dtype(first),
+        name=f"{instance.group}_{cell.state_names[position]}",
+      )
     slots = []
     for index in instance.indices:
       variable = variables[index]
       base_name = _variable_path(variable).replace("/", "_")
-      slots.append([
-          instance.shared_slots[position] if size is None else self.add_variable(
-              shape=tuple(variable.shape) + (int(size),), initializer="zeros",
-              dtype=_slot_dtype(variable), name=f"{base_name}_{state}")
-          for position, (state, size) in enumerate(zip(cell.state_names, cell.state_size))])
+      slots.append(
+        [
+          instance.shared_slots[position]
+          if size is None
+          else self.add_variable(
+            shape=tuple(variable.shape) + (int(size),),
+            initializer="zeros",
+            dtype=_slot_dtype(variable),
+            name=f"{base_name}_{state}",
+          )
+          for position, (state, size) in enumerate(zip(cell.state_names, cell.state_size))
+        ]
+      )
     return slots
 
   def state_slots(self, variable):
     """The slot variables holding `variable`'s cell states, in the cell's state order."""
     return list(self._state_slots[self._get_variable_index(variable)])
 
-  # -- the step -------------------------------------------------------------------------------------
+  # -- the step ----------------------------------------------------------------------------
 
   def update_step(self, gradient, variable, learning_rate):
-    raise NotImplementedError("LearnedOptimizer steps whole instances; it overrides "
-                              "_distributed_tf_update_step, not update_step")
+    raise NotImplementedError(
+      "LearnedOptimizer steps whole instances; it overrides "
+      "_distributed_tf_update_step, not update_step"
+    )
 
   def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
     """Steps every instance at once (Keras's TF backend would call update_step per variable).
@@ -340,8 +374,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     grads = [None] * len(self._trainable_variables)
     for grad, variable in grads_and_vars:
       grads[self._get_variable_index(variable)] = grad
-    distribution.extended.update(self._skipped_steps.value, self._step,
-                                 args=(grads, learning_rate), group=False)
+    distribution.extended.update(
+      self._skipped_steps.value, self._step, args=(grads, learning_rate), group=False
+    )
 
   def _step(self, unused_anchor, grads, learning_rate):
     """Proposes every instance's update and states; writes them only if all are finite."""
@@ -351,11 +386,16 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       if not any(present):
         continue
       if not all(present):
-        missing = [_variable_path(self._trainable_variables[i])
-                   for i, has in zip(instance.indices, present) if not has]
-        raise ValueError(f"LearnedOptimizer group {instance.group!r}: no gradient for "
-                         f"{missing}; its cell steps the whole group as one instance. Freeze "
-                         "these variables (trainable=False) or give them their own group.")
+        missing = [
+          _variable_path(self._trainable_variables[i])
+          for i, has in zip(instance.indices, present)
+          if not has
+        ]
+        raise ValueError(
+          f"LearnedOptimizer group {instance.group!r}: no gradient for "
+          f"{missing}; its cell steps the whole group as one instance. Freeze "
+          "these variables (trainable=False) or give them their own group."
+        )
       instance_writes, instance_checked = self._propose(instance, grads, learning_rate)
       writes += instance_writes
       checked += instance_checked
@@ -382,20 +422,31 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     cell = self._cells[instance.group]
     dtype = cell.compute_dtype
     variables = [self._trainable_variables[index] for index in instance.indices]
-    gradient = _concat([tf.reshape(tf.cast(tf.convert_to_tensor(grads[index]), dtype), [-1])
-                        for index in instance.indices])
+    gradient = _concat(
+      [
+        tf.reshape(tf.cast(tf.convert_to_tensor(grads[index]), dtype), [-1])
+        for index in instance.indices
+      ]
+    )
     states = []
     for position, size in enumerate(cell.state_size):
       if size is None:
         states.append(tf.cast(instance.shared_slots[position], dtype)[None])
       else:
-        states.append(_concat([tf.reshape(tf.cast(self._state_slots[index][position], dtype),
-                                          [-1, size]) for index in instance.indices])[None])
+        states.append(
+          _concat(
+            [
+              tf.reshape(tf.cast(self._state_slots[index][position], dtype), [-1, size])
+              for index in instance.indices
+            ]
+          )[None]
+        )
     updates, new_states = cell(gradient[None, :, None], states)
     writes, checked = [], [gradient]
     for variable, update in zip(variables, _split(tf.reshape(updates, [-1]), instance.sizes)):
       step = tf.cast(learning_rate, variable.dtype) * tf.reshape(
-          tf.cast(update, variable.dtype), variable.shape)
+        tf.cast(update, variable.dtype), variable.shape
+      )
       writes.append((variable, variable + step))
       checked.append(step)
     for position, (state, size) in enumerate(zip(new_states, cell.state_size)):
@@ -409,14 +460,16 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         writes.append((slot, tf.reshape(tf.cast(part, slot.dtype), slot.shape)))
     return writes, checked
 
-  # -- saving ---------------------------------------------------------------------------------------
+  # -- saving ------------------------------------------------------------------------------
 
   def _layout(self):
     """What the slots were built for: per model variable, its shape and group (and path)."""
     if not self.built:
       return None
-    return [{"path": _variable_path(v), "shape": [int(d) for d in v.shape], "group": g}
-            for v, g in zip(self._trainable_variables, self._variable_groups)]
+    return [
+      {"path": _variable_path(v), "shape": [int(d) for d in v.shape], "group": g}
+      for v, g in zip(self._trainable_variables, self._variable_groups)
+    ]
 
   def save_own_variables(self, store):
     super().save_own_variables(store)
@@ -427,8 +480,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   def load_own_variables(self, store):
     keys = [k for k in store.keys() if k != _LAYOUT_KEY]
     if not self.built:
-      warnings.warn(f"Skipping variable loading for optimizer '{self.name}': it has not been "
-                    "built (call optimizer.build(model.trainable_variables) first)", stacklevel=2)
+      warnings.warn(
+        f"Skipping variable loading for optimizer '{self.name}': it has not been "
+        "built (call optimizer.build(model.trainable_variables) first)",
+        stacklevel=2,
+      )
       return
     if _LAYOUT_KEY in store.keys():
       saved = json.loads(bytes(np.asarray(store[_LAYOUT_KEY], dtype=np.uint8)).decode("utf-8"))
@@ -439,14 +495,18 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       # Saved before skipped_steps existed (the same variables otherwise, in the same order).
       values.insert(skipped_index, np.zeros((), np.int64))
     if len(values) != len(self.variables):
-      raise ValueError(f"Optimizer '{self.name}' has {len(self.variables)} variables but the "
-                       f"saved optimizer state has {len(keys)}: it was saved for different "
-                       "model variables")
+      raise ValueError(
+        f"Optimizer '{self.name}' has {len(self.variables)} variables but the "
+        f"saved optimizer state has {len(keys)}: it was saved for different "
+        "model variables"
+      )
     for variable, value in zip(self.variables, values):
       if tuple(variable.shape) != value.shape:
-        raise ValueError(f"Optimizer '{self.name}': saved state {value.shape} does not fit "
-                         f"{variable.path} {tuple(variable.shape)}: it was saved for different "
-                         "model variables")
+        raise ValueError(
+          f"Optimizer '{self.name}': saved state {value.shape} does not fit "
+          f"{variable.path} {tuple(variable.shape)}: it was saved for different "
+          "model variables"
+        )
     for variable, value in zip(self.variables, values):
       variable.assign(value)
 
@@ -455,16 +515,21 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     current = self._layout()
     describe = lambda e: f"{e['path']} {tuple(e['shape'])} (group {e['group']!r})"
     if len(saved) != len(current):
-      raise ValueError(f"Optimizer state was saved for {len(saved)} model variables; this "
-                       f"optimizer steps {len(current)}: refusing to load state for different "
-                       "variables")
+      raise ValueError(
+        f"Optimizer state was saved for {len(saved)} model variables; this "
+        f"optimizer steps {len(current)}: refusing to load state for different "
+        "variables"
+      )
     for old, new in zip(saved, current):
       if old["shape"] != new["shape"] or old["group"] != new["group"]:
-        raise ValueError(f"Optimizer state for {describe(old)} cannot be loaded for "
-                         f"{describe(new)}: refusing to load state for different variables")
+        raise ValueError(
+          f"Optimizer state for {describe(old)} cannot be loaded for "
+          f"{describe(new)}: refusing to load state for different variables"
+        )
 
   def get_config(self):
     config = super().get_config()
-    config.update(rule_or_cell=serialize_rule(self._rule, self.metadata),
-                  parameter_groups=self.parameter_groups)
+    config.update(
+      rule_or_cell=serialize_rule(self._rule, self.metadata), parameter_groups=self.parameter_groups
+    )
     return config

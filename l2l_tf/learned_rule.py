@@ -1,4 +1,5 @@
 """The learned update rule: optimizer cells stepping groups of an optimizee's parameters."""
+
 import re
 from typing import Dict, List, Mapping, Optional, Union
 
@@ -30,8 +31,7 @@ class ParameterGroups:
       hits = [g for g, regex in self._compiled.items() if regex.search(name)]
       if len(hits) != 1:
         problem = "no group" if not hits else f"{len(hits)} groups {hits}"
-        raise ValueError(f"Parameter {name!r} is matched by {problem}; patterns: "
-                         f"{self.patterns}")
+        raise ValueError(f"Parameter {name!r} is matched by {problem}; patterns: {self.patterns}")
       groups[hits[0]].append(name)
     return groups
 
@@ -50,8 +50,11 @@ class LearnedUpdateRule(update_rules.UpdateRule):
 
   name = "learned"
 
-  def __init__(self, cells: Union[LearnedOptimizerCell, Mapping[str, LearnedOptimizerCell]],
-               groups: Optional[Union[ParameterGroups, Mapping[str, str]]] = None):
+  def __init__(
+    self,
+    cells: Union[LearnedOptimizerCell, Mapping[str, LearnedOptimizerCell]],
+    groups: Optional[Union[ParameterGroups, Mapping[str, str]]] = None,
+  ):
     if not isinstance(cells, dict):
       cells = {"all": cells}
     self.cells = dict(cells)
@@ -62,8 +65,9 @@ class LearnedUpdateRule(update_rules.UpdateRule):
     self.groups = groups if isinstance(groups, ParameterGroups) else ParameterGroups(groups)
     mismatched = set(self.groups.patterns) ^ set(self.cells)
     if mismatched:
-      raise ValueError(f"Groups and cells must have the same names; mismatched: "
-                       f"{sorted(mismatched)}")
+      raise ValueError(
+        f"Groups and cells must have the same names; mismatched: {sorted(mismatched)}"
+      )
 
   @property
   def trainable_variables(self):
@@ -108,5 +112,5 @@ def make_rule(optimizer: str, problem_name: str, **cell_kwargs) -> LearnedUpdate
   if groups is None:
     return LearnedUpdateRule(registry.make_cell(optimizer, problem_name, **cell_kwargs))
   return LearnedUpdateRule(
-      {group: registry.make_cell(optimizer, problem_name, **cell_kwargs) for group in groups},
-      groups)
+    {group: registry.make_cell(optimizer, problem_name, **cell_kwargs) for group in groups}, groups
+  )

@@ -7,6 +7,7 @@ Only names that l2l_tf itself creates are touched:
       directory (l2l_tf.export), removed only when process PID is gone or after a day, so a
       live process's staging directory is never taken from under it.
 """
+
 import os
 import re
 import shutil
@@ -38,8 +39,11 @@ def clean_atomic_directory(path):
   if not os.path.isdir(parent):
     return []
   pattern = re.compile(rf"^\.{re.escape(name)}\.(tmp|old)-{_RANDOM}$")
-  found = sorted(entry for entry in os.listdir(parent)
-                 if pattern.match(entry) and _is_real_directory(os.path.join(parent, entry)))
+  found = sorted(
+    entry
+    for entry in os.listdir(parent)
+    if pattern.match(entry) and _is_real_directory(os.path.join(parent, entry))
+  )
   if not os.path.lexists(path):
     previous = [os.path.join(parent, entry, "x") for entry in found if ".old-" in entry]
     previous = [p for p in previous if _is_real_directory(p)]

@@ -5,6 +5,7 @@ few test problems and keeps the final images:
 
     write_grid(path, problem, results, {"learned": rule}, seed, num_steps)
 """
+
 import os
 import textwrap
 
@@ -79,8 +80,9 @@ def _draw(path, rows, title):
   """rows: (label, images [N, H, W, 3], losses [N] or None) -> a PNG grid at path."""
   plt = evaluation.pyplot()
   num_columns = len(rows[0][1])
-  fig, axes = plt.subplots(len(rows), num_columns, squeeze=False,
-                           figsize=(1.8 * num_columns + 0.6, 1.9 * len(rows) + 0.9))
+  fig, axes = plt.subplots(
+    len(rows), num_columns, squeeze=False, figsize=(1.8 * num_columns + 0.6, 1.9 * len(rows) + 0.9)
+  )
   for r, (label, images, losses) in enumerate(rows):
     for c in range(num_columns):
       ax = axes[r, c]
@@ -92,4 +94,3 @@ def _draw(path, rows, title):
     axes[r, 0].set_ylabel(label, fontsize=8)
   fig.suptitle("\n".join(textwrap.fill(line, 90) for line in title.split("\n")), fontsize=7)
   evaluation.write_png(fig, path)
-

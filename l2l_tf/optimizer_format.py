@@ -16,6 +16,7 @@ read, and every weight must be finite. For an exported SavedModel, the files Ten
 (saved_model.pb, fingerprint.pb, variables/) are verified against the assets too. Every
 failure is an OptimizerFileError (a ValueError) whose one-line message names the file.
 """
+
 import inspect
 import json
 import math
@@ -70,15 +71,22 @@ class OptimizerFileError(ValueError):
 
 
 def weight_arrays(rule):
-  return {f"{group}/{w.name}": np.asarray(w.numpy()) for group, cell in rule.cells.items()
-          for w in cell.weights}
+  return {
+    f"{group}/{w.name}": np.asarray(w.numpy())
+    for group, cell in rule.cells.items()
+    for w in cell.weights
+  }
 
 
 def rule_config(rule, metadata=None):
   """The optimizer.json content of a rule (everything but its weights)."""
-  return {"format": FORMAT, "version": VERSION,
-          "cells": {g: keras.saving.serialize_keras_object(c) for g, c in rule.cells.items()},
-          "groups": dict(rule.groups.patterns), "metadata": metadata or {}}
+  return {
+    "format": FORMAT,
+    "version": VERSION,
+    "cells": {g: keras.saving.serialize_keras_object(c) for g, c in rule.cells.items()},
+    "groups": dict(rule.groups.patterns),
+    "metadata": metadata or {},
+  }
 
 
 def write_rule(rule, directory, metadata=None):
@@ -89,8 +97,9 @@ def write_rule(rule, directory, metadata=None):
   np.savez(os.path.join(directory, WEIGHTS_FILE), **weight_arrays(rule))
 
 
-def save_rule(rule: learned_rule.LearnedUpdateRule, path: str,
-              metadata: Optional[Dict[str, Any]] = None) -> None:
+def save_rule(
+  rule: learned_rule.LearnedUpdateRule, path: str, metadata: Optional[Dict[str, Any]] = None
+) -> None:
   """Saves a LearnedUpdateRule to `path` atomically."""
   with atomic_files.atomic_directory(path) as tmp:
     write_rule(rule, tmp, metadata)
@@ -103,7 +112,8 @@ def resolve_path(path):
   """An optimizer directory, or a training output directory whose best/ holds one."""
   best = os.path.join(path, "best")
   if not os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isfile(
-      os.path.join(best, CONFIG_FILE)):
+    os.path.join(best, CONFIG_FILE)
+  ):
     return best
   return path
 
@@ -172,21 +182,22 @@ def _is_int(value):
 
 
 def _is_number(value):
-  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value))
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_int(source, name, value, low, high):
   if not _is_int(value) or not low <= value <= high:
-    raise OptimizerFileError(f"{source}: {name} must be an integer in [{low}, {high}], got "
-                             f"{value!r}")
+    raise OptimizerFileError(
+      f"{source}: {name} must be an integer in [{low}, {high}], got {value!r}"
+    )
   return int(value)
 
 
 def _check_int_list(source, name, value, low, high):
   if not isinstance(value, list) or not 1 <= len(value) <= MAX_LAYERS:
-    raise OptimizerFileError(f"{source}: {name} must be a list of 1 to {MAX_LAYERS} integers, "
-                             f"got {str(value)[:80]}")
+    raise OptimizerFileError(
+      f"{source}: {name} must be a list of 1 to {MAX_LAYERS} integers, got {str(value)[:80]}"
+    )
   return [_check_int(source, f"{name}[{i}]", v, low, high) for i, v in enumerate(value)]
 
 
@@ -203,30 +214,37 @@ def _check_per_layer(source, name, value, check_one):
 
 def _check_fraction(source, value):
   if not _is_number(value) or not 0.0 <= value <= 1.0:
-    raise OptimizerFileError(f"{source}: global_averaging_fraction entries must be numbers in "
-                             f"[0, 1], got {value!r}")
+    raise OptimizerFileError(
+      f"{source}: global_averaging_fraction entries must be numbers in [0, 1], got {value!r}"
+    )
 
 
 def _check_preprocessing(source, value):
   if isinstance(value, str):
     value = {"name": value}
-  if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not all(
-      isinstance(k, str) and _is_number(v) for k, v in value.items() if k != "name"):
-    raise OptimizerFileError(f"{source}: preprocessing must be a name or {{\"name\": ..., "
-                             f"numeric parameters}}, got {str(value)[:80]}")
+  if (
+    not isinstance(value, dict)
+    or not isinstance(value.get("name"), str)
+    or not all(isinstance(k, str) and _is_number(v) for k, v in value.items() if k != "name")
+  ):
+    raise OptimizerFileError(
+      f'{source}: preprocessing must be a name or {{"name": ..., '
+      f"numeric parameters}}, got {str(value)[:80]}"
+    )
 
 
 def _dtype_name(source, value):
   """A cell's dtype entry (a name or a serialized DTypePolicy) as a policy name."""
   if isinstance(value, dict):
     if value.get("class_name") not in ("DTypePolicy", "FloatDTypePolicy") or not isinstance(
-        value.get("config"), dict):
-      raise OptimizerFileError(f"{source}: dtype must be a DTypePolicy, got "
-                               f"{str(value)[:80]}")
+      value.get("config"), dict
+    ):
+      raise OptimizerFileError(f"{source}: dtype must be a DTypePolicy, got {str(value)[:80]}")
     value = value["config"].get("name")
   if value not in _DTYPE_NAMES:
-    raise OptimizerFileError(f"{source}: dtype {str(value)[:40]!r} is not one of "
-                             f"{', '.join(_DTYPE_NAMES)}")
+    raise OptimizerFileError(
+      f"{source}: dtype {str(value)[:40]!r} is not one of {', '.join(_DTYPE_NAMES)}"
+    )
   return value
 
 
@@ -235,8 +253,9 @@ def _cell_class(source, cell_config):
   name = cell_config.get("registered_name")
   cls = keras.saving.get_registered_object(name) if isinstance(name, str) else None
   if not (isinstance(cls, type) and issubclass(cls, cells_lib.LearnedOptimizerCell)):
-    raise OptimizerFileError(f"{source}: {str(name)[:80]!r} is not a registered l2l_tf "
-                             "optimizer cell")
+    raise OptimizerFileError(
+      f"{source}: {str(name)[:80]!r} is not a registered l2l_tf optimizer cell"
+    )
   return cls
 
 
@@ -245,8 +264,11 @@ def _cell_arguments(cls):
   names = set(_LAYER_ARGUMENTS)
   for klass in cls.__mro__:
     if isinstance(klass, type) and issubclass(klass, cells_lib.LearnedOptimizerCell):
-      names.update(p.name for p in inspect.signature(klass.__init__).parameters.values()
-                   if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self")
+      names.update(
+        p.name
+        for p in inspect.signature(klass.__init__).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+      )
   return names
 
 
@@ -261,28 +283,42 @@ def _lstm_weight_count(hidden_sizes, in_features):
 
 def _check_cell_arguments(source, args):
   """Type and bound checks of a cell's constructor arguments; returns its weight estimate."""
-  hidden_sizes = _check_int_list(source, "hidden_sizes", args.get("hidden_sizes", [20, 20]),
-                                 1, MAX_UNITS)
+  hidden_sizes = _check_int_list(
+    source, "hidden_sizes", args.get("hidden_sizes", [20, 20]), 1, MAX_UNITS
+  )
   heads = 0
-  for name, high in (("num_read_heads", MAX_HEADS), ("num_write_heads", MAX_HEADS),
-                     ("window_size", MAX_WINDOW),
-                     ("max_dense_coordinates", MAX_DENSE_COORDINATES)):
+  for name, high in (
+    ("num_read_heads", MAX_HEADS),
+    ("num_write_heads", MAX_HEADS),
+    ("window_size", MAX_WINDOW),
+    ("max_dense_coordinates", MAX_DENSE_COORDINATES),
+  ):
     if name in args:
       value = _check_int(source, name, args[name], 1, high)
       heads += value if name.startswith("num_") else 0
-  _check_per_layer(source, "global_averaging_units", args.get("global_averaging_units"),
-                   lambda v: _check_int(source, "global_averaging_units", v, 0, MAX_UNITS))
-  _check_per_layer(source, "global_averaging_fraction", args.get("global_averaging_fraction"),
-                   lambda v: _check_fraction(source, v))
+  _check_per_layer(
+    source,
+    "global_averaging_units",
+    args.get("global_averaging_units"),
+    lambda v: _check_int(source, "global_averaging_units", v, 0, MAX_UNITS),
+  )
+  _check_per_layer(
+    source,
+    "global_averaging_fraction",
+    args.get("global_averaging_fraction"),
+    lambda v: _check_fraction(source, v),
+  )
   if "output_scale" in args and not _is_number(args["output_scale"]):
-    raise OptimizerFileError(f"{source}: output_scale must be a finite number, got "
-                             f"{args['output_scale']!r}")
+    raise OptimizerFileError(
+      f"{source}: output_scale must be a finite number, got {args['output_scale']!r}"
+    )
   if "preprocessing" in args:
     _check_preprocessing(source, args["preprocessing"])
   name = args.get("name", "cell")
   if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
-    raise OptimizerFileError(f"{source}: cell name must be a string of at most "
-                             f"{MAX_NAME_CHARS} characters")
+    raise OptimizerFileError(
+      f"{source}: cell name must be a string of at most {MAX_NAME_CHARS} characters"
+    )
   if "trainable" in args and not isinstance(args["trainable"], bool):
     raise OptimizerFileError(f"{source}: trainable must be true or false")
   # Inputs: at most two preprocessed features plus the read heads (NTM cells).
@@ -291,15 +327,19 @@ def _check_cell_arguments(source, args):
 
 def _check_group_name(source, group):
   if not isinstance(group, str) or not _GROUP_NAME_RE.match(group) or ".." in group:
-    raise OptimizerFileError(f"{source}: group name {str(group)[:80]!r} is not allowed (use up "
-                             "to 64 letters, digits, '_', '-' and single '.')")
+    raise OptimizerFileError(
+      f"{source}: group name {str(group)[:80]!r} is not allowed (use up "
+      "to 64 letters, digits, '_', '-' and single '.')"
+    )
 
 
 def _check_version(source, version):
   if not _is_int(version) or version != VERSION:
-    raise OptimizerFileError(f"{source}: format version {version!r} "
-                             f"({type(version).__name__}) is not supported (expected the "
-                             f"integer {VERSION})")
+    raise OptimizerFileError(
+      f"{source}: format version {version!r} "
+      f"({type(version).__name__}) is not supported (expected the "
+      f"integer {VERSION})"
+    )
 
 
 def validate_config(config, source):
@@ -315,8 +355,9 @@ def validate_config(config, source):
   _check_version(source, config.get("version"))
   cells, groups = config.get("cells"), config.get("groups")
   if not isinstance(cells, dict) or not 1 <= len(cells) <= MAX_GROUPS:
-    raise OptimizerFileError(f"{source}: 'cells' must map 1 to {MAX_GROUPS} group names to "
-                             "cell configs")
+    raise OptimizerFileError(
+      f"{source}: 'cells' must map 1 to {MAX_GROUPS} group names to cell configs"
+    )
   if not isinstance(groups, dict) or set(groups) != set(cells):
     raise OptimizerFileError(f"{source}: 'groups' must give a pattern for each group of 'cells'")
   if not isinstance(config.get("metadata", {}), dict):
@@ -326,8 +367,10 @@ def validate_config(config, source):
     _check_group_name(source, group)
     pattern = groups[group]
     if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
-      raise OptimizerFileError(f"{source}: group {group!r} pattern must be a string of at most "
-                               f"{MAX_PATTERN_CHARS} characters")
+      raise OptimizerFileError(
+        f"{source}: group {group!r} pattern must be a string of at most "
+        f"{MAX_PATTERN_CHARS} characters"
+      )
     try:
       re.compile(pattern)
     except re.error as e:
@@ -344,8 +387,9 @@ def validate_config(config, source):
       _dtype_name(where, args["dtype"])
     weights += _check_cell_arguments(where, args)
   if weights > MAX_WEIGHTS:
-    raise OptimizerFileError(f"{source}: the cells would hold about {weights} weights, over the "
-                             f"limit of {MAX_WEIGHTS}")
+    raise OptimizerFileError(
+      f"{source}: the cells would hold about {weights} weights, over the limit of {MAX_WEIGHTS}"
+    )
   return config
 
 
@@ -377,11 +421,15 @@ def read_config(path):
   if not os.path.isdir(path):
     raise OptimizerFileError(f"{path}: not a directory (expected an l2l_tf optimizer directory)")
   if not os.path.isfile(config_path) and is_saved_model(path):
-    raise OptimizerFileError(f"{path}: a SavedModel without {SAVED_MODEL_ASSETS}/{CONFIG_FILE}; "
-                             "it was not exported by l2l_tf.export_saved_model")
+    raise OptimizerFileError(
+      f"{path}: a SavedModel without {SAVED_MODEL_ASSETS}/{CONFIG_FILE}; "
+      "it was not exported by l2l_tf.export_saved_model"
+    )
   if not os.path.isfile(config_path):
-    raise OptimizerFileError(f"{path}: no {CONFIG_FILE}; this is not an l2l_tf optimizer "
-                             "(train one with scripts/train.py --output_dir)")
+    raise OptimizerFileError(
+      f"{path}: no {CONFIG_FILE}; this is not an l2l_tf optimizer "
+      "(train one with scripts/train.py --output_dir)"
+    )
   return validate_config(read_json(config_path), config_path)
 
 
@@ -395,16 +443,17 @@ def _first_line(error):
 
 def expected_shapes(rule):
   """{"group/weight_name": shape} of a rule's weights, in the order weight_arrays uses."""
-  return {f"{g}/{w.name}": tuple(w.shape) for g, cell in rule.cells.items()
-          for w in cell.weights}
+  return {f"{g}/{w.name}": tuple(w.shape) for g, cell in rule.cells.items() for w in cell.weights}
 
 
 def _read_npy_member(archive, info, shape, source):
   """One .npy member of an .npz, its header checked against `shape` before its data is read."""
   limit = math.prod(shape) * 8 + _NPY_HEADER_ALLOWANCE
   if info.file_size > limit:
-    raise OptimizerFileError(f"{source}: {info.filename} declares {info.file_size} bytes, more "
-                             f"than a float array of shape {shape} needs")
+    raise OptimizerFileError(
+      f"{source}: {info.filename} declares {info.file_size} bytes, more "
+      f"than a float array of shape {shape} needs"
+    )
   with archive.open(info) as f:
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
@@ -417,19 +466,32 @@ def _read_npy_member(archive, info, shape, source):
     if dtype.kind != "f" or dtype.itemsize > 8 or dtype.hasobject:
       raise OptimizerFileError(f"{source}: {info.filename} holds {dtype}, not floats")
     if tuple(stored_shape) != tuple(shape):
-      raise OptimizerFileError(f"{source}: {info.filename[:-4]} has shape {tuple(stored_shape)}, "
-                               f"expected {tuple(shape)}")
+      raise OptimizerFileError(
+        f"{source}: {info.filename[:-4]} has shape {tuple(stored_shape)}, expected {tuple(shape)}"
+      )
     size = math.prod(shape) * dtype.itemsize
     data = f.read(size)
     if len(data) != size or f.read(1):  # reading to the end also checks the member's CRC
-      raise OptimizerFileError(f"{source}: {info.filename} holds {len(data)} data bytes, "
-                               f"expected {size} (truncated or corrupt)")
+      raise OptimizerFileError(
+        f"{source}: {info.filename} holds {len(data)} data bytes, "
+        f"expected {size} (truncated or corrupt)"
+      )
   return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
 
 
 # What a damaged zip archive can raise while its directory or members are read.
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
-               ValueError, NotImplementedError, RuntimeError, struct.error, UnicodeError)
+_ZIP_ERRORS = (
+  zipfile.BadZipFile,
+  zipfile.LargeZipFile,
+  zlib.error,
+  EOFError,
+  OSError,
+  ValueError,
+  NotImplementedError,
+  RuntimeError,
+  struct.error,
+  UnicodeError,
+)
 
 
 def read_weights(weights_path, shapes):
@@ -444,8 +506,10 @@ def read_weights(weights_path, shapes):
   except OSError as e:
     raise OptimizerFileError(f"{weights_path}: unreadable weights ({e.strerror or e})") from e
   if size > limit:
-    raise OptimizerFileError(f"{weights_path}: {size} bytes, more than the configured cells' "
-                             f"weights can take ({limit}); not this optimizer's weights")
+    raise OptimizerFileError(
+      f"{weights_path}: {size} bytes, more than the configured cells' "
+      f"weights can take ({limit}); not this optimizer's weights"
+    )
   try:
     with zipfile.ZipFile(weights_path) as archive:
       members = {info.filename: info for info in archive.infolist()}
@@ -453,15 +517,20 @@ def read_weights(weights_path, shapes):
       if set(members) != set(wanted):
         extra = sorted(set(members) - set(wanted))[:5]
         missing = sorted(set(wanted) - set(members))[:5]
-        raise OptimizerFileError(f"{weights_path}: weights do not match the configured cells "
-                                 f"(unexpected {extra}, missing {missing})")
-      return {key: _read_npy_member(archive, members[member], shapes[key], weights_path)
-              for member, key in wanted.items()}
+        raise OptimizerFileError(
+          f"{weights_path}: weights do not match the configured cells "
+          f"(unexpected {extra}, missing {missing})"
+        )
+      return {
+        key: _read_npy_member(archive, members[member], shapes[key], weights_path)
+        for member, key in wanted.items()
+      }
   except _ZIP_ERRORS as e:
     if isinstance(e, OptimizerFileError):
       raise
-    raise OptimizerFileError(f"{weights_path}: unreadable weights ({type(e).__name__}: "
-                             f"{_first_line(e)})") from e
+    raise OptimizerFileError(
+      f"{weights_path}: unreadable weights ({type(e).__name__}: {_first_line(e)})"
+    ) from e
 
 
 def assign_weights(rule, stored, source):
@@ -471,17 +540,21 @@ def assign_weights(rule, stored, source):
   """
   expected = {f"{g}/{w.name}": w for g, cell in rule.cells.items() for w in cell.weights}
   if set(stored) != set(expected):
-    raise OptimizerFileError(f"{source}: weights {sorted(stored)[:10]} do not match the "
-                             f"configured cells' {sorted(expected)[:10]}")
+    raise OptimizerFileError(
+      f"{source}: weights {sorted(stored)[:10]} do not match the "
+      f"configured cells' {sorted(expected)[:10]}"
+    )
   values = {}
   for key, w in expected.items():
     value = np.asarray(stored[key])
     if value.shape != tuple(w.shape):
-      raise OptimizerFileError(f"{source}: {key} has shape {value.shape}, expected "
-                               f"{tuple(w.shape)}")
+      raise OptimizerFileError(
+        f"{source}: {key} has shape {value.shape}, expected {tuple(w.shape)}"
+      )
     if value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)):
-      raise OptimizerFileError(f"{source}: {key} holds non-finite or non-numeric values; "
-                               "refusing a poisoned optimizer")
+      raise OptimizerFileError(
+        f"{source}: {key} holds non-finite or non-numeric values; refusing a poisoned optimizer"
+      )
     values[key] = value
   for key, w in expected.items():  # only once all are checked: no half-assigned rule
     w.assign(values[key])
@@ -494,6 +567,7 @@ def parse_saved_model(path):
   """The SavedModel proto of `path`/saved_model.pb, size-bounded; OptimizerFileError if bad."""
   from google.protobuf import message  # pylint: disable=g-import-not-at-top
   from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+
   pb_path = os.path.join(path, "saved_model.pb")
   proto = saved_model_pb2.SavedModel()
   try:
@@ -515,6 +589,7 @@ def _check_fingerprint(path):
   from google.protobuf import message  # pylint: disable=g-import-not-at-top
   from tensorflow.core.protobuf import fingerprint_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting  # pylint: disable=g-import-not-at-top
+
   fingerprint_path = os.path.join(path, "fingerprint.pb")
   if not os.path.isfile(fingerprint_path):
     return  # optional: exports by older TensorFlow versions have none
@@ -524,17 +599,21 @@ def _check_fingerprint(path):
       stored.ParseFromString(f.read(1 << 16))
     actual.ParseFromString(fingerprinting.CreateFingerprintDef(path))
   except (message.DecodeError, tf.errors.OpError, OSError, ValueError, RuntimeError) as e:
-    raise OptimizerFileError(f"{fingerprint_path}: unreadable SavedModel fingerprint "
-                             f"({_first_line(e)})") from e
+    raise OptimizerFileError(
+      f"{fingerprint_path}: unreadable SavedModel fingerprint ({_first_line(e)})"
+    ) from e
   for field in ("saved_model_checksum", "checkpoint_hash"):
     if getattr(stored, field) != getattr(actual, field):
-      raise OptimizerFileError(f"{path}: {field} differs from fingerprint.pb: saved_model.pb or "
-                               "variables/ were modified or damaged after export")
+      raise OptimizerFileError(
+        f"{path}: {field} differs from fingerprint.pb: saved_model.pb or "
+        "variables/ were modified or damaged after export"
+      )
 
 
 def _saved_variables(path):
   """The exported cells' variable values, in export order (cell_variables/0, /1, ...)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   prefix = os.path.join(path, "variables", "variables")
   try:
     reader = tf.train.load_checkpoint(prefix)
@@ -561,10 +640,13 @@ def verify_saved_model(path, arrays):
   saved = _saved_variables(path)
   assets = list(arrays.values())
   if len(saved) != len(assets) or not all(
-      np.shape(s) == np.shape(a) and np.array_equal(s, a) for s, a in zip(saved, assets)):
-    raise OptimizerFileError(f"{path}: the SavedModel's variables ({len(saved)}) differ from "
-                             f"its {SAVED_MODEL_ASSETS}/{WEIGHTS_FILE} ({len(assets)} weights); "
-                             "corrupt or modified export")
+    np.shape(s) == np.shape(a) and np.array_equal(s, a) for s, a in zip(saved, assets)
+  ):
+    raise OptimizerFileError(
+      f"{path}: the SavedModel's variables ({len(saved)}) differ from "
+      f"its {SAVED_MODEL_ASSETS}/{WEIGHTS_FILE} ({len(assets)} weights); "
+      "corrupt or modified export"
+    )
 
 
 def load_rule(path: str) -> Tuple[learned_rule.LearnedUpdateRule, Dict[str, Any]]:

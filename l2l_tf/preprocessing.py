@@ -4,6 +4,7 @@ Every preprocessor maps gradients of shape [..., 1] to features of shape [..., n
 Preprocessors are small value objects with get_config so that a cell's configuration (and an
 exported SavedModel's asset) records exactly which one was used.
 """
+
 import abc
 import math
 from typing import Any, Dict
@@ -102,7 +103,8 @@ def get_preprocessor(identifier):
   if isinstance(identifier, str):
     identifier = {"name": identifier}
   if not isinstance(identifier, dict) or identifier.get("name") not in registry.PREPROCESSORS:
-    raise ValueError(f"Unknown preprocessing {identifier!r}; choose one of "
-                     f"{sorted(registry.PREPROCESSORS)}")
+    raise ValueError(
+      f"Unknown preprocessing {identifier!r}; choose one of {sorted(registry.PREPROCESSORS)}"
+    )
   config = dict(identifier)
   return registry.PREPROCESSORS.get(config.pop("name"))(**config)

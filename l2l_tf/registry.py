@@ -13,6 +13,7 @@ Python runs it before any l2l_tf.<module>, so the tables are complete whenever c
 them. Adding a cell or a problem is one new module with its registration line, imported by its
 package's __init__.py.
 """
+
 import collections.abc
 import dataclasses
 from typing import Any, Callable, Dict, Generic, Iterator, Optional, Sequence, TypeVar
@@ -32,22 +33,24 @@ class Registry(Generic[Factory]):
     self._factories: Dict[str, Factory] = {}
     self._attributes: Dict[str, Dict[str, Any]] = {}
 
-  def register(self, name: Optional[str] = None, **attributes: Any
-               ) -> Callable[[Factory], Factory]:
+  def register(self, name: Optional[str] = None, **attributes: Any) -> Callable[[Factory], Factory]:
     """A decorator that enters `factory` (a class or function) under `name`.
 
     Without a name, the factory's own `name` attribute is used (classes that carry their name,
     as update rules and preprocessors do, so that it is written once).
     """
+
     def declare(factory: Factory) -> Factory:
       nonlocal name
       name = factory.name if name is None else name
       if name in self._factories:
-        raise ValueError(f"{self.kind} {name!r} is registered twice: {self._factories[name]!r} "
-                         f"and {factory!r}")
+        raise ValueError(
+          f"{self.kind} {name!r} is registered twice: {self._factories[name]!r} and {factory!r}"
+        )
       self._factories[name] = factory
       self._attributes[name] = dict(attributes)
       return factory
+
     return declare
 
   def get(self, name: str) -> Factory:
@@ -85,8 +88,11 @@ class Selection(collections.abc.Set):
     self._wanted = dict(attributes)
 
   def _names(self):
-    return [name for name in self._table if all(
-        self._table.attributes(name).get(key) == value for key, value in self._wanted.items())]
+    return [
+      name
+      for name in self._table
+      if all(self._table.attributes(name).get(key) == value for key, value in self._wanted.items())
+    ]
 
   def __contains__(self, name: object) -> bool:
     return name in self._names()
@@ -142,8 +148,13 @@ def make_cell(optimizer: str, problem_name: str, **overrides: Any):
   return cell_class(**kwargs)
 
 
-def make_problem(name: str, split: str = "train", batch_size: Optional[int] = None,
-                 *options: Any, **keyword_options: Any):
+def make_problem(
+  name: str,
+  split: str = "train",
+  batch_size: Optional[int] = None,
+  *options: Any,
+  **keyword_options: Any,
+):
   """A problem family by name, on one data split.
 
   Quadratics have no data: splits differ only by the seeds the caller draws with. MNIST

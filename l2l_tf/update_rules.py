@@ -7,6 +7,7 @@ params and grads are dicts of tensors; state is a nested structure of tensors. R
 functions of their inputs (plus, for learned rules, the network weights), so one unroll drives
 every optimizer and identical problems are seen by all of them.
 """
+
 import abc
 from typing import Any, Dict, List, Tuple
 
@@ -105,8 +106,9 @@ class _SlotRule(UpdateRule):
     return {slot: _zeros_like(params) for slot in self.slots}
 
   def step(self, params, grads, state):
-    new_params, new_slots = _step_each(params, grads, [state[s] for s in self.slots],
-                                       self.update_one)
+    new_params, new_slots = _step_each(
+      params, grads, [state[s] for s in self.slots], self.update_one
+    )
     return new_params, dict(zip(self.slots, new_slots))
 
 
@@ -145,12 +147,17 @@ class Adam(UpdateRule):
 
   def step(self, params, grads, state):
     t = state["step"] + 1
-    alpha = (_cast(self.learning_rate, t) * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, t.dtype), t))
-             / (1 - tf.pow(tf.cast(self.beta_1, t.dtype), t)))
+    alpha = (
+      _cast(self.learning_rate, t)
+      * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, t.dtype), t))
+      / (1 - tf.pow(tf.cast(self.beta_1, t.dtype), t))
+    )
+
     def update(p, g, m, v):
       m = m + (g - m) * (1 - self.beta_1)
       v = v + (tf.square(g) - v) * (1 - self.beta_2)
       return p - m * alpha / (tf.sqrt(v) + self.epsilon), m, v
+
     new_params, (m, v) = _step_each(params, grads, [state["m"], state["v"]], update)
     return new_params, {"step": t, "m": m, "v": v}
 
@@ -182,8 +189,11 @@ class ScaledUpdateRule(UpdateRule):
   def __init__(self, rule, scale):
     self.rule = rule
     self.scale = _rate(scale)  # a tf.Variable lets one traced graph serve several scales
-    self.name = (f"{rule.name}_scaled" if isinstance(self.scale, tf.Variable)
-                 else f"{rule.name}_x{self.scale:g}")
+    self.name = (
+      f"{rule.name}_scaled"
+      if isinstance(self.scale, tf.Variable)
+      else f"{rule.name}_x{self.scale:g}"
+    )
 
   def init_state(self, params):
     return self.rule.init_state(params)

@@ -14,7 +14,9 @@ numbers beside ours), one PNG of loss curves per variant, and summary.png: for e
 the learned optimizer's final loss over the best tuned baseline's (below 1: the learned one
 wins).
 """
+
 import os
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 
 from absl import flags
@@ -33,17 +35,18 @@ flags.DEFINE_bool("sweep", False, "Also run the 5-50 units x 1-2 layers sweep.")
 flags.DEFINE_enum("dataset_source", "embedded", ["embedded", "tfds", "idx"], "MNIST source.")
 flags.DEFINE_string("data_dir", None, "Data directory for tfds/idx.")
 flags.DEFINE_integer("seed", 0, "Seed of the held-out problems.", lower_bound=0)
-flags.DEFINE_integer("grid_points", 11, "Learning rates in the 1e-4..10 tuning grid.",
-                     lower_bound=2)
+flags.DEFINE_integer(
+  "grid_points", 11, "Learning rates in the 1e-4..10 tuning grid.", lower_bound=2
+)
 FLAGS = flags.FLAGS
 
 # Loss at the last step read off the paper's Figure 5 (about +-10%); None: not reported.
 PAPER = {
-    "base": {"learned": 0.25, "adam": 0.36, "rmsprop": 0.36, "nag": 0.32, "sgd": 0.46},
-    "200 steps": {"learned": 0.21, "adam": 0.31, "rmsprop": 0.29, "nag": 0.26, "sgd": 0.33},
-    "40 units": {"learned": 0.19, "adam": 0.31, "rmsprop": 0.32, "nag": 0.30, "sgd": 0.45},
-    "2 layers": {"learned": 0.32, "adam": 0.70, "rmsprop": 0.73, "nag": 0.76, "sgd": 1.8},
-    "relu": {"learned": None, "adam": 0.37, "rmsprop": 0.41, "nag": 0.36, "sgd": 0.45},
+  "base": {"learned": 0.25, "adam": 0.36, "rmsprop": 0.36, "nag": 0.32, "sgd": 0.46},
+  "200 steps": {"learned": 0.21, "adam": 0.31, "rmsprop": 0.29, "nag": 0.26, "sgd": 0.33},
+  "40 units": {"learned": 0.19, "adam": 0.31, "rmsprop": 0.32, "nag": 0.30, "sgd": 0.45},
+  "2 layers": {"learned": 0.32, "adam": 0.70, "rmsprop": 0.73, "nag": 0.76, "sgd": 1.8},
+  "relu": {"learned": None, "adam": 0.37, "rmsprop": 0.41, "nag": 0.36, "sgd": 0.45},
 }
 NAMES = ("learned", "adam", "rmsprop", "nag", "sgd")
 
@@ -69,11 +72,13 @@ def plot_summary(everything, path, num_problems):
 
 def variants(sweep):
   base = {"hidden_sizes": (20,), "activation": "sigmoid", "num_steps": 100}
-  out = {"base": base,
-         "200 steps": dict(base, num_steps=200),
-         "40 units": dict(base, hidden_sizes=(40,)),
-         "2 layers": dict(base, hidden_sizes=(20, 20)),
-         "relu": dict(base, activation="relu")}
+  out = {
+    "base": base,
+    "200 steps": dict(base, num_steps=200),
+    "40 units": dict(base, hidden_sizes=(40,)),
+    "2 layers": dict(base, hidden_sizes=(20, 20)),
+    "relu": dict(base, activation="relu"),
+  }
   if sweep:
     for layers in (1, 2):
       for units in (5, 10, 20, 35, 50):
@@ -87,36 +92,64 @@ def main(argv):
   grid = tuple(float(x) for x in 10.0 ** np.linspace(-4, 1, FLAGS.grid_points))
   table, everything = [], {}
   todo = variants(FLAGS.sweep)
-  progress = evaluation.Progress("generalisation", len(todo), "variants", evaluation.print_now,
-                                 interval=0)
+  progress = evaluation.Progress(
+    "generalisation", len(todo), "variants", evaluation.print_now, interval=0
+  )
   for name, v in todo.items():
     make = lambda split, n: registry.make_problem(  # pylint: disable=cell-var-from-loop
-        "mnist", split, n, FLAGS.dataset_source, FLAGS.data_dir, v["hidden_sizes"],
-        v["activation"])
+      "mnist", split, n, FLAGS.dataset_source, FLAGS.data_dir, v["hidden_sizes"], v["activation"]
+    )
     results, losses = evaluation.compare(
-        make("test", FLAGS.num_problems), {"learned": rule}, seed=evaluation.TEST_SEED_OFFSET + FLAGS.seed,
-        num_steps=v["num_steps"], tuning_problem=make("validation", FLAGS.num_problems),
-        tuning_seed=1 + FLAGS.seed, learning_rates=grid,
-        log=lambda line, variant=name: evaluation.print_now(f"{variant}: {line}"))
-    everything[name] = dict(results, variant={k: list(x) if isinstance(x, tuple) else x
-                                              for k, x in v.items()})
-    evaluation.plot(results, os.path.join(FLAGS.output_dir, f"{name.replace(' ', '_')}.png"),
-                    losses, title=f"MNIST {name}: {FLAGS.num_problems} held-out runs")
+      make("test", FLAGS.num_problems),
+      {"learned": rule},
+      seed=evaluation.TEST_SEED_OFFSET + FLAGS.seed,
+      num_steps=v["num_steps"],
+      tuning_problem=make("validation", FLAGS.num_problems),
+      tuning_seed=1 + FLAGS.seed,
+      learning_rates=grid,
+      log=lambda line, variant=name: evaluation.print_now(f"{variant}: {line}"),
+    )
+    everything[name] = dict(
+      results, variant={k: list(x) if isinstance(x, tuple) else x for k, x in v.items()}
+    )
+    evaluation.plot(
+      results,
+      os.path.join(FLAGS.output_dir, f"{name.replace(' ', '_')}.png"),
+      losses,
+      title=f"MNIST {name}: {FLAGS.num_problems} held-out runs",
+    )
     finals = {n: results["results"][n]["final_loss_mean"] for n in NAMES}
     best_baseline = min(finals[n] for n in NAMES[1:])
-    row = (f"| {name} | {v['num_steps']} | " + " | ".join(
-        f"{finals[n]:.3g}" + (f" ({PAPER[name][n]})" if name in PAPER and PAPER[name][n]
-                              else " (fails)" if name in PAPER else "") for n in NAMES)
-           + f" | {'yes' if finals['learned'] < best_baseline else 'no'} |")
+    row = (
+      f"| {name} | {v['num_steps']} | "
+      + " | ".join(
+        f"{finals[n]:.3g}"
+        + (
+          f" ({PAPER[name][n]})"
+          if name in PAPER and PAPER[name][n]
+          else " (fails)"
+          if name in PAPER
+          else ""
+        )
+        for n in NAMES
+      )
+      + f" | {'yes' if finals['learned'] < best_baseline else 'no'} |"
+    )
     table.append(row)
     print(row, flush=True)
     progress.advance()
-  header = ("| variant | steps | " + " | ".join(NAMES) + " | learned best? |\n|"
-            + "---|" * (len(NAMES) + 3))
-  text = (f"Final training loss, mean of {FLAGS.num_problems} held-out runs (paper's value in "
-          f"parentheses).\nOptimizer: {FLAGS.optimizer_path} "
-          f"({metadata.get('meta_trained_on', metadata).get('command', 'unknown command')})\n\n" + header + "\n"
-          + "\n".join(table) + "\n")
+  header = (
+    "| variant | steps | " + " | ".join(NAMES) + " | learned best? |\n|" + "---|" * (len(NAMES) + 3)
+  )
+  text = (
+    f"Final training loss, mean of {FLAGS.num_problems} held-out runs (paper's value in "
+    f"parentheses).\nOptimizer: {FLAGS.optimizer_path} "
+    f"({metadata.get('meta_trained_on', metadata).get('command', 'unknown command')})\n\n"
+    + header
+    + "\n"
+    + "\n".join(table)
+    + "\n"
+  )
   atomic_files.atomic_write(os.path.join(FLAGS.output_dir, "generalization.md"), text)
   evaluation.write_json(everything, os.path.join(FLAGS.output_dir, "generalization.json"))
   plot_summary(everything, os.path.join(FLAGS.output_dir, "summary.png"), FLAGS.num_problems)

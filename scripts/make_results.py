@@ -12,6 +12,7 @@ Panels whose file is missing are listed as "not run yet" with the command that m
 The output depends on the result files alone (sorted rows, fixed number formats), so the page
 regenerates byte for byte.
 """
+
 import contextlib
 import dataclasses
 import json
@@ -28,10 +29,17 @@ from l2l_tf import evaluation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-flags.DEFINE_string("root", ROOT, "Repository root: reads ROOT/results/, writes "
-                    "ROOT/docs/RESULTS.md; figure paths are relative to it.")
-flags.DEFINE_bool("check", False, "Write nothing; exit 1 if docs/RESULTS.md differs from what "
-                  "the result files generate (for CI).")
+flags.DEFINE_string(
+  "root",
+  ROOT,
+  "Repository root: reads ROOT/results/, writes "
+  "ROOT/docs/RESULTS.md; figure paths are relative to it.",
+)
+flags.DEFINE_bool(
+  "check",
+  False,
+  "Write nothing; exit 1 if docs/RESULTS.md differs from what the result files generate (for CI).",
+)
 FLAGS = flags.FLAGS
 
 RESULTS_DIR = "results"
@@ -41,17 +49,20 @@ REGENERATE = "python scripts/make_results.py"
 # Loss read off the paper's figures (about +-10%), copied from PAPER.md's table; the paper's
 # LSTM is our "learned". A string is a value the paper gives in words.
 PAPER = {
-    "quadratic": {"learned": 0.04, "adam": 0.05, "rmsprop": 0.06, "nag": 0.08, "sgd": 0.22},
-    "mnist": {"learned": 0.25, "adam": 0.36, "rmsprop": 0.36, "nag": 0.32, "sgd": 0.46},
-    "mnist_200_steps": {"learned": 0.21, "adam": 0.31, "rmsprop": 0.29, "nag": 0.26,
-                        "sgd": 0.33},
-    "mnist_40_units": {"learned": 0.19, "adam": 0.31, "rmsprop": 0.32, "nag": 0.30,
-                       "sgd": 0.45},
-    "mnist_2_layers": {"learned": 0.32, "adam": 0.70, "rmsprop": 0.73, "nag": 0.76, "sgd": 1.8},
-    "mnist_relu": {"learned": "fails (~2.3+)", "adam": 0.37, "rmsprop": 0.41, "nag": 0.36,
-                   "sgd": 0.45},
-    "cifar10": {"learned": 0.81, "adam": 0.91, "rmsprop": 0.87, "nag": 0.83, "sgd": 1.06},
-    "cifar2": {"learned": 0.05, "adam": 0.07, "rmsprop": 0.085, "nag": 0.065, "sgd": 0.11},
+  "quadratic": {"learned": 0.04, "adam": 0.05, "rmsprop": 0.06, "nag": 0.08, "sgd": 0.22},
+  "mnist": {"learned": 0.25, "adam": 0.36, "rmsprop": 0.36, "nag": 0.32, "sgd": 0.46},
+  "mnist_200_steps": {"learned": 0.21, "adam": 0.31, "rmsprop": 0.29, "nag": 0.26, "sgd": 0.33},
+  "mnist_40_units": {"learned": 0.19, "adam": 0.31, "rmsprop": 0.32, "nag": 0.30, "sgd": 0.45},
+  "mnist_2_layers": {"learned": 0.32, "adam": 0.70, "rmsprop": 0.73, "nag": 0.76, "sgd": 1.8},
+  "mnist_relu": {
+    "learned": "fails (~2.3+)",
+    "adam": 0.37,
+    "rmsprop": 0.41,
+    "nag": 0.36,
+    "sgd": 0.45,
+  },
+  "cifar10": {"learned": 0.81, "adam": 0.91, "rmsprop": 0.87, "nag": 0.83, "sgd": 1.06},
+  "cifar2": {"learned": 0.05, "adam": 0.07, "rmsprop": 0.085, "nag": 0.065, "sgd": 0.11},
 }
 
 MNIST_FULL = "--dataset_source=idx --data_dir=../shared/data/mnist-full"
@@ -65,9 +76,17 @@ class ResultFileError(ValueError):
 def evaluation_rows(results):
   """Rows of an evaluation JSON (scripts/evaluate.py's shape): one per optimizer."""
   steps, runs = results["num_steps"], results["num_problems"]
-  return [{"optimizer": name, "learning_rate": r["learning_rate"], "steps": steps,
-           "runs": runs, "mean": r["final_loss_mean"], "std": r["final_loss_std"]}
-          for name, r in results["results"].items()]
+  return [
+    {
+      "optimizer": name,
+      "learning_rate": r["learning_rate"],
+      "steps": steps,
+      "runs": runs,
+      "mean": r["final_loss_mean"],
+      "std": r["final_loss_std"],
+    }
+    for name, r in results["results"].items()
+  ]
 
 
 def keras_fit_rows(data):
@@ -78,22 +97,45 @@ def keras_fit_rows(data):
     mean = sum(losses) / len(losses)
     std = (sum((x - mean) ** 2 for x in losses) / len(losses)) ** 0.5
     rate = r.get("learning_rate", 0.001 if name == "adam_default" else None)
-    rows.append({"optimizer": f"{name} (test accuracy {r['test_accuracy']:.4f})",
-                 "learning_rate": rate, "steps": f"{data['epochs']} epoch(s)",
-                 "runs": len(losses), "mean": mean, "std": std})
+    rows.append(
+      {
+        "optimizer": f"{name} (test accuracy {r['test_accuracy']:.4f})",
+        "learning_rate": rate,
+        "steps": f"{data['epochs']} epoch(s)",
+        "runs": len(losses),
+        "mean": mean,
+        "std": std,
+      }
+    )
   return rows
 
 
 def seeds_rows(data):
   """Rows of benchmarks/mnist_seeds.py's JSON: each optimizer, then the spread over them."""
   runs = data["num_problems"]
-  rows = [{"optimizer": f"{path} (step {step})", "learning_rate": None, "steps": int(step),
-           "runs": runs, "mean": value, "std": None}
-          for path, result in data["optimizers"].items() for step, value in result.items()]
-  rows += [{"optimizer": f"mean over the {len(data['optimizers'])} (std: across them, step "
-                         f"{step})", "learning_rate": None, "steps": int(step), "runs": runs,
-            "mean": spread["mean"], "std": spread["std"]}
-           for step, spread in data["spread"].items()]
+  rows = [
+    {
+      "optimizer": f"{path} (step {step})",
+      "learning_rate": None,
+      "steps": int(step),
+      "runs": runs,
+      "mean": value,
+      "std": None,
+    }
+    for path, result in data["optimizers"].items()
+    for step, value in result.items()
+  ]
+  rows += [
+    {
+      "optimizer": f"mean over the {len(data['optimizers'])} (std: across them, step {step})",
+      "learning_rate": None,
+      "steps": int(step),
+      "runs": runs,
+      "mean": spread["mean"],
+      "std": spread["std"],
+    }
+    for step, spread in data["spread"].items()
+  ]
   return rows
 
 
@@ -105,18 +147,29 @@ def training_rows(runs):
     stages = config.get("curriculum") or [[config["num_steps"], config["unroll_length"]]]
     start = (metadata.get("init_from") or {}).get("path")
     if not start:  # runs from before the lineage was recorded: their command line says
-      start = next((arg.split("=", 1)[1] for arg in metadata.get("command", "").split()
-                    if arg.startswith("--init_from=")), "scratch")
+      start = next(
+        (
+          arg.split("=", 1)[1]
+          for arg in metadata.get("command", "").split()
+          if arg.startswith("--init_from=")
+        ),
+        "scratch",
+      )
     best = min(history, key=lambda h: h["validation_loss"])
-    rows.append({
-        "problem": name, "start": os.path.basename(start.rstrip("/")) or start,
+    rows.append(
+      {
+        "problem": name,
+        "start": os.path.basename(start.rstrip("/")) or start,
         "stages": ", ".join(f"{t}x{u}" for t, u in stages),
-        "meta_lr": config["meta_learning_rate"], "seed": config.get("seed", 0),
+        "meta_lr": config["meta_learning_rate"],
+        "seed": config.get("seed", 0),
         "trajectories": len(history) * config["trajectories_per_epoch"],
         "minutes": sum(h["epoch_seconds"] for h in history) / 60,
         "validation": " ".join(f"{h['validation_loss']:.3f}" for h in history),
         "best": f"{best['validation_loss']:.4f} (epoch {best['epoch']})",
-        "jit_compile": ""})
+        "jit_compile": "",
+      }
+    )
   return rows
 
 
@@ -127,22 +180,31 @@ def sharing_rows(data):
   std; the per-seed means go to the detail column.
   """
   rows = []
-  seeds = [results for _, results in sorted(data["per_seed"].items(),
-                                            key=lambda kv: int(kv[0]))]
+  seeds = [results for _, results in sorted(data["per_seed"].items(), key=lambda kv: int(kv[0]))]
   for name, overall in data["overall"].items():
-    per_seed = [seed["evaluation"]["results"][name] for seed in seeds
-                if name in seed["evaluation"]["results"]]
-    second_moment = sum(r["final_loss_std"] ** 2 + r["final_loss_mean"] ** 2
-                        for r in per_seed) / len(per_seed)
+    per_seed = [
+      seed["evaluation"]["results"][name] for seed in seeds if name in seed["evaluation"]["results"]
+    ]
+    second_moment = sum(
+      r["final_loss_std"] ** 2 + r["final_loss_mean"] ** 2 for r in per_seed
+    ) / len(per_seed)
     mean = sum(r["final_loss_mean"] for r in per_seed) / len(per_seed)
     detail = f"median {format_number(overall['final_loss_median'])}"
     if "final_loss_mean_per_seed" in overall:
       detail += "; per seed " + " / ".join(
-          format_number(x) for x in overall["final_loss_mean_per_seed"])
-    rows.append({"optimizer": name, "learning_rate": overall.get("learning_rate"),
-                 "steps": data["num_steps"], "runs": data["num_problems"] * len(per_seed),
-                 "mean": overall["final_loss_mean"],
-                 "std": math.sqrt(max(0.0, second_moment - mean ** 2)), "detail": detail})
+        format_number(x) for x in overall["final_loss_mean_per_seed"]
+      )
+    rows.append(
+      {
+        "optimizer": name,
+        "learning_rate": overall.get("learning_rate"),
+        "steps": data["num_steps"],
+        "runs": data["num_problems"] * len(per_seed),
+        "mean": overall["final_loss_mean"],
+        "std": math.sqrt(max(0.0, second_moment - mean**2)),
+        "detail": detail,
+      }
+    )
   return rows
 
 
@@ -166,38 +228,39 @@ def _rate(x):
 
 # (header, row -> cell) of the two kinds of tables.
 LOSS_COLUMNS = (
-    ("optimizer", lambda r: r["optimizer"]),
-    ("learning rate (tuned)", lambda r: _rate(r["learning_rate"])),
-    ("step", lambda r: str(r["steps"])),
-    ("runs", lambda r: str(r["runs"])),
-    ("mean loss", lambda r: format_number(r["mean"])),
-    ("std", lambda r: format_number(r["std"])),
-    ("paper", lambda r: format_number(r.get("paper"))),
+  ("optimizer", lambda r: r["optimizer"]),
+  ("learning rate (tuned)", lambda r: _rate(r["learning_rate"])),
+  ("step", lambda r: str(r["steps"])),
+  ("runs", lambda r: str(r["runs"])),
+  ("mean loss", lambda r: format_number(r["mean"])),
+  ("std", lambda r: format_number(r["std"])),
+  ("paper", lambda r: format_number(r.get("paper"))),
 )
 TRAINING_COLUMNS = (
-    ("run", lambda r: r["problem"]),
-    ("starts from", lambda r: r["start"]),
-    ("stages (steps x unroll)", lambda r: r["stages"]),
-    ("meta lr", lambda r: f"{r['meta_lr']:g}"),
-    ("seed", lambda r: str(r["seed"])),
-    ("trajectories", lambda r: str(r["trajectories"])),
-    ("minutes", lambda r: f"{r['minutes']:.1f}"),
-    ("validation loss per epoch", lambda r: r["validation"]),
-    ("best", lambda r: r["best"]),
+  ("run", lambda r: r["problem"]),
+  ("starts from", lambda r: r["start"]),
+  ("stages (steps x unroll)", lambda r: r["stages"]),
+  ("meta lr", lambda r: f"{r['meta_lr']:g}"),
+  ("seed", lambda r: str(r["seed"])),
+  ("trajectories", lambda r: str(r["trajectories"])),
+  ("minutes", lambda r: f"{r['minutes']:.1f}"),
+  ("validation loss per epoch", lambda r: r["validation"]),
+  ("best", lambda r: r["best"]),
 )
 SPEED_COLUMNS = (
-    ("problem", lambda r: r["problem"]),
-    ("coordinates", lambda r: f"{r['coordinates']:,}"),
-    ("unroll", lambda r: str(r["unroll_length"])),
-    ("jit_compile", lambda r: str(r["jit_compile"]).lower()),
-    ("coord-steps/s", lambda r: f"{r['coord_steps_per_s']:,.0f}"),
-    ("compile s", lambda r: f"{r['compile_s']:.1f}"),
+  ("problem", lambda r: r["problem"]),
+  ("coordinates", lambda r: f"{r['coordinates']:,}"),
+  ("unroll", lambda r: str(r["unroll_length"])),
+  ("jit_compile", lambda r: str(r["jit_compile"]).lower()),
+  ("coord-steps/s", lambda r: f"{r['coord_steps_per_s']:,.0f}"),
+  ("compile s", lambda r: f"{r['compile_s']:.1f}"),
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Panel:
   """One experiment panel: where its numbers come from and how to make them."""
+
   key: str  # anchor, and the PAPER entry if the paper has the panel
   title: str
   result_file: str  # relative to the repository root
@@ -211,111 +274,166 @@ class Panel:
 
 
 def _evaluate_command(problem_flags, name, steps_flag=""):
-  return (f"python scripts/evaluate.py {problem_flags}{steps_flag} "
-          f"--output_json=results/{name}.json --output_plot=docs/figures/{name}.png")
+  return (
+    f"python scripts/evaluate.py {problem_flags}{steps_flag} "
+    f"--output_json=results/{name}.json --output_plot=docs/figures/{name}.png"
+  )
 
 
 def _generalization_panel(key, title, variant):
   return Panel(
-      key, title, f"{GENERALIZATION_DIR}/generalization.json",
-      f"python scripts/generalization.py --optimizer_path=savedmodels/mnist {MNIST_FULL} "
-      f"--output_dir={GENERALIZATION_DIR}",
-      lambda data: evaluation_rows(data[variant]),
-      figure=f"{GENERALIZATION_DIR}/{variant.replace(' ', '_')}.png", paper_step="100",
-      note="The optimizer meta-trained on the base MLP, run unchanged on this variant.")
+    key,
+    title,
+    f"{GENERALIZATION_DIR}/generalization.json",
+    f"python scripts/generalization.py --optimizer_path=savedmodels/mnist {MNIST_FULL} "
+    f"--output_dir={GENERALIZATION_DIR}",
+    lambda data: evaluation_rows(data[variant]),
+    figure=f"{GENERALIZATION_DIR}/{variant.replace(' ', '_')}.png",
+    paper_step="100",
+    note="The optimizer meta-trained on the base MLP, run unchanged on this variant.",
+  )
 
 
 def _mnist_panel(key, title, horizon):
   return Panel(
-      key, title, "results/mnist_paper_setting.json",
-      "python benchmarks/mnist_paper_setting.py --optimizer_path=savedmodels/mnist "
-      f"{MNIST_FULL} --output_json=results/mnist_paper_setting.json",
-      lambda data: evaluation_rows(data["horizons"][str(horizon)]), paper_step=str(horizon),
-      note="784-20-10 sigmoid MLP on full MNIST (t10k digits), minibatches of 128.")
+    key,
+    title,
+    "results/mnist_paper_setting.json",
+    "python benchmarks/mnist_paper_setting.py --optimizer_path=savedmodels/mnist "
+    f"{MNIST_FULL} --output_json=results/mnist_paper_setting.json",
+    lambda data: evaluation_rows(data["horizons"][str(horizon)]),
+    paper_step=str(horizon),
+    note="784-20-10 sigmoid MLP on full MNIST (t10k digits), minibatches of 128.",
+  )
 
 
 def _cifar_panel(key, title):
   return Panel(
-      key, title, f"results/{key}.json",
-      _evaluate_command(f"--problem={key} --dataset_source=binary --data_dir=CIFAR_DIR "
-                        "--optimizer_path=savedmodels/cifar10", key, " --num_steps=1000"),
-      evaluation_rows, figure=f"docs/figures/{key}.png", paper_step="~1000",
-      note="Needs CIFAR-10's binary files and a meta-trained savedmodels/cifar10.")
+    key,
+    title,
+    f"results/{key}.json",
+    _evaluate_command(
+      f"--problem={key} --dataset_source=binary --data_dir=CIFAR_DIR "
+      "--optimizer_path=savedmodels/cifar10",
+      key,
+      " --num_steps=1000",
+    ),
+    evaluation_rows,
+    figure=f"docs/figures/{key}.png",
+    paper_step="~1000",
+    note="Needs CIFAR-10's binary files and a meta-trained savedmodels/cifar10.",
+  )
 
 
 def _neural_art_panel(key, title, extra_flags):
   return Panel(
-      key, title, f"results/{key}.json",
-      _evaluate_command("--problem=neural_art --optimizer_path=savedmodels/neural_art "
-                        f"--num_steps=128{extra_flags}", key),
-      evaluation_rows, figure=f"docs/figures/{key}.png",
-      note="Paper's Figure 8 (curves only: no values in PAPER.md's table).")
+    key,
+    title,
+    f"results/{key}.json",
+    _evaluate_command(
+      f"--problem=neural_art --optimizer_path=savedmodels/neural_art --num_steps=128{extra_flags}",
+      key,
+    ),
+    evaluation_rows,
+    figure=f"docs/figures/{key}.png",
+    note="Paper's Figure 8 (curves only: no values in PAPER.md's table).",
+  )
 
 
 PANELS = (
-    Panel("quadratic", "Quadratics", "results/quadratic.json",
-          _evaluate_command("--optimizer_path=savedmodels/quadratic --num_problems=100",
-                            "quadratic"),
-          evaluation_rows, figure="docs/figures/quadratic.png", paper_step="100",
-          note="10-d quadratics ||W theta - y||^2; the same held-out problems for every "
-               "optimizer."),
-    _mnist_panel("mnist", "MNIST", 100),
-    _mnist_panel("mnist_200_steps", "MNIST, step 200", 200),
-    _generalization_panel("mnist_40_units", "MNIST, 40 hidden units", "40 units"),
-    _generalization_panel("mnist_2_layers", "MNIST, 2 hidden layers", "2 layers"),
-    _generalization_panel("mnist_relu", "MNIST, ReLU", "relu"),
-    Panel("mnist_1000_steps", "MNIST, 1,000 steps (10x the training horizon)",
-          "results/mnist_1000_steps.json",
-          _evaluate_command(f"--problem=mnist --optimizer_path=savedmodels/mnist {MNIST_FULL} "
-                            "--num_problems=20 --optimizers=learned,adam,nag",
-                            "mnist_1000_steps", " --num_steps=1000"),
-          evaluation_rows, figure="docs/figures/mnist_1000_steps.png",
-          note="The 784-20-10 MLP trained for 1,000 steps; baselines tuned for step 1,000."),
-    Panel("keras_mnist_fit", "MNIST in Keras model.fit (one epoch, 469 steps)",
-          "results/keras_mnist_fit.json",
-          f"python benchmarks/keras_mnist_fit.py --optimizer_path=savedmodels/mnist {MNIST_FULL} "
-          "--output_json=results/keras_mnist_fit.json", keras_fit_rows,
-          note="784-20-10 sigmoid MLP with Keras's default initializers, batch 128, full MNIST; "
-               "mean loss is the training loss over the last 50 steps, over 3 seeds. Adam's "
-               "tuned rate was picked on seed 0's training loss (favours Adam)."),
-    Panel("mnist_seeds", "MNIST, meta-training seeds of the shipped recipe",
-          "results/mnist_seeds.json",
-          "python benchmarks/mnist_seeds.py --problem=mnist " + MNIST_FULL + " --optimizer_paths="
-          "savedmodels/mnist,results/training/ship_s1_stage3/best,"
-          "results/training/ship_s2_stage3/best --output_json=results/mnist_seeds.json",
-          seeds_rows, summarize=False,
-          note="Stages 2 and 3 of savedmodels/mnist's recipe rerun with --seed=1 and --seed=2 "
-               "(stage 1, savedmodels/mnist_sample, shared); the same 20 t10k runs as the MNIST "
-               "panels, whose tuned baselines apply."),
-    Panel("mnist_meta_training", "MNIST meta-training runs (full MNIST train split)",
-          "results/training",
-          "python scripts/train.py --problem=mnist " + MNIST_FULL + " --output_dir=runs/NAME ... "
-          "(each run's full command is in results/training/NAME/run.json)",
-          training_rows, columns=TRAINING_COLUMNS,
-          note="Each run directory as scripts/train.py left it (run.json, history.json, "
-               "checkpoints: resumable). Validation: 16 problems of the held-out 10% of the "
-               "train split, mean loss over the last 20 steps of 100 (200 for ft200). Tuned "
-               "baselines on the same problems: `python benchmarks/validation_baselines.py "
-               "--problem=mnist "
-               + MNIST_FULL + " --horizons=100,200`."),
-    _cifar_panel("cifar10", "CIFAR-10"),
-    _cifar_panel("cifar2", "CIFAR-2"),
-    _neural_art_panel("neural_art_64", "Neural Art, 64x64", ""),
-    _neural_art_panel("neural_art_128", "Neural Art, 128x128", " --image_size=128"),
-    _neural_art_panel("neural_art_second_style", "Neural Art, second style",
-                      " --style=brick"),
-    Panel("sharing_quadratic", "Optimizers that share information (quadratics)",
-          "results/sharing_quadratic.json",
-          "python benchmarks/sharing_quadratic.py --output_dir=runs/sharing --epochs=16 "
-          "--seeds=0,1,2,3,4 && cp runs/sharing/results.json results/sharing_quadratic.json "
-          "&& cp runs/sharing/loss.png docs/figures/sharing_quadratic.png",
-          sharing_rows, figure="docs/figures/sharing_quadratic.png",
-          note="Every optimizer meta-trained with the same budget once per seed; the paper's "
-               "Figure 4 (right) has curves only. Runs: seeds x held-out problems."),
-    Panel("speed", "Speed (meta-training throughput)", "results/throughput.json",
-          "python benchmarks/throughput.py --output_json=results/throughput.json",
-          throughput_rows, columns=SPEED_COLUMNS,
-          note="One unroll of the coordinatewise LSTM, forward and backward."),
+  Panel(
+    "quadratic",
+    "Quadratics",
+    "results/quadratic.json",
+    _evaluate_command("--optimizer_path=savedmodels/quadratic --num_problems=100", "quadratic"),
+    evaluation_rows,
+    figure="docs/figures/quadratic.png",
+    paper_step="100",
+    note="10-d quadratics ||W theta - y||^2; the same held-out problems for every optimizer.",
+  ),
+  _mnist_panel("mnist", "MNIST", 100),
+  _mnist_panel("mnist_200_steps", "MNIST, step 200", 200),
+  _generalization_panel("mnist_40_units", "MNIST, 40 hidden units", "40 units"),
+  _generalization_panel("mnist_2_layers", "MNIST, 2 hidden layers", "2 layers"),
+  _generalization_panel("mnist_relu", "MNIST, ReLU", "relu"),
+  Panel(
+    "mnist_1000_steps",
+    "MNIST, 1,000 steps (10x the training horizon)",
+    "results/mnist_1000_steps.json",
+    _evaluate_command(
+      f"--problem=mnist --optimizer_path=savedmodels/mnist {MNIST_FULL} "
+      "--num_problems=20 --optimizers=learned,adam,nag",
+      "mnist_1000_steps",
+      " --num_steps=1000",
+    ),
+    evaluation_rows,
+    figure="docs/figures/mnist_1000_steps.png",
+    note="The 784-20-10 MLP trained for 1,000 steps; baselines tuned for step 1,000.",
+  ),
+  Panel(
+    "keras_mnist_fit",
+    "MNIST in Keras model.fit (one epoch, 469 steps)",
+    "results/keras_mnist_fit.json",
+    f"python benchmarks/keras_mnist_fit.py --optimizer_path=savedmodels/mnist {MNIST_FULL} "
+    "--output_json=results/keras_mnist_fit.json",
+    keras_fit_rows,
+    note="784-20-10 sigmoid MLP with Keras's default initializers, batch 128, full MNIST; "
+    "mean loss is the training loss over the last 50 steps, over 3 seeds. Adam's "
+    "tuned rate was picked on seed 0's training loss (favours Adam).",
+  ),
+  Panel(
+    "mnist_seeds",
+    "MNIST, meta-training seeds of the shipped recipe",
+    "results/mnist_seeds.json",
+    "python benchmarks/mnist_seeds.py --problem=mnist " + MNIST_FULL + " --optimizer_paths="
+    "savedmodels/mnist,results/training/ship_s1_stage3/best,"
+    "results/training/ship_s2_stage3/best --output_json=results/mnist_seeds.json",
+    seeds_rows,
+    summarize=False,
+    note="Stages 2 and 3 of savedmodels/mnist's recipe rerun with --seed=1 and --seed=2 "
+    "(stage 1, savedmodels/mnist_sample, shared); the same 20 t10k runs as the MNIST "
+    "panels, whose tuned baselines apply.",
+  ),
+  Panel(
+    "mnist_meta_training",
+    "MNIST meta-training runs (full MNIST train split)",
+    "results/training",
+    "python scripts/train.py --problem=mnist " + MNIST_FULL + " --output_dir=runs/NAME ... "
+    "(each run's full command is in results/training/NAME/run.json)",
+    training_rows,
+    columns=TRAINING_COLUMNS,
+    note="Each run directory as scripts/train.py left it (run.json, history.json, "
+    "checkpoints: resumable). Validation: 16 problems of the held-out 10% of the "
+    "train split, mean loss over the last 20 steps of 100 (200 for ft200). Tuned "
+    "baselines on the same problems: `python benchmarks/validation_baselines.py "
+    "--problem=mnist " + MNIST_FULL + " --horizons=100,200`.",
+  ),
+  _cifar_panel("cifar10", "CIFAR-10"),
+  _cifar_panel("cifar2", "CIFAR-2"),
+  _neural_art_panel("neural_art_64", "Neural Art, 64x64", ""),
+  _neural_art_panel("neural_art_128", "Neural Art, 128x128", " --image_size=128"),
+  _neural_art_panel("neural_art_second_style", "Neural Art, second style", " --style=brick"),
+  Panel(
+    "sharing_quadratic",
+    "Optimizers that share information (quadratics)",
+    "results/sharing_quadratic.json",
+    "python benchmarks/sharing_quadratic.py --output_dir=runs/sharing --epochs=16 "
+    "--seeds=0,1,2,3,4 && cp runs/sharing/results.json results/sharing_quadratic.json "
+    "&& cp runs/sharing/loss.png docs/figures/sharing_quadratic.png",
+    sharing_rows,
+    figure="docs/figures/sharing_quadratic.png",
+    note="Every optimizer meta-trained with the same budget once per seed; the paper's "
+    "Figure 4 (right) has curves only. Runs: seeds x held-out problems.",
+  ),
+  Panel(
+    "speed",
+    "Speed (meta-training throughput)",
+    "results/throughput.json",
+    "python benchmarks/throughput.py --output_json=results/throughput.json",
+    throughput_rows,
+    columns=SPEED_COLUMNS,
+    note="One unroll of the coordinatewise LSTM, forward and backward.",
+  ),
 )
 
 
@@ -353,8 +471,9 @@ def blaming(panel):
   except ResultFileError:
     raise
   except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, AttributeError) as e:
-    raise ResultFileError(f"{panel.result_file}: not the JSON {panel.title} expects "
-                          f"({type(e).__name__}: {e})") from None
+    raise ResultFileError(
+      f"{panel.result_file}: not the JSON {panel.title} expects ({type(e).__name__}: {e})"
+    ) from None
 
 
 def panel_rows(panel, data):
@@ -365,8 +484,9 @@ def panel_rows(panel, data):
     if "optimizer" in row:
       row["paper"] = paper.get(row["optimizer"])
   if panel.columns is LOSS_COLUMNS:  # learned optimizers first, then by mean loss
-    return sorted(rows, key=lambda r: (r["learning_rate"] is not None, _sort_key(r["mean"]),
-                                       r["optimizer"]))
+    return sorted(
+      rows, key=lambda r: (r["learning_rate"] is not None, _sort_key(r["mean"]), r["optimizer"])
+    )
   return sorted(rows, key=lambda r: (r["problem"], str(r["jit_compile"])))
 
 
@@ -375,12 +495,10 @@ def _sort_key(x):
 
 
 def markdown_table(columns, rows):
-  lines = ["| " + " | ".join(header for header, _ in columns) + " |",
-           "|" + "---|" * len(columns)]
+  lines = ["| " + " | ".join(header for header, _ in columns) + " |", "|" + "---|" * len(columns)]
   lines += ["| " + " | ".join(cell(row) for _, cell in columns) + " |" for row in rows]
   if any(row.get("detail") for row in rows):
-    lines += [""] + [f"- {row['optimizer']}: {row['detail']}" for row in rows
-                     if row.get("detail")]
+    lines += [""] + [f"- {row['optimizer']}: {row['detail']}" for row in rows if row.get("detail")]
   return lines
 
 
@@ -394,9 +512,12 @@ def format_provenance(provenance):
     where += f", 1-minute load {machine['load_average_1min']:.1f} when it finished"
   if machine.get("tensorflow"):
     where += f", TensorFlow {machine['tensorflow']}"
-  return [f"Command: `{provenance.get('command', '?')}`", "",
-          f"Wall time {evaluation.format_duration(provenance.get('wall_seconds', math.nan))}"
-          f" on a {where}; {provenance.get('date_utc', 'date not recorded')}."]
+  return [
+    f"Command: `{provenance.get('command', '?')}`",
+    "",
+    f"Wall time {evaluation.format_duration(provenance.get('wall_seconds', math.nan))}"
+    f" on a {where}; {provenance.get('date_utc', 'date not recorded')}.",
+  ]
 
 
 def panel_section(root, output_dir, panel, data):
@@ -404,8 +525,12 @@ def panel_section(root, output_dir, panel, data):
   if panel.note:
     lines += [panel.note, ""]
   if data is None:
-    return lines + [f"**Not run yet.** `{panel.result_file}` is missing; it is written by:", "",
-                    f"```sh\n{panel.command}\n```", ""]
+    return lines + [
+      f"**Not run yet.** `{panel.result_file}` is missing; it is written by:",
+      "",
+      f"```sh\n{panel.command}\n```",
+      "",
+    ]
   step = f"; the paper's values at step {panel.paper_step}" if panel.paper_step else ""
   lines += [f"From `{panel.result_file}`{step}.", ""]
   features = (data.get("problem_config") or {}).get("feature_network_description")
@@ -432,30 +557,39 @@ def summary_row(panel, data):
   paper_best = min((v for k, v in paper.items() if k != "learned"), default=None)
   ours = f"{learned[0]['optimizer']} {format_number(learned[0]['mean'])}" if learned else "-"
   theirs = f"{best['optimizer']} {format_number(best['mean'])}" if best else "-"
-  wins = "-" if not (learned and best) else (
-      "yes" if _sort_key(learned[0]["mean"]) < _sort_key(best["mean"]) else "**no**")
-  return (f"| [{panel.title}](#{panel.key}) | {ours} | {theirs} | {wins} | "
-          f"{format_number(paper.get('learned'))} | {format_number(paper_best)} |")
+  wins = (
+    "-"
+    if not (learned and best)
+    else ("yes" if _sort_key(learned[0]["mean"]) < _sort_key(best["mean"]) else "**no**")
+  )
+  return (
+    f"| [{panel.title}](#{panel.key}) | {ours} | {theirs} | {wins} | "
+    f"{format_number(paper.get('learned'))} | {format_number(paper_best)} |"
+  )
 
 
 def render(root):
   """The page's text for the result files under root."""
   output_dir = os.path.dirname(os.path.join(root, OUTPUT))
   loaded = [(panel, load_result(root, panel)) for panel in PANELS]
-  lines = ["# Results", "",
-           f"Generated by `{REGENERATE}` from the result files in `{RESULTS_DIR}/`; do not "
-           "edit by hand. Each table is one experiment command's output file, unchanged; the "
-           "paper's values are read off its figures (about +-10%). Mean and std are over the "
-           "held-out runs (the same runs for every optimizer); baselines' learning rates are "
-           f"tuned on validation runs. `{REGENERATE} --check` fails when this page is stale.",
-           "", "| panel | learned (mean) | best tuned baseline | learned best? | paper: LSTM "
-           "| paper: best baseline |", "|---|---|---|---|---|---|"]
+  lines = [
+    "# Results",
+    "",
+    f"Generated by `{REGENERATE}` from the result files in `{RESULTS_DIR}/`; do not "
+    "edit by hand. Each table is one experiment command's output file, unchanged; the "
+    "paper's values are read off its figures (about +-10%). Mean and std are over the "
+    "held-out runs (the same runs for every optimizer); baselines' learning rates are "
+    f"tuned on validation runs. `{REGENERATE} --check` fails when this page is stale.",
+    "",
+    "| panel | learned (mean) | best tuned baseline | learned best? | paper: LSTM "
+    "| paper: best baseline |",
+    "|---|---|---|---|---|---|",
+  ]
   summary, sections = [], []
   for panel, data in loaded:
     with blaming(panel):
       summary.append(summary_row(panel, data))
-      sections += [f'<a id="{panel.key}"></a>', ""] + panel_section(root, output_dir, panel,
-                                                                      data)
+      sections += [f'<a id="{panel.key}"></a>', ""] + panel_section(root, output_dir, panel, data)
   lines += summary + [""] + sections
   return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -1,4 +1,5 @@
 """Shared test settings and fixtures: quiet TensorFlow, synthetic CIFAR-10 files."""
+
 import os
 
 import numpy as np

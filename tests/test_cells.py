@@ -52,8 +52,9 @@ def test_output_scale_scales_the_update():
   scaled = l2l_tf.CoordinatewiseLSTM.from_config(dict(cell.get_config(), output_scale=0.1))
   scaled.set_weights(cell.get_weights())
   grads = tf.random.normal([9, 1])
-  np.testing.assert_allclose(_run(scaled, grads)[0][-1], 0.1 * _run(cell, grads)[0][-1],
-                             rtol=1e-5, atol=1e-8)
+  np.testing.assert_allclose(
+    _run(scaled, grads)[0][-1], 0.1 * _run(cell, grads)[0][-1], rtol=1e-5, atol=1e-8
+  )
 
 
 def test_save_and_load_reproduces_outputs(tmp_path):
@@ -64,8 +65,9 @@ def test_save_and_load_reproduces_outputs(tmp_path):
   loaded, metadata = optimizer_format.load_rule(str(tmp_path / "opt"))
   grads = tf.random.normal([2, 6, 1])
   assert metadata == {"note": "x"}
-  np.testing.assert_array_equal(_run(rule.cells["all"], grads)[0][-1],
-                                _run(loaded.cells["all"], grads)[0][-1])
+  np.testing.assert_array_equal(
+    _run(rule.cells["all"], grads)[0][-1], _run(loaded.cells["all"], grads)[0][-1]
+  )
 
 
 def test_load_refuses_non_optimizer_directories(tmp_path):

@@ -1,4 +1,5 @@
 """Cells that share information across coordinates: LSTM+GAC, NTM-BFGS and NTM-L-BFGS."""
+
 import time
 
 import keras
@@ -28,8 +29,10 @@ def _seeded():
 def _random_states(cell, shape, seed):
   """Non-zero states (so that every path of the cell is exercised)."""
   rng = np.random.default_rng(seed)
-  return [tf.constant(rng.normal(size=s.shape) * 0.5, tf.float32)
-          for s in cell.get_initial_state(list(shape))]
+  return [
+    tf.constant(rng.normal(size=s.shape) * 0.5, tf.float32)
+    for s in cell.get_initial_state(list(shape))
+  ]
 
 
 def _perturb(cell, stddev=0.5, seed=0):
@@ -54,19 +57,25 @@ def _run(cell, grads, states):
 
 def _variants():
   return {
-      "lstm": lambda: CoordinatewiseLSTM(hidden_sizes=(6, 5), preprocessing="identity",
-                                         output_scale=1.0),
-      "lstm_gac": lambda: GlobalAveragingLSTM(hidden_sizes=(6, 5), global_averaging_units=[2, 3],
-                                              preprocessing="identity", output_scale=1.0),
-      "ntm_bfgs": lambda: NTMBFGS(hidden_sizes=(6, 5), num_read_heads=2, num_write_heads=3),
-      "ntm_lbfgs": lambda: NTMLBFGS(hidden_sizes=(6, 5), num_read_heads=2, num_write_heads=3,
-                                    window_size=2),
+    "lstm": lambda: CoordinatewiseLSTM(
+      hidden_sizes=(6, 5), preprocessing="identity", output_scale=1.0
+    ),
+    "lstm_gac": lambda: GlobalAveragingLSTM(
+      hidden_sizes=(6, 5), global_averaging_units=[2, 3], preprocessing="identity", output_scale=1.0
+    ),
+    "ntm_bfgs": lambda: NTMBFGS(hidden_sizes=(6, 5), num_read_heads=2, num_write_heads=3),
+    "ntm_lbfgs": lambda: NTMLBFGS(
+      hidden_sizes=(6, 5), num_read_heads=2, num_write_heads=3, window_size=2
+    ),
   }
 
 
 def test_registry_names():
-  for name, cls in [("lstm_gac", GlobalAveragingLSTM), ("ntm_bfgs", NTMBFGS),
-                    ("ntm_lbfgs", NTMLBFGS)]:
+  for name, cls in [
+    ("lstm_gac", GlobalAveragingLSTM),
+    ("ntm_bfgs", NTMBFGS),
+    ("ntm_lbfgs", NTMLBFGS),
+  ]:
     cell = registry.make_cell(name, "quadratic")
     assert type(cell) is cls
     assert cell.output_scale == 1.0 and cell.preprocessor.name == "identity"
@@ -76,8 +85,9 @@ def test_registry_names():
 
 
 def test_gac_output_is_the_mean_over_coordinates_of_each_instance():
-  gac = GlobalAveragingLSTM(hidden_sizes=(6, 5), global_averaging_units=[2, 3],
-                            preprocessing="identity", output_scale=1.0)
+  gac = GlobalAveragingLSTM(
+    hidden_sizes=(6, 5), global_averaging_units=[2, 3], preprocessing="identity", output_scale=1.0
+  )
   shape = (3, 7)
   states = _random_states(gac, shape, 0)
   grads = _gradients(shape, 1, 1)[0]
@@ -87,28 +97,41 @@ def test_gac_output_is_the_mean_over_coordinates_of_each_instance():
   # Reference: the plain LSTM step with the same weights, then the mean over axis -2.
   kernel, recurrent, bias = gac.lstm_weights[0]
   ref_h0, _ = coordinatewise_lstm.lstm_step(
-      tf.reshape(grads, [-1, 1]), tf.reshape(states[0], [-1, 6]), tf.reshape(states[1], [-1, 6]),
-      kernel, recurrent, bias)
+    tf.reshape(grads, [-1, 1]),
+    tf.reshape(states[0], [-1, 6]),
+    tf.reshape(states[1], [-1, 6]),
+    kernel,
+    recurrent,
+    bias,
+  )
   ref_h0 = ref_h0.numpy().reshape(3, 7, 6)
   np.testing.assert_allclose(h0[..., :4], ref_h0[..., :4], atol=ATOL)
-  np.testing.assert_allclose(h0[..., 4:], np.broadcast_to(
-      ref_h0[..., 4:].mean(axis=-2, keepdims=True), (3, 7, 2)), atol=ATOL)
+  np.testing.assert_allclose(
+    h0[..., 4:], np.broadcast_to(ref_h0[..., 4:].mean(axis=-2, keepdims=True), (3, 7, 2)), atol=ATOL
+  )
   kernel, recurrent, bias = gac.lstm_weights[1]
   ref_h1, _ = coordinatewise_lstm.lstm_step(
-      tf.reshape(h0, [-1, 6]), tf.reshape(states[2], [-1, 5]), tf.reshape(states[3], [-1, 5]),
-      kernel, recurrent, bias)
+    tf.reshape(h0, [-1, 6]),
+    tf.reshape(states[2], [-1, 5]),
+    tf.reshape(states[3], [-1, 5]),
+    kernel,
+    recurrent,
+    bias,
+  )
   ref_h1 = ref_h1.numpy().reshape(3, 7, 5)
   np.testing.assert_allclose(h1[..., :2], ref_h1[..., :2], atol=ATOL)
-  np.testing.assert_allclose(h1[..., 2:], np.broadcast_to(
-      ref_h1[..., 2:].mean(axis=-2, keepdims=True), (3, 7, 3)), atol=ATOL)
+  np.testing.assert_allclose(
+    h1[..., 2:], np.broadcast_to(ref_h1[..., 2:].mean(axis=-2, keepdims=True), (3, 7, 3)), atol=ATOL
+  )
   # Averaged within each instance, not across the batch of independent instances.
   assert np.abs(h1[0, 0, 2:] - h1[1, 0, 2:]).max() > 1e-4
   assert np.abs(h1[0, :, :2] - h1[0, :1, :2]).max() > 1e-4  # local units still differ
 
 
 def test_gac_fraction_and_no_batch_axis():
-  gac = GlobalAveragingLSTM(hidden_sizes=(20, 10), global_averaging_fraction=0.25,
-                            preprocessing="identity")
+  gac = GlobalAveragingLSTM(
+    hidden_sizes=(20, 10), global_averaging_fraction=0.25, preprocessing="identity"
+  )
   assert gac.global_averaging_units == [5, 2]
   grads = _gradients((6,), 1, 2)[0]
   _, states = gac(grads, gac.get_initial_state(6))
@@ -125,8 +148,9 @@ def test_equivariant_to_permuting_coordinates(name):
   grads = _gradients(shape, 4, 3)
   states = cell.get_initial_state(list(shape))
   outputs, final = _run(cell, grads, states)
-  p_outputs, p_final = _run(cell, [tf.gather(g, perm, axis=1) for g in grads],
-                            cell.get_initial_state(list(shape)))
+  p_outputs, p_final = _run(
+    cell, [tf.gather(g, perm, axis=1) for g in grads], cell.get_initial_state(list(shape))
+  )
   for out, p_out in zip(outputs, p_outputs):
     np.testing.assert_allclose(p_out, out[:, perm], atol=ATOL)
   for state_name, s, p_s in zip(cell.state_names, final, p_final):
@@ -181,7 +205,8 @@ def test_read_equals_memory_times_keys(cls):
   expected_read = np.einsum("bij,bjr->bir", memory, keys)  # i_t = M_t r_t, row j to coordinate j
   np.testing.assert_allclose(read, expected_read, rtol=1e-4, atol=1e-4)
   expected_updates = cell.output_scale * (
-      step["direct_output"].numpy() + expected_read @ cell.read_output_kernel.numpy())
+    step["direct_output"].numpy() + expected_read @ cell.read_output_kernel.numpy()
+  )
   np.testing.assert_allclose(updates.numpy(), expected_updates, rtol=1e-4, atol=1e-5)
 
 
@@ -203,8 +228,10 @@ def test_fresh_ntm_starts_with_its_memory_paths_closed(cls):
   cell = cls(hidden_sizes=(6, 5))
   shape = (2, 7)
   states = _random_states(cell, shape, 12)
-  changed = [s + 3.0 if name == "read" or "memory" in name or "window" in name else s
-             for name, s in zip(cell.state_names, states)]
+  changed = [
+    s + 3.0 if name == "read" or "memory" in name or "window" in name else s
+    for name, s in zip(cell.state_names, states)
+  ]
   grads = _gradients(shape, 1, 13)[0]
   update, new_states = cell(grads, states)
   changed_update, changed_states = cell(grads, changed)
@@ -219,11 +246,22 @@ def test_fresh_ntm_starts_with_its_memory_paths_closed(cls):
 
 def test_lbfgs_equals_bfgs_while_the_window_covers_the_history():
   steps = 6
-  dense = NTMBFGS(hidden_sizes=(6, 5), num_read_heads=2, num_write_heads=3,
-                  preprocessing="identity", output_scale=1.0)
+  dense = NTMBFGS(
+    hidden_sizes=(6, 5),
+    num_read_heads=2,
+    num_write_heads=3,
+    preprocessing="identity",
+    output_scale=1.0,
+  )
   _perturb(dense)
-  windowed = NTMLBFGS(hidden_sizes=(6, 5), num_read_heads=2, num_write_heads=3,
-                      window_size=steps, preprocessing="identity", output_scale=1.0)
+  windowed = NTMLBFGS(
+    hidden_sizes=(6, 5),
+    num_read_heads=2,
+    num_write_heads=3,
+    window_size=steps,
+    preprocessing="identity",
+    output_scale=1.0,
+  )
   windowed.set_weights(dense.get_weights())
   shape = (3, 7)
   grads = _gradients(shape, steps, 10)
@@ -236,8 +274,11 @@ def test_lbfgs_equals_bfgs_while_the_window_covers_the_history():
     for d, w in zip(dense_states[:-1], window_states[:-2]):
       np.testing.assert_allclose(w.numpy(), d.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(
-        tf.matmul(window_states[-2], window_states[-1], transpose_b=True).numpy(),
-        dense_states[-1].numpy(), rtol=1e-4, atol=1e-5)
+      tf.matmul(window_states[-2], window_states[-1], transpose_b=True).numpy(),
+      dense_states[-1].numpy(),
+      rtol=1e-4,
+      atol=1e-5,
+    )
   assert np.abs(dense_states[-1].numpy()).mean() > 0.1  # the memory was used
   assert np.abs(dense_states[dense.state_names.index("read")].numpy()).mean() > 0.1
 
@@ -252,8 +293,12 @@ def test_lbfgs_window_keeps_only_the_last_k_steps():
     writes.append(np.einsum("bik,bjk->bij", step["write_a"].numpy(), step["write_b"].numpy()))
     _, states = cell(g, states)
   assert states[-1].shape == (2, 5, 4)
-  np.testing.assert_allclose(tf.matmul(states[-2], states[-1], transpose_b=True).numpy(),
-                             writes[-1] + writes[-2], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    tf.matmul(states[-2], states[-1], transpose_b=True).numpy(),
+    writes[-1] + writes[-2],
+    rtol=1e-4,
+    atol=1e-5,
+  )
 
 
 @pytest.mark.parametrize("name", ["lstm_gac", "ntm_bfgs", "ntm_lbfgs"])
@@ -285,17 +330,23 @@ def test_meta_gradients_reach_every_weight(name):
     assert np.abs(grad.numpy()).max() > 0, variable.name
 
 
-@pytest.mark.parametrize("make, message", [
+@pytest.mark.parametrize(
+  "make, message",
+  [
     (lambda: GlobalAveragingLSTM(global_averaging_fraction=1.5), "global_averaging_fraction"),
     (lambda: GlobalAveragingLSTM(global_averaging_fraction=-0.1), "global_averaging_fraction"),
-    (lambda: GlobalAveragingLSTM(global_averaging_fraction=float("nan")),
-     "global_averaging_fraction"),
+    (
+      lambda: GlobalAveragingLSTM(global_averaging_fraction=float("nan")),
+      "global_averaging_fraction",
+    ),
     (lambda: GlobalAveragingLSTM(global_averaging_units=21), r"\[0, 20\]"),
     (lambda: GlobalAveragingLSTM(global_averaging_units=-1), "global_averaging_units"),
     (lambda: GlobalAveragingLSTM(global_averaging_units=1.5), "global_averaging_units"),
     (lambda: GlobalAveragingLSTM(global_averaging_units=[1, 2, 3]), "3 entries"),
-    (lambda: GlobalAveragingLSTM(global_averaging_units=2, global_averaging_fraction=0.5),
-     "not both"),
+    (
+      lambda: GlobalAveragingLSTM(global_averaging_units=2, global_averaging_fraction=0.5),
+      "not both",
+    ),
     (lambda: NTMBFGS(num_read_heads=0), "num_read_heads"),
     (lambda: NTMBFGS(num_write_heads=0), "num_write_heads"),
     (lambda: NTMBFGS(num_write_heads=2.5), "num_write_heads"),
@@ -304,7 +355,8 @@ def test_meta_gradients_reach_every_weight(name):
     (lambda: NTMLBFGS(window_size=0), "window_size"),
     (lambda: NTMLBFGS(window_size=True), "window_size"),
     (lambda: NTMLBFGS(num_read_heads=-2), "num_read_heads"),
-])
+  ],
+)
 def test_bad_arguments_are_refused(make, message):
   with pytest.raises(ValueError, match=message):
     make()
@@ -329,7 +381,8 @@ def test_dense_memory_over_the_limit_is_refused_early():
   assert time.perf_counter() - start < 1.0
   # The windowed variant takes it, in O(n k).
   state = LearnedUpdateRule(registry.make_cell("ntm_lbfgs", "mnist")).init_state(
-      {"w": tf.zeros([1, 15910])})
+    {"w": tf.zeros([1, 15910])}
+  )
   assert state["all"][-1].shape == (1, 15910, 30)
   # A size only known when the graph runs is refused by an assertion before allocation.
   limited = NTMBFGS(max_dense_coordinates=10)
@@ -343,13 +396,27 @@ def test_dense_memory_over_the_limit_is_refused_early():
     initial_memory(tf.zeros([11]))
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: GlobalAveragingLSTM(hidden_sizes=(6, 5), global_averaging_units=[1, 3]),
-    lambda: NTMBFGS(hidden_sizes=(6, 5), num_read_heads=2, num_write_heads=2,
-                    global_averaging_fraction=0.5, max_dense_coordinates=50),
-    lambda: NTMLBFGS(hidden_sizes=(6,), num_write_heads=1, window_size=3,
-                     preprocessing={"name": "log_sign", "p": 5.0}, output_scale=0.01),
-], ids=["lstm_gac", "ntm_bfgs", "ntm_lbfgs"])
+    lambda: NTMBFGS(
+      hidden_sizes=(6, 5),
+      num_read_heads=2,
+      num_write_heads=2,
+      global_averaging_fraction=0.5,
+      max_dense_coordinates=50,
+    ),
+    lambda: NTMLBFGS(
+      hidden_sizes=(6,),
+      num_write_heads=1,
+      window_size=3,
+      preprocessing={"name": "log_sign", "p": 5.0},
+      output_scale=0.01,
+    ),
+  ],
+  ids=["lstm_gac", "ntm_bfgs", "ntm_lbfgs"],
+)
 def test_save_and_load_reproduce_outputs(make, tmp_path):
   cell = _perturb(make(), stddev=0.1)
   rule = LearnedUpdateRule(cell)
@@ -361,7 +428,8 @@ def test_save_and_load_reproduce_outputs(make, tmp_path):
   shape = (2, 6)
   grads = _gradients(shape, 4, 12)
   outputs, states = _run(cell, grads, cell.get_initial_state(list(shape)))
-  loaded_outputs, loaded_states = _run(loaded_cell, grads,
-                                       loaded_cell.get_initial_state(list(shape)))
+  loaded_outputs, loaded_states = _run(
+    loaded_cell, grads, loaded_cell.get_initial_state(list(shape))
+  )
   for a, b in zip(outputs + states, loaded_outputs + loaded_states):
     np.testing.assert_allclose(b, a, atol=1e-6)

@@ -1,4 +1,5 @@
 """What a person at the command line sees: --help, the missing-TensorFlow message, progress."""
+
 import os
 import re
 import subprocess
@@ -13,40 +14,68 @@ from l2l_tf.problems.quadratic import QuadraticProblem
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The optimizee flags every script that calls cli.define_problem_flags() must show under --help.
-PROBLEM_FLAGS = ("problem", "num_steps", "seed", "dataset_source", "data_dir", "hidden_sizes",
-                 "activation", "labels")
+PROBLEM_FLAGS = (
+  "problem",
+  "num_steps",
+  "seed",
+  "dataset_source",
+  "data_dir",
+  "hidden_sizes",
+  "activation",
+  "labels",
+)
 
 HELP_FLAGS = {
-    "scripts/train.py": PROBLEM_FLAGS + ("output_dir", "optimizer", "epochs", "strategy",
-                                         "cpu_devices", "tpu"),
-    "scripts/evaluate.py": PROBLEM_FLAGS + ("optimizer_path", "num_problems", "output_json"),
-    "scripts/generalization.py": ("optimizer_path", "output_dir", "num_problems",
-                                  "dataset_source", "data_dir", "seed", "grid_points"),
-    "scripts/export.py": ("optimizer_path", "output_path", "evaluation_json"),
-    "scripts/make_results.py": ("root", "check"),
-    "scripts/serve_check.py": ("saved_model", "signature", "num_coordinates"),
-    "benchmarks/distributed_throughput.py": ("problem", "batch_size", "trajectories", "modes"),
-    "benchmarks/input_pipeline.py": ("problems", "unroll_length", "repeats"),
-    "benchmarks/keras_mnist_fit.py": ("optimizer_path", "dataset_source", "data_dir", "seeds",
-                                      "epochs", "adam_grid"),
-    "benchmarks/keras_step_time.py": ("steps", "rounds", "jit_compile"),
-    "benchmarks/meta_training_memory.py": ("problems", "recompute", "mnist_unroll",
-                                           "large_unroll", "max_rss_mib", "min_available_mib"),
-    "benchmarks/mnist_seeds.py": PROBLEM_FLAGS + ("optimizer_paths", "horizons", "num_problems"),
-    "benchmarks/mnist_paper_setting.py": PROBLEM_FLAGS + ("optimizer_path", "horizons",
-                                                          "num_problems", "scales"),
-    "benchmarks/sharing_cost.py": ("layouts", "repeats", "windows"),
-    "benchmarks/sharing_quadratic.py": ("optimizers", "num_steps", "seeds"),
-    "benchmarks/throughput.py": ("problems", "jit", "unroll_length"),
-    "benchmarks/validation_baselines.py": PROBLEM_FLAGS + ("num_validation_problems", "horizons",
-                                                           "validation_window"),
+  "scripts/train.py": PROBLEM_FLAGS
+  + ("output_dir", "optimizer", "epochs", "strategy", "cpu_devices", "tpu"),
+  "scripts/evaluate.py": PROBLEM_FLAGS + ("optimizer_path", "num_problems", "output_json"),
+  "scripts/generalization.py": (
+    "optimizer_path",
+    "output_dir",
+    "num_problems",
+    "dataset_source",
+    "data_dir",
+    "seed",
+    "grid_points",
+  ),
+  "scripts/export.py": ("optimizer_path", "output_path", "evaluation_json"),
+  "scripts/make_results.py": ("root", "check"),
+  "scripts/serve_check.py": ("saved_model", "signature", "num_coordinates"),
+  "benchmarks/distributed_throughput.py": ("problem", "batch_size", "trajectories", "modes"),
+  "benchmarks/input_pipeline.py": ("problems", "unroll_length", "repeats"),
+  "benchmarks/keras_mnist_fit.py": (
+    "optimizer_path",
+    "dataset_source",
+    "data_dir",
+    "seeds",
+    "epochs",
+    "adam_grid",
+  ),
+  "benchmarks/keras_step_time.py": ("steps", "rounds", "jit_compile"),
+  "benchmarks/meta_training_memory.py": (
+    "problems",
+    "recompute",
+    "mnist_unroll",
+    "large_unroll",
+    "max_rss_mib",
+    "min_available_mib",
+  ),
+  "benchmarks/mnist_seeds.py": PROBLEM_FLAGS + ("optimizer_paths", "horizons", "num_problems"),
+  "benchmarks/mnist_paper_setting.py": PROBLEM_FLAGS
+  + ("optimizer_path", "horizons", "num_problems", "scales"),
+  "benchmarks/sharing_cost.py": ("layouts", "repeats", "windows"),
+  "benchmarks/sharing_quadratic.py": ("optimizers", "num_steps", "seeds"),
+  "benchmarks/throughput.py": ("problems", "jit", "unroll_length"),
+  "benchmarks/validation_baselines.py": PROBLEM_FLAGS
+  + ("num_validation_problems", "horizons", "validation_window"),
 }
 
 
 def _python(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                        cwd=ROOT, timeout=300)
+  return subprocess.run(
+    [sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+  )
 
 
 def _listed_flags(help_text):
@@ -118,24 +147,35 @@ class _FakeClock:
 def test_progress_reports_count_elapsed_and_an_eta_without_the_first_item():
   lines = []
   # Started at 0; the first item (with tracing) ends at 10 s, the next ones take 2 s each.
-  progress = evaluation.Progress("tuning adam", 4, "learning rates", lines.append,
-                                 interval=0, clock=_FakeClock(0, 10, 12, 14, 16))
+  progress = evaluation.Progress(
+    "tuning adam",
+    4,
+    "learning rates",
+    lines.append,
+    interval=0,
+    clock=_FakeClock(0, 10, 12, 14, 16),
+  )
   for _ in range(4):
     progress.advance()
-  assert lines == ["tuning adam: 1/4 learning rates, 10 s, ETA 30 s",
-                   "tuning adam: 2/4 learning rates, 12 s, ETA 4 s",
-                   "tuning adam: 3/4 learning rates, 14 s, ETA 2 s",
-                   "tuning adam: 4/4 learning rates, 16 s"]
+  assert lines == [
+    "tuning adam: 1/4 learning rates, 10 s, ETA 30 s",
+    "tuning adam: 2/4 learning rates, 12 s, ETA 4 s",
+    "tuning adam: 3/4 learning rates, 14 s, ETA 2 s",
+    "tuning adam: 4/4 learning rates, 16 s",
+  ]
 
 
 def test_progress_waits_the_interval_between_lines_but_always_reports_the_end():
   lines = []
-  progress = evaluation.Progress("variants", 4, "variants", lines.append, interval=5,
-                                 clock=_FakeClock(0, 10, 12, 14, 16))
+  progress = evaluation.Progress(
+    "variants", 4, "variants", lines.append, interval=5, clock=_FakeClock(0, 10, 12, 14, 16)
+  )
   for _ in range(4):
     progress.advance()
-  assert [line.split(",")[0] for line in lines] == ["variants: 1/4 variants",
-                                                   "variants: 4/4 variants"]
+  assert [line.split(",")[0] for line in lines] == [
+    "variants: 1/4 variants",
+    "variants: 4/4 variants",
+  ]
 
 
 @pytest.mark.parametrize("seconds,text", [(42.4, "42 s"), (210, "3.5 min"), (4.5 * 3600, "4.5 h")])
@@ -146,9 +186,16 @@ def test_format_duration(seconds, text):
 def test_compare_logs_a_line_per_tuning_grid_point(monkeypatch):
   monkeypatch.setattr(evaluation, "PROGRESS_INTERVAL_SECONDS", 0)
   lines = []
-  evaluation.compare(QuadraticProblem(batch_size=4), {}, seed=0, num_steps=3,
-                     baselines=("adam", "sgd"), learning_rates=(1e-3, 1e-2, 1e-1),
-                     fixed_learning_rates={"sgd": 0.1}, log=lines.append)
+  evaluation.compare(
+    QuadraticProblem(batch_size=4),
+    {},
+    seed=0,
+    num_steps=3,
+    baselines=("adam", "sgd"),
+    learning_rates=(1e-3, 1e-2, 1e-1),
+    fixed_learning_rates={"sgd": 0.1},
+    log=lines.append,
+  )
   assert len(lines) == 4, lines
   for done, line in enumerate(lines[:2], start=1):
     assert re.fullmatch(rf"tuning adam: {done}/3 learning rates, \d+ s, ETA \d+ s", line), line

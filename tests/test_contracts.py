@@ -5,6 +5,7 @@ a line added. Cells: state bookkeeping, shapes, equivariance to the order of the
 the declared `coordinatewise`, config and optimizer-file round trips, and meta-gradients.
 Problems: batched parameters, deterministic seeds, per-step data, finite losses and gradients.
 """
+
 import keras
 import numpy as np
 import pytest
@@ -65,15 +66,16 @@ def test_cell_is_equivariant_to_the_order_of_coordinates(cell):
   plain = _updates(cell, steps)
   permuted = _updates(cell, [tf.gather(g, order, axis=1) for g in steps])
   for a, b in zip(plain, permuted):
-    np.testing.assert_allclose(tf.gather(a, order, axis=1).numpy(), b.numpy(), rtol=1e-4,
-                               atol=1e-7)
+    np.testing.assert_allclose(tf.gather(a, order, axis=1).numpy(), b.numpy(), rtol=1e-4, atol=1e-7)
 
 
 def test_coordinatewise_cells_step_any_split_alike(cell):
   steps = [_gradients(seed) for seed in (1, 2)]
   whole = _updates(cell, steps)[-1].numpy()
-  halves = [_updates(cell, [g[:, part] for g in steps])[-1].numpy()
-            for part in (slice(0, 3), slice(3, None))]
+  halves = [
+    _updates(cell, [g[:, part] for g in steps])[-1].numpy()
+    for part in (slice(0, 3), slice(3, None))
+  ]
   split_alike = np.allclose(np.concatenate(halves, axis=1), whole, rtol=1e-5, atol=1e-7)
   # A cell that shares information between coordinates must not declare coordinatewise
   # (the Keras optimizer would then step each variable alone and change its result).

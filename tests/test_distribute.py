@@ -4,6 +4,7 @@ Logical CPU devices and collective ops are fixed when TensorFlow initialises, an
 session has initialised it already, so the distributed runs happen in subprocesses: this file
 run as a script (`python tests/test_distribute.py mirrored OUT.npz`) or scripts/train.py.
 """
+
 import contextlib
 import json
 import os
@@ -17,9 +18,17 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_SECONDS = 240
 # A tiny run of scripts/train.py: 4 quadratics, 2 epochs of 2 trajectories of 2 unrolls.
-TINY_RUN = ["--problem=quadratic", "--batch_size=4", "--num_steps=4", "--unroll_length=2",
-            "--epochs=2", "--trajectories_per_epoch=2", "--num_validation_problems=4",
-            "--meta_learning_rate=0.01", "--log_every=100"]
+TINY_RUN = [
+  "--problem=quadratic",
+  "--batch_size=4",
+  "--num_steps=4",
+  "--unroll_length=2",
+  "--epochs=2",
+  "--trajectories_per_epoch=2",
+  "--num_validation_problems=4",
+  "--meta_learning_rate=0.01",
+  "--log_every=100",
+]
 
 
 def _environment(**extra):
@@ -29,9 +38,13 @@ def _environment(**extra):
 
 
 def _train(*args, **env):
-  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), *args],
-                        capture_output=True, text=True, env=_environment(**env),
-                        timeout=TIMEOUT_SECONDS)
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *args],
+    capture_output=True,
+    text=True,
+    env=_environment(**env),
+    timeout=TIMEOUT_SECONDS,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +60,19 @@ def _assert_same_optimizer(weights, expected):
   """Weights and meta-optimizer state equal up to float rounding, and nothing missing."""
   assert weights.keys() == expected.keys() and any(k.startswith("cells/") for k in expected)
   for name in expected:
-    np.testing.assert_allclose(weights[name], expected[name], rtol=1e-4, atol=1e-6,
-                               err_msg=name)
+    np.testing.assert_allclose(weights[name], expected[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 def _checkpoint_weights(run_dir):
   """{name: value} of every variable in a run's newest checkpoint."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
-  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-          if name.startswith(("cells/", "meta_optimizer/"))}
+  return {
+    name: reader.get_tensor(name)
+    for name in reader.get_variable_to_shape_map()
+    if name.startswith(("cells/", "meta_optimizer/"))
+  }
 
 
 # --- run in a subprocess: one device against MirroredStrategy on two logical CPUs ------------
@@ -71,30 +87,45 @@ def _tiny_trainer(strategy):
   import keras  # pylint: disable=g-import-not-at-top
   import l2l_tf  # pylint: disable=g-import-not-at-top
   from l2l_tf.training import meta_trainer  # pylint: disable=g-import-not-at-top
+
   keras.utils.set_random_seed(0)
   with strategy.scope() if strategy else contextlib.nullcontext():
-    rule = l2l_tf.LearnedUpdateRule(l2l_tf.CoordinatewiseLSTM(preprocessing="identity",
-                                                              output_scale=1.0))
-  config = meta_trainer.MetaTrainingConfig(num_steps=8, unroll_length=4, epochs=1,
-                                           trajectories_per_epoch=2, meta_learning_rate=0.01,
-                                           jit_compile="false")
-  return meta_trainer.MetaTrainer(rule, l2l_tf.QuadraticProblem(batch_size=8),
-                                  l2l_tf.QuadraticProblem(batch_size=4), config,
-                                  log=lambda line: None, strategy=strategy)
+    rule = l2l_tf.LearnedUpdateRule(
+      l2l_tf.CoordinatewiseLSTM(preprocessing="identity", output_scale=1.0)
+    )
+  config = meta_trainer.MetaTrainingConfig(
+    num_steps=8,
+    unroll_length=4,
+    epochs=1,
+    trajectories_per_epoch=2,
+    meta_learning_rate=0.01,
+    jit_compile="false",
+  )
+  return meta_trainer.MetaTrainer(
+    rule,
+    l2l_tf.QuadraticProblem(batch_size=8),
+    l2l_tf.QuadraticProblem(batch_size=4),
+    config,
+    log=lambda line: None,
+    strategy=strategy,
+  )
 
 
 def _first_meta_gradient(trainer, seed):
   """The objective and (clipped) meta-gradient of trajectory `seed`'s first unroll."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   problem, length = trainer.problem, trainer.config.unroll_length
   params = problem.init_params(seed)
   batches = problem.sample_batches(seed, trainer.config.num_steps)
   first = tf.nest.map_structure(lambda x: x[0], batches)
-  window = tf.nest.map_structure(lambda x: x[1:1 + length], batches)
-  trajectory = trainer._start[0](trainer._shard(problem, params, 0),
-                                 trainer._shard(problem, first, 0))
-  objective, _, grads, finite = trainer._train_unroll[0](trajectory,
-                                                         trainer._shard(problem, window, 1))
+  window = tf.nest.map_structure(lambda x: x[1 : 1 + length], batches)
+  trajectory = trainer._start[0](
+    trainer._shard(problem, params, 0), trainer._shard(problem, first, 0)
+  )
+  objective, _, grads, finite = trainer._train_unroll[0](
+    trajectory, trainer._shard(problem, window, 1)
+  )
   assert bool(finite)
   if trainer.strategy:  # per replica, all equal
     grads = [trainer.strategy.experimental_local_results(g)[0] for g in grads]
@@ -105,6 +136,7 @@ def compare_mirrored(output):
   """Meta-gradient and weights after 4 meta-steps, on one device and on 2 replicas."""
   from l2l_tf.training import distribute  # pylint: disable=g-import-not-at-top
   from l2l_tf.training import meta_trainer  # pylint: disable=g-import-not-at-top
+
   distribute.configure_cpu_devices(2)
   results = {}
   for name, strategy in (("one", None), ("two", distribute.make_strategy("mirrored"))):
@@ -112,15 +144,17 @@ def compare_mirrored(output):
     results[f"{name}_replicas"] = trainer.num_replicas
     results[f"{name}_initial"] = _weights(trainer.rule)
     objective, results[f"{name}_gradient"] = _first_meta_gradient(
-        trainer, meta_trainer.trajectory_seed(0, 0, 0))
+      trainer, meta_trainer.trajectory_seed(0, 0, 0)
+    )
     results[f"{name}_objective"] = objective
     for index in range(2):  # 2 trajectories of 2 unrolls: 4 meta-steps
       trainer.train_trajectory(meta_trainer.trajectory_seed(0, 0, index))
     results[f"{name}_steps"] = int(trainer.meta_optimizer.iterations.numpy())
     results[f"{name}_weights"] = _weights(trainer.rule)
     # Adam's moments: the meta-gradients as applied (the weights alone hide their scale).
-    results[f"{name}_moments"] = [v.numpy().copy() for v in trainer.meta_optimizer.variables
-                                  if v.shape.rank]
+    results[f"{name}_moments"] = [
+      v.numpy().copy() for v in trainer.meta_optimizer.variables if v.shape.rank
+    ]
   np.savez(output, **{key: np.array(value, dtype=object) for key, value in results.items()})
 
 
@@ -129,12 +163,18 @@ def compare_mirrored(output):
 
 def test_two_mirrored_replicas_give_the_one_device_meta_gradient_and_weights(tmp_path):
   output = str(tmp_path / "mirrored.npz")
-  result = subprocess.run([sys.executable, os.path.abspath(__file__), "mirrored", output],
-                          capture_output=True, text=True, env=_environment(),
-                          timeout=TIMEOUT_SECONDS)
+  result = subprocess.run(
+    [sys.executable, os.path.abspath(__file__), "mirrored", output],
+    capture_output=True,
+    text=True,
+    env=_environment(),
+    timeout=TIMEOUT_SECONDS,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
-  runs = {key: value.item() if value.shape == () else list(value)
-          for key, value in np.load(output, allow_pickle=True).items()}
+  runs = {
+    key: value.item() if value.shape == () else list(value)
+    for key, value in np.load(output, allow_pickle=True).items()
+  }
   assert (runs["one_replicas"], runs["two_replicas"]) == (1, 2)
   assert runs["one_steps"] == runs["two_steps"] == 4
   assert runs["two_objective"] == pytest.approx(runs["one_objective"], rel=1e-5)
@@ -170,11 +210,21 @@ def _run_two_workers(tmp_path):
   try:
     for index in range(2):
       tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-      workers.append(subprocess.Popen(
-          [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *TINY_RUN,
-           "--strategy=multi_worker", f"--output_dir={tmp_path / f'worker{index}'}"],
-          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-          env=_environment(TF_CONFIG=tf_config)))
+      workers.append(
+        subprocess.Popen(
+          [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "train.py"),
+            *TINY_RUN,
+            "--strategy=multi_worker",
+            f"--output_dir={tmp_path / f'worker{index}'}",
+          ],
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+          env=_environment(TF_CONFIG=tf_config),
+        )
+      )
     outputs = [worker.communicate(timeout=TIMEOUT_SECONDS) for worker in workers]
   finally:
     for worker in workers:
@@ -188,8 +238,7 @@ def test_two_local_workers_meta_train_to_identical_weights(tmp_path, one_device_
   for returncode, stdout, stderr in _run_two_workers(tmp_path):
     assert returncode == 0, stderr[-3000:]
     assert "on 2 replicas (multi_worker)" in stdout
-  histories = [json.loads((tmp_path / f"worker{i}" / "history.json").read_text())
-               for i in range(2)]
+  histories = [json.loads((tmp_path / f"worker{i}" / "history.json").read_text()) for i in range(2)]
   assert [h["epoch"] for h in histories[0]] == [1, 2]
   assert [h["meta_loss"] for h in histories[0]] == [h["meta_loss"] for h in histories[1]]
   first, second = (_checkpoint_weights(str(tmp_path / f"worker{i}")) for i in range(2))
@@ -204,13 +253,19 @@ def test_two_local_workers_meta_train_to_identical_weights(tmp_path, one_device_
       path.unlink()
   for returncode, _, stderr in _run_two_workers(tmp_path):
     assert returncode == 1, stderr[-3000:]
-    assert stderr.strip().splitlines()[-1].startswith(
-        "error: the workers resumed at different epochs"), stderr[-3000:]
+    assert (
+      stderr.strip().splitlines()[-1].startswith("error: the workers resumed at different epochs")
+    ), stderr[-3000:]
 
 
 def test_a_checkpoint_of_two_replicas_resumes_on_one(tmp_path, one_device_weights):
-  killed = _train(*TINY_RUN, f"--output_dir={tmp_path / 'run'}", "--strategy=mirrored",
-                  "--cpu_devices=2", L2L_TF_TEST_CRASH_AT="after_checkpoint@1")
+  killed = _train(
+    *TINY_RUN,
+    f"--output_dir={tmp_path / 'run'}",
+    "--strategy=mirrored",
+    "--cpu_devices=2",
+    L2L_TF_TEST_CRASH_AT="after_checkpoint@1",
+  )
   assert killed.returncode == -9, killed.stderr[-3000:]  # killed just after epoch 1's checkpoint
   assert "on 2 replicas (mirrored)" in killed.stdout
   resumed = _train(*TINY_RUN, f"--output_dir={tmp_path / 'run'}")
@@ -222,15 +277,21 @@ def test_a_checkpoint_of_two_replicas_resumes_on_one(tmp_path, one_device_weight
   _assert_same_optimizer(_checkpoint_weights(str(tmp_path / "run")), one_device_weights)
 
 
-@pytest.mark.parametrize("args, env, message", [
+@pytest.mark.parametrize(
+  "args, env, message",
+  [
     (["--strategy=parallel"], {}, "unknown strategy 'parallel'"),
-    (["--strategy=mirrored", "--cpu_devices=2", "--batch_size=3"], {},
-     r"meta-batch \(--batch_size=3\) must be divisible by the number of replicas \(2\)"),
+    (
+      ["--strategy=mirrored", "--cpu_devices=2", "--batch_size=3"],
+      {},
+      r"meta-batch \(--batch_size=3\) must be divisible by the number of replicas \(2\)",
+    ),
     (["--strategy=multi_worker"], {"TF_CONFIG": "{cluster"}, "TF_CONFIG is not valid JSON"),
-])
-def test_bad_distribution_settings_are_one_error_line_before_any_work(tmp_path, args, env,
-                                                                      message):
+  ],
+)
+def test_bad_distribution_settings_are_one_error_line_before_any_work(tmp_path, args, env, message):
   import re  # pylint: disable=g-import-not-at-top
+
   result = _train(*TINY_RUN, f"--output_dir={tmp_path / 'run'}", *args, **env)
   assert result.returncode == 1
   # TensorFlow's C++ start-up lines may precede it; ours is the one error line, at the end.
@@ -241,26 +302,35 @@ def test_bad_distribution_settings_are_one_error_line_before_any_work(tmp_path, 
   assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("text, message", [
+@pytest.mark.parametrize(
+  "text, message",
+  [
     (None, "needs the TF_CONFIG environment variable"),
     ("{cluster", "TF_CONFIG is not valid JSON"),
     ('{"task": {"type": "worker", "index": 0}}', "TF_CONFIG has no cluster with workers"),
     ('{"cluster": {"worker": ["localhost:1"]}}', "TF_CONFIG has no task"),
     ("[1, 2]", "must be a JSON object"),
     ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "no cluster"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
-     "is not a task of its cluster"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}',
-     "is not a task of its cluster"),
-])
+    (
+      '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+      "is not a task of its cluster",
+    ),
+    (
+      '{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}',
+      "is not a task of its cluster",
+    ),
+  ],
+)
 def test_tf_config_is_checked(text, message):
   from l2l_tf.training import distribute  # pylint: disable=g-import-not-at-top
+
   with pytest.raises(ValueError, match=message):
     distribute.parse_tf_config(text)
 
 
 def test_a_valid_tf_config_is_accepted():
   from l2l_tf.training import distribute  # pylint: disable=g-import-not-at-top
+
   text = '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}'
   assert distribute.parse_tf_config(text)["task"]["index"] == 1
 
@@ -269,15 +339,18 @@ def test_a_replica_share_of_a_problem_keeps_its_instances():
   import l2l_tf  # pylint: disable=g-import-not-at-top
   from l2l_tf.problems import scaled  # pylint: disable=g-import-not-at-top
   from l2l_tf.training import distribute  # pylint: disable=g-import-not-at-top
+
   problem = scaled.RandomlyScaledProblem(l2l_tf.QuadraticProblem(batch_size=6), 10.0)
   share = problem.with_batch_size(3)
   assert (share.batch_size, share.problem.batch_size, problem.batch_size) == (3, 3, 6)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   params = problem.init_params(4)
   step = tf.nest.map_structure(lambda x: x[1], problem.sample_batches(4, 2))
   whole = problem.loss(params, step).numpy()
-  second_half = share.loss(distribute.instance_slice(params, 1, 3, axis=0),
-                           distribute.instance_slice(step, 1, 3, axis=0)).numpy()
+  second_half = share.loss(
+    distribute.instance_slice(params, 1, 3, axis=0), distribute.instance_slice(step, 1, 3, axis=0)
+  ).numpy()
   np.testing.assert_array_equal(second_half, whole[3:])
 
 

@@ -4,6 +4,7 @@ Exported outputs are compared with the in-memory cell within ATOL/RTOL below, no
 export runs the cells' gate math without XLA (serving must not require it), so the rounding of
 tanh and of fused elementwise chains can differ in the last bits.
 """
+
 import json
 import os
 import shutil
@@ -25,8 +26,10 @@ from l2l_tf.cells import NTMBFGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ATOL, RTOL = 1e-6, 1e-5
 N = 7
-METADATA = {"meta_trained_on": {"problem": "quadratic", "command": "python scripts/train.py"},
-            "evaluation": {"final_loss": {"learned": 0.5, "adam": 1.5}}}
+METADATA = {
+  "meta_trained_on": {"problem": "quadratic", "command": "python scripts/train.py"},
+  "evaluation": {"final_loss": {"learned": 0.5, "adam": 1.5}},
+}
 
 
 def _env():
@@ -55,8 +58,9 @@ def foreign_saved_model(tmp_path_factory):
   """A SavedModel written by another program: a serving signature, no l2l_tf assets."""
   module = tf.Module()
   module.v = tf.Variable(2.0)
-  module.f = tf.function(lambda x: {"y": x * module.v},
-                         input_signature=[tf.TensorSpec([None], tf.float32)])
+  module.f = tf.function(
+    lambda x: {"y": x * module.v}, input_signature=[tf.TensorSpec([None], tf.float32)]
+  )
   path = str(tmp_path_factory.mktemp("foreign") / "model")
   tf.saved_model.save(module, path, signatures={"serving_default": module.f})
   return path
@@ -64,14 +68,14 @@ def foreign_saved_model(tmp_path_factory):
 
 def _random_states(cell, n, seed):
   rng = np.random.default_rng(seed)
-  return [rng.normal(scale=0.5, size=s.shape).astype(np.float32)
-          for s in cell.get_initial_state(n)]
+  return [rng.normal(scale=0.5, size=s.shape).astype(np.float32) for s in cell.get_initial_state(n)]
 
 
 def _cell_step(cell, gradients, states):
   """The in-memory cell on one instance of n coordinates: ([n], [state [n, size]])."""
-  update, new_states = cell(tf.constant(gradients)[None, :, None],
-                            [tf.constant(s)[None] for s in states])
+  update, new_states = cell(
+    tf.constant(gradients)[None, :, None], [tf.constant(s)[None] for s in states]
+  )
   return update.numpy()[0, :, 0], [s.numpy()[0] for s in new_states]
 
 
@@ -87,38 +91,51 @@ def test_step_signature_matches_cell_over_several_steps(exported, cell):
   rng = np.random.default_rng(0)
   for step in range(3):
     gradients = (rng.normal(size=N) * 10.0 ** rng.integers(-6, 2, N)).astype(np.float32)
-    out = loaded.signatures["step"](gradients=tf.constant(gradients),
-                                    **{k: tf.constant(v) for k, v in served.items()})
+    out = loaded.signatures["step"](
+      gradients=tf.constant(gradients), **{k: tf.constant(v) for k, v in served.items()}
+    )
     update, states = _cell_step(cell, gradients, states)
     assert np.abs(update).max() > 1e-4  # the comparison is not of near-zero numbers
-    np.testing.assert_allclose(out["update"].numpy(), update, atol=ATOL, rtol=RTOL,
-                               err_msg=f"update, step {step}")
+    np.testing.assert_allclose(
+      out["update"].numpy(), update, atol=ATOL, rtol=RTOL, err_msg=f"update, step {step}"
+    )
     for name, state in zip(cell.state_names, states):
-      np.testing.assert_allclose(out[name].numpy(), state, atol=ATOL, rtol=RTOL,
-                                 err_msg=f"state {name}, step {step}")
+      np.testing.assert_allclose(
+        out[name].numpy(), state, atol=ATOL, rtol=RTOL, err_msg=f"state {name}, step {step}"
+      )
     served = {k: v.numpy() for k, v in out.items() if k != "update"}
   default = loaded.signatures["serving_default"](
-      gradients=tf.constant(gradients), **{k: tf.constant(v) for k, v in served.items()})
-  np.testing.assert_allclose(default["update"].numpy(),
-                             _cell_step(cell, gradients, states)[0], atol=ATOL, rtol=RTOL)
+    gradients=tf.constant(gradients), **{k: tf.constant(v) for k, v in served.items()}
+  )
+  np.testing.assert_allclose(
+    default["update"].numpy(), _cell_step(cell, gradients, states)[0], atol=ATOL, rtol=RTOL
+  )
 
 
 def test_several_groups_gac_and_ntm_memory(tmp_path):
   keras.utils.set_random_seed(3)
-  cells = {"kernels": GlobalAveragingLSTM(hidden_sizes=(4, 4)),
-           "biases": NTMBFGS(hidden_sizes=(4,), max_dense_coordinates=64)}
+  cells = {
+    "kernels": GlobalAveragingLSTM(hidden_sizes=(4, 4)),
+    "biases": NTMBFGS(hidden_sizes=(4,), max_dense_coordinates=64),
+  }
   rule = l2l_tf.LearnedUpdateRule(cells, {"kernels": "kernel", "biases": "bias"})
   path = export.export_saved_model(rule, str(tmp_path / "two"))
   loaded = tf.saved_model.load(path)
-  assert {"initial_state_kernels", "step_kernels", "initial_state_biases", "step_biases",
-          "serving_default"} <= set(loaded.signatures)
+  assert {
+    "initial_state_kernels",
+    "step_kernels",
+    "initial_state_biases",
+    "step_biases",
+    "serving_default",
+  } <= set(loaded.signatures)
   assert "step" not in loaded.signatures
   for group, cell in cells.items():
     states = _random_states(cell, N, seed=len(group))
     gradients = np.random.default_rng(2).normal(size=N).astype(np.float32)
     out = loaded.signatures[f"step_{group}"](
-        gradients=tf.constant(gradients),
-        **{name: tf.constant(s) for name, s in zip(cell.state_names, states)})
+      gradients=tf.constant(gradients),
+      **{name: tf.constant(s) for name, s in zip(cell.state_names, states)},
+    )
     update, new_states = _cell_step(cell, gradients, states)
     np.testing.assert_allclose(out["update"].numpy(), update, atol=ATOL, rtol=RTOL)
     for name, state in zip(cell.state_names, new_states):
@@ -194,19 +211,42 @@ def test_tf1_session_load_runs_and_refuses_bad_shapes(exported, cell):
 def test_saved_model_cli_run(exported, cell, tmp_path):
   gradients = [0.3, -0.02, 1e-6, 0.0, -4.0, 2.5, 1e-3]
   zeros = lambda size: str([[0.0] * size] * N)
-  exprs = ";".join([f"gradients={gradients}"] + [
-      f"{name}={zeros(size)}" for name, size in zip(cell.state_names, cell.state_size)])
+  exprs = ";".join(
+    [f"gradients={gradients}"]
+    + [f"{name}={zeros(size)}" for name, size in zip(cell.state_names, cell.state_size)]
+  )
   out_dir = tmp_path / "cli_out"
   # The installed console script; where it is not on PATH (e.g. a Bazel sandbox), its module.
-  cli = ([shutil.which("saved_model_cli")] if shutil.which("saved_model_cli")
-         else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"])
+  cli = (
+    [shutil.which("saved_model_cli")]
+    if shutil.which("saved_model_cli")
+    else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+  )
   result = subprocess.run(
-      cli + ["run", "--dir", exported, "--tag_set", "serve", "--signature_def", "step",
-             "--input_exprs", exprs, "--outdir", str(out_dir)],
-      capture_output=True, text=True, env=_env(), timeout=120, check=False)
+    cli
+    + [
+      "run",
+      "--dir",
+      exported,
+      "--tag_set",
+      "serve",
+      "--signature_def",
+      "step",
+      "--input_exprs",
+      exprs,
+      "--outdir",
+      str(out_dir),
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=120,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
-  update, new_states = _cell_step(cell, np.asarray(gradients, np.float32),
-                                  [s.numpy() for s in cell.get_initial_state(N)])
+  update, new_states = _cell_step(
+    cell, np.asarray(gradients, np.float32), [s.numpy() for s in cell.get_initial_state(N)]
+  )
   np.testing.assert_allclose(np.load(out_dir / "update.npy"), update, atol=ATOL, rtol=RTOL)
   for name, state in zip(cell.state_names, new_states):
     np.testing.assert_allclose(np.load(out_dir / f"{name}.npy"), state, atol=ATOL, rtol=RTOL)
@@ -255,13 +295,13 @@ def test_serve_request_and_bad_saved_models(exported, cell, foreign_saved_model,
   shutil.copytree(exported, no_asset)
   os.remove(os.path.join(no_asset, "assets", optimizer_format.CONFIG_FILE))
   cases = {
-      str(tmp_path / "missing"): "does not exist",
-      str(a_file): "not a directory",
-      optimizer_dir: "not a SavedModel",
-      foreign_saved_model: "another program",
-      corrupt_graph: "corrupt",
-      corrupt_variables: "corrupt SavedModel, loading or running it",
-      no_asset: "not exported by l2l_tf",
+    str(tmp_path / "missing"): "does not exist",
+    str(a_file): "not a directory",
+    optimizer_dir: "not a SavedModel",
+    foreign_saved_model: "another program",
+    corrupt_graph: "corrupt",
+    corrupt_variables: "corrupt SavedModel, loading or running it",
+    no_asset: "not exported by l2l_tf",
   }
   for path, phrase in cases.items():
     with pytest.raises(export.SavedModelError) as info:
@@ -273,13 +313,19 @@ def test_serve_request_and_bad_saved_models(exported, cell, foreign_saved_model,
 
 def test_scripts_export_serve_check_and_one_line_errors(cell, tmp_path, foreign_saved_model):
   optimizer_dir = tmp_path / "run" / "best"
-  optimizer_format.save_rule(l2l_tf.LearnedUpdateRule(cell), str(optimizer_dir), {"problem": "quadratic"})
+  optimizer_format.save_rule(
+    l2l_tf.LearnedUpdateRule(cell), str(optimizer_dir), {"problem": "quadratic"}
+  )
   evaluation = tmp_path / "eval.json"
   evaluation.write_text(json.dumps({"results": {"learned": {"final_loss": 0.25}}}))
   output = tmp_path / "exported"
   start = lambda name, *args: subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, "scripts", name), *args], stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True, env=_env())
+    [sys.executable, os.path.join(ROOT, "scripts", name), *args],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=_env(),
+  )
 
   def finish(process):
     stdout, stderr = process.communicate(timeout=120)
@@ -288,8 +334,12 @@ def test_scripts_export_serve_check_and_one_line_errors(cell, tmp_path, foreign_
   script = lambda name, *args: finish(start(name, *args))
   # Bad input, run alongside the export (independent): one line naming the path, no traceback.
   foreign = start("serve_check.py", f"--saved_model={foreign_saved_model}")
-  result = script("export.py", f"--optimizer_path={tmp_path / 'run'}",
-                  f"--output_path={output}", f"--evaluation_json={evaluation}")
+  result = script(
+    "export.py",
+    f"--optimizer_path={tmp_path / 'run'}",
+    f"--output_path={output}",
+    f"--evaluation_json={evaluation}",
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   metadata = optimizer_format.read_config(str(output))["metadata"]
   assert metadata["meta_trained_on"] == {"problem": "quadratic"}
@@ -326,9 +376,18 @@ def test_export_refuses_a_foreign_directory_and_leaves_it_intact(tmp_path, cell)
   (foreign / "notes.txt").write_text("do not lose me")
   (foreign / "sub" / "data.bin").write_bytes(b"\x00\x01")
   result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "scripts", "export.py"),
-       f"--optimizer_path={optimizer_dir}", f"--output_path={foreign}"],
-      capture_output=True, text=True, env=_env(), timeout=120, check=False)
+    [
+      sys.executable,
+      os.path.join(ROOT, "scripts", "export.py"),
+      f"--optimizer_path={optimizer_dir}",
+      f"--output_path={foreign}",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=120,
+    check=False,
+  )
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
   last = result.stderr.strip().splitlines()[-1]

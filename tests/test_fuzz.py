@@ -9,6 +9,7 @@ few GB above the worker's own baseline (TensorFlow reserves a lot of virtual mem
 file that makes the library allocate without bound fails the case with MemoryError. A few real
 script invocations check that the scripts print that line.
 """
+
 import gzip
 import json
 import os
@@ -33,8 +34,14 @@ MAX_SECONDS = 60
 
 
 def _env():
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTRAOP_THREADS="1",
-              TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+  return dict(
+    os.environ,
+    TF_CPP_MIN_LOG_LEVEL="3",
+    TF_NUM_INTRAOP_THREADS="1",
+    TF_NUM_INTEROP_THREADS="1",
+    OMP_NUM_THREADS="1",
+    PYTHONPATH=ROOT,
+  )
 
 
 # -- mutations ---------------------------------------------------------------------------------
@@ -43,7 +50,7 @@ def _env():
 def _truncate(path, rng):
   data = open(path, "rb").read()
   with open(path, "wb") as f:
-    f.write(data[:rng.randrange(len(data))])
+    f.write(data[: rng.randrange(len(data))])
 
 
 def _bitflip(path, rng):
@@ -99,14 +106,15 @@ def _inflate_idx(path, rng):
     data = bytearray(f.read())
   ndim = data[3]
   dims = [rng.choice([2**32 - 1, 65536, 10**6, 28 * 1000]) for _ in range(ndim)]
-  data[4:4 + 4 * ndim] = np.array(dims, ">u4").tobytes()
+  data[4 : 4 + 4 * ndim] = np.array(dims, ">u4").tobytes()
   with opener(path, "wb") as f:
     f.write(bytes(data))
 
 
 def _inflate(path, rng):
   special = {"optimizer.json": _inflate_json, "weights.npz": _inflate_npz}.get(
-      os.path.basename(path))
+    os.path.basename(path)
+  )
   if "ubyte" in os.path.basename(path):
     special = _inflate_idx
   (special if special and rng.random() < 0.7 else _append)(path, rng)
@@ -122,22 +130,36 @@ UNCHECKED = ("checkpoints/checkpoint", "history.json")
 
 
 def _files(directory):
-  return sorted(os.path.relpath(os.path.join(d, f), directory)
-                for d, _, names in os.walk(directory) for f in names)
+  return sorted(
+    os.path.relpath(os.path.join(d, f), directory)
+    for d, _, names in os.walk(directory)
+    for f in names
+  )
 
 
 def _tiny_trainer():
   """A two-epoch quadratic meta-training run small enough to build in a second."""
   import l2l_tf  # pylint: disable=g-import-not-at-top
   from l2l_tf.training import meta_trainer  # pylint: disable=g-import-not-at-top
-  rule = l2l_tf.LearnedUpdateRule(l2l_tf.CoordinatewiseLSTM(
-      hidden_sizes=(4,), preprocessing="identity", output_scale=1.0))
+
+  rule = l2l_tf.LearnedUpdateRule(
+    l2l_tf.CoordinatewiseLSTM(hidden_sizes=(4,), preprocessing="identity", output_scale=1.0)
+  )
   config = meta_trainer.MetaTrainingConfig(
-      num_steps=4, unroll_length=2, epochs=2, trajectories_per_epoch=1, jit_compile="false",
-      log_every=100)
-  return meta_trainer.MetaTrainer(rule, l2l_tf.QuadraticProblem(batch_size=2),
-                                  l2l_tf.QuadraticProblem(batch_size=2), config,
-                                  log=lambda line: None)
+    num_steps=4,
+    unroll_length=2,
+    epochs=2,
+    trajectories_per_epoch=1,
+    jit_compile="false",
+    log_every=100,
+  )
+  return meta_trainer.MetaTrainer(
+    rule,
+    l2l_tf.QuadraticProblem(batch_size=2),
+    l2l_tf.QuadraticProblem(batch_size=2),
+    config,
+    log=lambda line: None,
+  )
 
 
 def _pristine(base):
@@ -145,15 +167,23 @@ def _pristine(base):
   import l2l_tf  # pylint: disable=g-import-not-at-top
   from l2l_tf import export, optimizer_format  # pylint: disable=g-import-not-at-top
   from l2l_tf.data import mnist  # pylint: disable=g-import-not-at-top
+
   rule = l2l_tf.LearnedUpdateRule(
-      {"kernels": l2l_tf.cells.NTMLBFGS(hidden_sizes=(6, 4), window_size=2),
-       "biases": l2l_tf.CoordinatewiseLSTM(hidden_sizes=(5,), preprocessing="identity")},
-      {"kernels": "kernel", "biases": "bias"})
+    {
+      "kernels": l2l_tf.cells.NTMLBFGS(hidden_sizes=(6, 4), window_size=2),
+      "biases": l2l_tf.CoordinatewiseLSTM(hidden_sizes=(5,), preprocessing="identity"),
+    },
+    {"kernels": "kernel", "biases": "bias"},
+  )
   optimizer = os.path.join(base, "optimizer")
   optimizer_format.save_rule(rule, optimizer, {"problem": "fuzz", "history": [{"epoch": 1}]})
   saved_model = os.path.join(base, "saved_model")
-  export.export_saved_model(l2l_tf.LearnedUpdateRule(l2l_tf.CoordinatewiseLSTM(
-      hidden_sizes=(4,), preprocessing="identity")), saved_model)
+  export.export_saved_model(
+    l2l_tf.LearnedUpdateRule(
+      l2l_tf.CoordinatewiseLSTM(hidden_sizes=(4,), preprocessing="identity")
+    ),
+    saved_model,
+  )
   idx = os.path.join(base, "idx")
   os.makedirs(idx)
   for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
@@ -167,17 +197,21 @@ def _pristine(base):
   _tiny_trainer().train(run)
   latest = sorted(f for f in _files(run) if f.startswith("checkpoints/ckpt-2"))
   return {
-      "optimizer": (optimizer, optimizer_format.load_rule, _files(optimizer)),
-      "saved_model": (saved_model, optimizer_format.load_rule, _files(saved_model)),
-      "idx": (idx, lambda d: mnist.load_mnist("idx", "test", data_dir=d), _files(idx)),
-      "checkpoint": (run, lambda d: _tiny_trainer().train(d),
-                     latest + ["checkpoints/checkpoint", "history.json"]),
+    "optimizer": (optimizer, optimizer_format.load_rule, _files(optimizer)),
+    "saved_model": (saved_model, optimizer_format.load_rule, _files(saved_model)),
+    "idx": (idx, lambda d: mnist.load_mnist("idx", "test", data_dir=d), _files(idx)),
+    "checkpoint": (
+      run,
+      lambda d: _tiny_trainer().train(d),
+      latest + ["checkpoints/checkpoint", "history.json"],
+    ),
   }
 
 
 def _run_case(load, directory):
   """("ok", "") or ("error", the script's one line) for an expected failure."""
   from l2l_tf import cli  # pylint: disable=g-import-not-at-top
+
   try:
     load(directory)
     return "ok", ""
@@ -204,6 +238,7 @@ def _limit_address_space():
 def _worker(base, seed):
   """Runs every case; prints one JSON summary line (failures with their tracebacks)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   tf.get_logger().setLevel("ERROR")
   pristine = _pristine(os.path.join(base, "pristine"))
   vm_size, limit = _limit_address_space()
@@ -236,22 +271,41 @@ def _worker(base, seed):
       counts[f"{kind} {outcome}"] = counts.get(f"{kind} {outcome}", 0) + 1
       shutil.rmtree(case, ignore_errors=True)
     seconds[kind] = round(time.time() - kind_start, 1)
-  print(json.dumps({"cases": index, "seconds": time.time() - start, "counts": counts,
-                    "seconds_by_kind": seconds, "cpu_seconds": time.process_time() - cpu_start,
-                    "failures": failures, "vm_size": vm_size, "limit": limit,
-                    "longest_line": longest}))
+  print(
+    json.dumps(
+      {
+        "cases": index,
+        "seconds": time.time() - start,
+        "counts": counts,
+        "seconds_by_kind": seconds,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "failures": failures,
+        "vm_size": vm_size,
+        "limit": limit,
+        "longest_line": longest,
+      }
+    )
+  )
 
 
 def test_fuzzed_files_give_one_line_errors(tmp_path):
-  result = subprocess.run([sys.executable, __file__, str(tmp_path), str(SEED)], env=_env(),
-                          capture_output=True, text=True, timeout=600, check=False)
+  result = subprocess.run(
+    [sys.executable, __file__, str(tmp_path), str(SEED)],
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
-  print(f"\nfuzz: {summary['cases']} cases in {summary['cpu_seconds']:.1f} s of CPU "
-        f"({summary['seconds']:.1f} s wall on a shared machine; by kind "
-        f"{summary['seconds_by_kind']}), address-space limit {summary['limit'] / 2**30:.1f} GiB "
-        f"(baseline {summary['vm_size'] / 2**30:.1f} GiB), longest error line "
-        f"{summary['longest_line']} chars; outcomes {summary['counts']}")
+  print(
+    f"\nfuzz: {summary['cases']} cases in {summary['cpu_seconds']:.1f} s of CPU "
+    f"({summary['seconds']:.1f} s wall on a shared machine; by kind "
+    f"{summary['seconds_by_kind']}), address-space limit {summary['limit'] / 2**30:.1f} GiB "
+    f"(baseline {summary['vm_size'] / 2**30:.1f} GiB), longest error line "
+    f"{summary['longest_line']} chars; outcomes {summary['counts']}"
+  )
   assert summary["cases"] == sum(CASES.values())
   assert not summary["failures"], "\n".join(summary["failures"])
   assert summary["cpu_seconds"] < MAX_SECONDS
@@ -261,8 +315,14 @@ def test_fuzzed_files_give_one_line_errors(tmp_path):
 
 # -- real script invocations -------------------------------------------------------------------
 
-TINY_TRAINING = ("--epochs=1", "--trajectories_per_epoch=1", "--num_steps=4",
-                 "--unroll_length=2", "--num_validation_problems=2", "--jit_compile=false")
+TINY_TRAINING = (
+  "--epochs=1",
+  "--trajectories_per_epoch=1",
+  "--num_steps=4",
+  "--unroll_length=2",
+  "--num_validation_problems=2",
+  "--jit_compile=false",
+)
 
 
 def _start(script, *args, file_size_limit=None):
@@ -272,9 +332,14 @@ def _start(script, *args, file_size_limit=None):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a killed process
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-  return subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", script), *args],
-                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=limit_file_size if file_size_limit else None)
+  return subprocess.Popen(
+    [sys.executable, os.path.join(ROOT, "scripts", script), *args],
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    preexec_fn=limit_file_size if file_size_limit else None,
+  )
 
 
 def _finish(process):
@@ -299,8 +364,10 @@ def fixture_damaged(tmp_path):
   from l2l_tf import cells, export, learned_rule  # pylint: disable=g-import-not-at-top
   from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top
   from l2l_tf.data import mnist  # pylint: disable=g-import-not-at-top
-  rule = learned_rule.LearnedUpdateRule(cells.CoordinatewiseLSTM(
-      hidden_sizes=(4,), preprocessing="identity", output_scale=1.0))
+
+  rule = learned_rule.LearnedUpdateRule(
+    cells.CoordinatewiseLSTM(hidden_sizes=(4,), preprocessing="identity", output_scale=1.0)
+  )
   optimizer = tmp_path / "optimizer"
   optimizer_format.save_rule(rule, str(optimizer))
   weights = optimizer / optimizer_format.WEIGHTS_FILE
@@ -311,33 +378,53 @@ def fixture_damaged(tmp_path):
   data.write_bytes(data.read_bytes()[:100])
   idx = tmp_path / "idx"
   idx.mkdir()
-  for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-               "t10k-labels-idx1-ubyte.gz"):
+  for name in (
+    "train-images-idx3-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+  ):
     shutil.copy(os.path.join(mnist.EMBEDDED_DIR, name), idx)
   labels = mnist.read_idx(os.path.join(mnist.EMBEDDED_DIR, "train-labels-idx1-ubyte.gz"))
   labels[7] = 10
   header = bytes([0, 0, 0x08, 1]) + np.array(labels.shape, ">u4").tobytes()
   (idx / "train-labels-idx1-ubyte").write_bytes(header + labels.tobytes())
-  return {"optimizer": str(optimizer), "saved_model": str(saved_model), "idx": str(idx),
-          "out": tmp_path / "out"}
+  return {
+    "optimizer": str(optimizer),
+    "saved_model": str(saved_model),
+    "idx": str(idx),
+    "out": tmp_path / "out",
+  }
 
 
 def test_scripts_print_one_error_line_for_damaged_files(damaged):
   out = damaged["out"]
   quick = ("--num_problems=2", "--num_steps=4", "--notune")
   processes = {
-      "evaluate": _start("evaluate.py", f"--optimizer_path={damaged['optimizer']}", *quick),
-      "export": _start("export.py", f"--optimizer_path={damaged['optimizer']}",
-                       f"--output_path={out / 'export'}"),
-      "generalization": _start("generalization.py", f"--optimizer_path={damaged['optimizer']}",
-                               f"--output_dir={out / 'generalization'}", "--num_problems=1"),
-      "init_from": _start("train.py", f"--init_from={damaged['optimizer']}",
-                          f"--output_dir={out / 'init_from'}", *TINY_TRAINING),
-      "saved_model": _start("evaluate.py", f"--optimizer_path={damaged['saved_model']}",
-                            *quick),
-      "labels": _start("train.py", "--problem=mnist", "--dataset_source=idx",
-                       f"--data_dir={damaged['idx']}", f"--output_dir={out / 'labels'}",
-                       *TINY_TRAINING),
+    "evaluate": _start("evaluate.py", f"--optimizer_path={damaged['optimizer']}", *quick),
+    "export": _start(
+      "export.py", f"--optimizer_path={damaged['optimizer']}", f"--output_path={out / 'export'}"
+    ),
+    "generalization": _start(
+      "generalization.py",
+      f"--optimizer_path={damaged['optimizer']}",
+      f"--output_dir={out / 'generalization'}",
+      "--num_problems=1",
+    ),
+    "init_from": _start(
+      "train.py",
+      f"--init_from={damaged['optimizer']}",
+      f"--output_dir={out / 'init_from'}",
+      *TINY_TRAINING,
+    ),
+    "saved_model": _start("evaluate.py", f"--optimizer_path={damaged['saved_model']}", *quick),
+    "labels": _start(
+      "train.py",
+      "--problem=mnist",
+      "--dataset_source=idx",
+      f"--data_dir={damaged['idx']}",
+      f"--output_dir={out / 'labels'}",
+      *TINY_TRAINING,
+    ),
   }
   results = {name: _finish(process) for name, process in processes.items()}
   for name in ("evaluate", "export", "generalization", "init_from"):
@@ -351,19 +438,21 @@ def test_train_checkpoint_failures_are_one_line(tmp_path):
   run = str(tmp_path / "run")
   # Disk full while checkpointing: writes over 40 KB fail (the checkpoint with the meta-
   # optimizer's Adam slots is larger; run.json, best/ and the event file are smaller).
-  full = _start("train.py", f"--output_dir={tmp_path / 'full'}", *TINY_TRAINING,
-                file_size_limit=40_000)
+  full = _start(
+    "train.py", f"--output_dir={tmp_path / 'full'}", *TINY_TRAINING, file_size_limit=40_000
+  )
   first = _finish(_start("train.py", f"--output_dir={run}", *TINY_TRAINING))
   assert first[0] == 0, first[2][-2000:]
   _assert_one_error_line(_finish(full), "ckpt-1")
   # A damaged checkpoint: the same command resumes from it and must say so in one line.
-  data = [name for name in os.listdir(os.path.join(run, "checkpoints"))
-          if name.startswith("ckpt-1.data")]
+  data = [
+    name for name in os.listdir(os.path.join(run, "checkpoints")) if name.startswith("ckpt-1.data")
+  ]
   path = os.path.join(run, "checkpoints", data[0])
   with open(path, "rb") as f:
     content = f.read()
   with open(path, "wb") as f:
-    f.write(content[:len(content) // 2])
+    f.write(content[: len(content) // 2])
   _assert_one_error_line(_finish(_start("train.py", f"--output_dir={run}", *TINY_TRAINING)))
 
 

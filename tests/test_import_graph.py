@@ -5,6 +5,7 @@ hide a cycle from Python) count as much as those at the top. A module's implicit
 parent packages is not an edge (Python runs a package's __init__ before its submodules); an
 __init__ that imports a submodule is an ordinary edge.
 """
+
 import ast
 import json
 import os
@@ -23,7 +24,7 @@ def module_files(root, package):
     for name in files:
       if name.endswith(".py"):
         path = os.path.join(directory, name)
-        parts = os.path.relpath(path, root)[:-len(".py")].split(os.sep)
+        parts = os.path.relpath(path, root)[: -len(".py")].split(os.sep)
         if parts[-1] == "__init__":
           parts = parts[:-1]
         modules[".".join(parts)] = path
@@ -40,7 +41,7 @@ def _imported_modules(tree, module, is_package, modules):
       base = node.module or ""
       if node.level:
         anchor = module.split(".")
-        anchor = anchor[:len(anchor) - node.level + (1 if is_package else 0)]
+        anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
         base = ".".join(anchor + ([base] if base else []))
       for alias in node.names:
         submodule = f"{base}.{alias.name}"
@@ -68,7 +69,7 @@ def find_cycle(graph):
     stack.append(module)
     for target in sorted(graph.get(module, ())):
       if state.get(target) == "active":
-        return stack[stack.index(target):] + [target]
+        return stack[stack.index(target) :] + [target]
       if target not in state:
         cycle = visit(target, stack)
         if cycle:
@@ -104,11 +105,14 @@ def _write(path, text):
     f.write(text)
 
 
-@pytest.mark.parametrize("lazy_import", [
+@pytest.mark.parametrize(
+  "lazy_import",
+  [
     "  from toy import a\n",  # absolute, inside a function
     "  from . import a\n",  # relative
     "  import toy.a\n",
-])
+  ],
+)
 def test_a_lazy_import_cycle_is_found(tmp_path, lazy_import):
   _write(str(tmp_path / "toy" / "__init__.py"), "")
   _write(str(tmp_path / "toy" / "a.py"), "from toy import b\n")
@@ -124,15 +128,23 @@ def test_every_module_imports_in_a_fresh_interpreter_with_complete_registry():
   modules = sorted(module_files(PACKAGE_ROOT, "l2l_tf"))
   # registry alone first: importing it must run l2l_tf/__init__.py, which fills every table.
   program = (
-      "import importlib, json\n"
-      "from l2l_tf import registry\n"
-      "print(json.dumps([list(registry.CELLS), list(registry.PROBLEMS),\n"
-      "                  list(registry.BASELINES), list(registry.PREPROCESSORS)]))\n"
-      f"modules = [importlib.import_module(name) for name in {modules!r}]\n"
-      "print('imported', len(modules))\n")
+    "import importlib, json\n"
+    "from l2l_tf import registry\n"
+    "print(json.dumps([list(registry.CELLS), list(registry.PROBLEMS),\n"
+    "                  list(registry.BASELINES), list(registry.PREPROCESSORS)]))\n"
+    f"modules = [importlib.import_module(name) for name in {modules!r}]\n"
+    "print('imported', len(modules))\n"
+  )
   env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-  result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          env=env, cwd=PACKAGE_ROOT, timeout=300, check=False)
+  result = subprocess.run(
+    [sys.executable, "-c", program],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=PACKAGE_ROOT,
+    timeout=300,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   tables, imported = result.stdout.splitlines()[-2:]
   cells, problems, baselines, preprocessors = json.loads(tables)

@@ -1,4 +1,5 @@
 """l2l_tf.cli.run's error handling: file, disk and checkpoint failures become one line."""
+
 import errno
 
 import pytest
@@ -17,19 +18,31 @@ def _exit_message(error):
   return info.value.code
 
 
-@pytest.mark.parametrize("error,line", [
-    (tf.errors.ResourceExhaustedError(
-        None, None, "{{function_node __wrapped__SaveV2_dtypes_32_device_/job:localhost/replica:0"
+@pytest.mark.parametrize(
+  "error,line",
+  [
+    (
+      tf.errors.ResourceExhaustedError(
+        None,
+        None,
+        "{{function_node __wrapped__SaveV2_dtypes_32_device_/job:localhost/replica:0"
         "/task:0/device:CPU:0}} run/checkpoints/ckpt-3_temp/part-0; No space left on device "
-        "[Op:SaveV2]\n\t [[{{node SaveV2}}]]"),
-     "error: ResourceExhaustedError: run/checkpoints/ckpt-3_temp/part-0; No space left on "
-     "device [Op:SaveV2]"),
-    (tf.errors.DataLossError(None, None, "Checksum does not match\nmore context"),
-     "error: DataLossError: Checksum does not match"),
-    (OSError(errno.ENOSPC, "No space left on device", "run/history.json"),
-     "error: [Errno 28] No space left on device: 'run/history.json'"),
+        "[Op:SaveV2]\n\t [[{{node SaveV2}}]]",
+      ),
+      "error: ResourceExhaustedError: run/checkpoints/ckpt-3_temp/part-0; No space left on "
+      "device [Op:SaveV2]",
+    ),
+    (
+      tf.errors.DataLossError(None, None, "Checksum does not match\nmore context"),
+      "error: DataLossError: Checksum does not match",
+    ),
+    (
+      OSError(errno.ENOSPC, "No space left on device", "run/history.json"),
+      "error: [Errno 28] No space left on device: 'run/history.json'",
+    ),
     (ValueError("first line\n  second line"), "error: first line second line"),
-])
+  ],
+)
 def test_expected_failures_exit_with_one_line(error, line):
   assert _exit_message(error) == line
 

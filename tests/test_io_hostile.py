@@ -3,6 +3,7 @@
 Issue 13 items 5, 7 and 8 (and issue 12 item 5, file modes): each test edits one thing of a
 small valid optimizer directory (or export) and checks the refusal and its message.
 """
+
 import json
 import os
 import shutil
@@ -21,7 +22,8 @@ from l2l_tf import optimizer_format
 
 def _small_rule(hidden_sizes=(4,)):
   return learned_rule.LearnedUpdateRule(
-      cells.CoordinatewiseLSTM(hidden_sizes=hidden_sizes, preprocessing="identity"))
+    cells.CoordinatewiseLSTM(hidden_sizes=hidden_sizes, preprocessing="identity")
+  )
 
 
 @pytest.fixture
@@ -55,16 +57,20 @@ def test_valid_directory_loads(opt_dir):
   assert rule.cells["all"].hidden_sizes == (4,)
 
 
-@pytest.mark.parametrize("hidden_sizes,match", [
+@pytest.mark.parametrize(
+  "hidden_sizes,match",
+  [
     ([30000, 30000], r"hidden_sizes\[0\] must be an integer in \[1, 1024\]"),
     ([20] * 100000, "hidden_sizes must be a list of 1 to 8 integers"),
     ([20.7], r"hidden_sizes\[0\] must be an integer"),
     ([True], r"hidden_sizes\[0\] must be an integer"),
     ("20", "hidden_sizes must be a list"),
     ([1024] * 8, "about .* weights, over the limit"),
-])
-def test_oversized_or_non_integer_hidden_sizes_are_refused(opt_dir, monkeypatch,
-                                                           hidden_sizes, match):
+  ],
+)
+def test_oversized_or_non_integer_hidden_sizes_are_refused(
+  opt_dir, monkeypatch, hidden_sizes, match
+):
   built = []
   monkeypatch.setattr(cells.CoordinatewiseLSTM, "build", lambda *a, **k: built.append(a))
   _edit_config(opt_dir, lambda c: _cell_args(c).update(hidden_sizes=hidden_sizes))
@@ -72,13 +78,16 @@ def test_oversized_or_non_integer_hidden_sizes_are_refused(opt_dir, monkeypatch,
   assert not built  # refused before any weight was created
 
 
-@pytest.mark.parametrize("key,value,match", [
+@pytest.mark.parametrize(
+  "key,value,match",
+  [
     ("window_size", 10**9, "window_size must be an integer in"),
     ("output_scale", "0.1", "output_scale must be a finite number"),
     ("preprocessing", {"name": "scale", "scale": [1]}, "preprocessing must be"),
     ("dtype", {"class_name": "Lambda", "config": {}}, "dtype must be a DTypePolicy"),
     ("activity_regularizer", {"class_name": "L2"}, "unknown CoordinatewiseLSTM arguments"),
-])
+  ],
+)
 def test_bad_cell_arguments_are_refused(opt_dir, key, value, match):
 
   def edit(config):
@@ -118,8 +127,9 @@ def test_non_dict_metadata_is_refused(opt_dir, metadata):
   _refused(opt_dir, "'metadata' must be a JSON object")
 
 
-@pytest.mark.parametrize("version,shown", [("1", "'1' (str)"), (1.0, "1.0 (float)"),
-                                           (True, "True (bool)"), (2, "2 (int)")])
+@pytest.mark.parametrize(
+  "version,shown", [("1", "'1' (str)"), (1.0, "1.0 (float)"), (True, "True (bool)"), (2, "2 (int)")]
+)
 def test_version_message_says_what_was_found(opt_dir, version, shown):
   _edit_config(opt_dir, lambda c: c.update(version=version))
   message = _refused(opt_dir, "is not supported")
@@ -139,7 +149,9 @@ def test_brackets_inside_strings_do_not_count_as_nesting(opt_dir):
 
 
 def test_oversized_config_is_refused_unread(opt_dir):
-  _edit_config(opt_dir, lambda c: c["metadata"].update(blob="x" * optimizer_format.MAX_CONFIG_BYTES))
+  _edit_config(
+    opt_dir, lambda c: c["metadata"].update(blob="x" * optimizer_format.MAX_CONFIG_BYTES)
+  )
   _refused(opt_dir, f"larger than {optimizer_format.MAX_CONFIG_BYTES} bytes")
 
 
@@ -155,9 +167,11 @@ def test_extra_weight_member_is_refused_without_reading_it(opt_dir, monkeypatch)
   _rewrite_weights(opt_dir, lambda w: w.update(extra=np.zeros(10, np.float32)))
   opened = []
   real_open = zipfile.ZipFile.open
-  monkeypatch.setattr(zipfile.ZipFile, "open",
-                      lambda self, name, *a, **k: opened.append(name) or real_open(
-                          self, name, *a, **k))
+  monkeypatch.setattr(
+    zipfile.ZipFile,
+    "open",
+    lambda self, name, *a, **k: opened.append(name) or real_open(self, name, *a, **k),
+  )
   _refused(opt_dir, r"unexpected \['extra.npy'\]")
   assert not opened
 
@@ -210,7 +224,7 @@ def test_assign_weights_is_all_or_nothing():
 def test_truncated_weights_file_is_one_line_error(opt_dir, keep):
   weights_path = opt_dir / optimizer_format.WEIGHTS_FILE
   data = weights_path.read_bytes()
-  weights_path.write_bytes(data[:int(len(data) * keep) if isinstance(keep, float) else keep])
+  weights_path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
   _refused(opt_dir, "weights.npz: unreadable weights")
 
 
@@ -230,15 +244,18 @@ def test_intact_export_loads(export_copy):
   optimizer_format.load_rule(str(export_copy))
 
 
-@pytest.mark.parametrize("relative,match", [
+@pytest.mark.parametrize(
+  "relative,match",
+  [
     ("saved_model.pb", "corrupt SavedModel graph|saved_model_checksum differs"),
     ("variables/variables.index", "unreadable SavedModel variables|checkpoint_hash differs"),
     ("variables/variables.data-00000-of-00001", "unreadable SavedModel variables"),
     ("fingerprint.pb", "unreadable SavedModel fingerprint"),
-])
+  ],
+)
 def test_truncated_saved_model_files_are_refused(export_copy, relative, match):
   target = export_copy / relative
-  target.write_bytes(target.read_bytes()[:len(target.read_bytes()) // 2])
+  target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])
   _refused(export_copy, match)
 
 
@@ -246,7 +263,9 @@ def test_saved_model_variables_must_equal_the_assets(export_copy, tmp_path):
   # Same architecture, other weights: assets and the served variables disagree.
   other = tmp_path / "other"
   optimizer_format.save_rule(_small_rule(), str(other))
-  shutil.copy(other / optimizer_format.WEIGHTS_FILE, export_copy / "assets" / optimizer_format.WEIGHTS_FILE)
+  shutil.copy(
+    other / optimizer_format.WEIGHTS_FILE, export_copy / "assets" / optimizer_format.WEIGHTS_FILE
+  )
   _refused(export_copy, "variables .* differ from its assets/weights.npz")
 
 

@@ -1,5 +1,6 @@
 """LearnedOptimizer: model.fit equals the learned step applied by hand, serialization, slots,
 parameter groups, distribution and mixed precision, and refusals."""
+
 import json
 import os
 import shutil
@@ -32,15 +33,20 @@ def _cell(seed=0, hidden_sizes=(4, 4)):
   keras.utils.set_random_seed(seed)
   cell = CoordinatewiseLSTM(hidden_sizes=hidden_sizes)
   cell.output_kernel.assign(
-      np.random.default_rng(seed).normal(size=(hidden_sizes[-1], 1)).astype(np.float32))
+    np.random.default_rng(seed).normal(size=(hidden_sizes[-1], 1)).astype(np.float32)
+  )
   return cell
 
 
 def _model(hidden=5, dtype=None):
   keras.utils.set_random_seed(42)
-  return keras.Sequential([keras.Input((6,)),
-                           keras.layers.Dense(hidden, activation="tanh", dtype=dtype),
-                           keras.layers.Dense(3, dtype=dtype)])
+  return keras.Sequential(
+    [
+      keras.Input((6,)),
+      keras.layers.Dense(hidden, activation="tanh", dtype=dtype),
+      keras.layers.Dense(3, dtype=dtype),
+    ]
+  )
 
 
 def _loss():
@@ -55,8 +61,9 @@ def _fit(model, steps):
 def _hand_trained(cell, steps, learning_rate=LEARNING_RATE):
   """The learned step applied by hand: the cell on each variable's gradient [1, n, 1]."""
   model = _model()
-  states = {id(v): cell.get_initial_state((1, int(np.prod(v.shape))))
-            for v in model.trainable_variables}
+  states = {
+    id(v): cell.get_initial_state((1, int(np.prod(v.shape)))) for v in model.trainable_variables
+  }
   for _ in range(steps):
     with tf.GradientTape() as tape:
       loss = _loss()(Y, model(X))
@@ -73,7 +80,8 @@ _SHARING_CELLS = {"gac": GlobalAveragingLSTM, "ntm_bfgs": NTMBFGS, "ntm_lbfgs": 
 
 def _make(name, hidden_sizes=(4, 4), **kwargs):
   return (CoordinatewiseLSTM if name == "lstm" else _SHARING_CELLS[name])(
-      hidden_sizes=hidden_sizes, **kwargs)
+    hidden_sizes=hidden_sizes, **kwargs
+  )
 
 
 def _opened(name, seed=0, **kwargs):
@@ -110,8 +118,7 @@ def _like_shipped(name):
 def _state_variables(optimizer):
   """The optimizer's cell-state slots (not iterations, learning_rate or skipped_steps)."""
   counters = {id(optimizer.iterations), id(optimizer.skipped_steps)}
-  return [v for v in optimizer.variables
-          if id(v) not in counters and "learning_rate" not in v.path]
+  return [v for v in optimizer.variables if id(v) not in counters and "learning_rate" not in v.path]
 
 
 def _numpy(variables):
@@ -139,8 +146,9 @@ def test_fit_equals_learned_step_by_hand(cell, jit_compile):
     np.testing.assert_allclose(v.numpy(), w.numpy(), atol=tol, rtol=tol, err_msg=v.path)
     for slot, state in zip(optimizer.state_slots(v), states[id(w)]):
       assert tuple(slot.shape) == tuple(v.shape) + (state.shape[-1],)
-      np.testing.assert_allclose(slot.numpy().reshape(-1, state.shape[-1]),
-                                 state.numpy()[0], atol=tol, rtol=tol)
+      np.testing.assert_allclose(
+        slot.numpy().reshape(-1, state.shape[-1]), state.numpy()[0], atol=tol, rtol=tol
+      )
   assert int(optimizer.iterations.numpy()) == steps
 
 
@@ -148,8 +156,7 @@ def test_fit_equals_learned_step_by_hand(cell, jit_compile):
 def test_keras_file_round_trip_continues_bit_identically(name, tmp_path):
   model = _model()
   cell = _opened(name) if name != "lstm" else _cell()
-  model.compile(optimizer=l2l_tf.LearnedOptimizer(cell, learning_rate=LEARNING_RATE),
-                loss=_loss())
+  model.compile(optimizer=l2l_tf.LearnedOptimizer(cell, learning_rate=LEARNING_RATE), loss=_loss())
   _fit(model, 2)
   path = str(tmp_path / "model.keras")
   model.save(path)
@@ -165,14 +172,17 @@ def test_keras_file_round_trip_continues_bit_identically(name, tmp_path):
   assert max(np.abs(s.numpy()).max() for s in _state_variables(optimizer)) > 0  # real state
   _fit(model, 2)
   _fit(loaded, 2)
-  for a, b in zip(model.get_weights() + _numpy(model.optimizer.variables),
-                  loaded.get_weights() + _numpy(optimizer.variables)):
+  for a, b in zip(
+    model.get_weights() + _numpy(model.optimizer.variables),
+    loaded.get_weights() + _numpy(optimizer.variables),
+  ):
     np.testing.assert_array_equal(a, b)
 
 
 def test_config_carries_weights_and_from_config(cell):
-  optimizer = l2l_tf.LearnedOptimizer(cell, learning_rate=0.5, parameter_groups={".*": "all"},
-                                      clipnorm=1.0)
+  optimizer = l2l_tf.LearnedOptimizer(
+    cell, learning_rate=0.5, parameter_groups={".*": "all"}, clipnorm=1.0
+  )
   config = json.loads(json.dumps(optimizer.get_config()))  # JSON-able
   assert config["rule_or_cell"]["weights"]
   restored = l2l_tf.LearnedOptimizer.from_config(config)
@@ -218,9 +228,14 @@ def test_bad_paths_refused_with_clear_messages(cell, tmp_path):
   a_file.write_text("not a model")
   empty = tmp_path / "empty"
   empty.mkdir()
-  cases = {str(tmp_path / "missing"): "does not exist", str(a_file): "not a directory",
-           str(empty): "not an l2l_tf optimizer", foreign: "another program",
-           corrupt_weights: "weights", corrupt_graph: "corrupt"}
+  cases = {
+    str(tmp_path / "missing"): "does not exist",
+    str(a_file): "not a directory",
+    str(empty): "not an l2l_tf optimizer",
+    foreign: "another program",
+    corrupt_weights: "weights",
+    corrupt_graph: "corrupt",
+  }
   for path, phrase in cases.items():
     with pytest.raises(optimizer_format.OptimizerFileError) as info:
       l2l_tf.LearnedOptimizer.from_saved_model(path)
@@ -238,8 +253,9 @@ def test_refuses_state_saved_for_different_variables(cell):
   source.save_own_variables(store)
   with pytest.raises(ValueError, match="different variables"):
     built(_model(hidden=4)).load_own_variables(dict(store))
-  deeper = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5), keras.layers.Dense(5),
-                             keras.layers.Dense(3)])
+  deeper = keras.Sequential(
+    [keras.Input((6,)), keras.layers.Dense(5), keras.layers.Dense(5), keras.layers.Dense(3)]
+  )
   with pytest.raises(ValueError, match="different variables"):
     built(deeper).load_own_variables(dict(store))
   target = built(_model(hidden=5))  # the same variables: accepted
@@ -247,7 +263,8 @@ def test_refuses_state_saved_for_different_variables(cell):
   # State saved before skipped_steps existed (iterations, learning rate, then the slots).
   source.iterations.assign(7)
   source.state_slots(source._trainable_variables[0])[0].assign(
-      np.ones(source.state_slots(source._trainable_variables[0])[0].shape))
+    np.ones(source.state_slots(source._trainable_variables[0])[0].shape)
+  )
   store = {}
   source.save_own_variables(store)
   legacy = {k: v for k, v in store.items() if not k.isdigit()}
@@ -263,10 +280,12 @@ def test_refuses_state_saved_for_different_variables(cell):
 
 def test_parameter_groups_map_variables_to_cells():
   kernels, biases = _cell(1, (4, 3)), _cell(2, (2,))
-  rule = l2l_tf.LearnedUpdateRule({"kernels": kernels, "biases": biases},
-                                  {"kernels": "w", "biases": "b"})
-  optimizer = l2l_tf.LearnedOptimizer(rule, parameter_groups={"kernel": "kernels",
-                                                              "bias": "biases"})
+  rule = l2l_tf.LearnedUpdateRule(
+    {"kernels": kernels, "biases": biases}, {"kernels": "w", "biases": "b"}
+  )
+  optimizer = l2l_tf.LearnedOptimizer(
+    rule, parameter_groups={"kernel": "kernels", "bias": "biases"}
+  )
   model = _model()
   initial = [w.copy() for w in model.get_weights()]
   with tf.GradientTape() as tape:
@@ -276,13 +295,16 @@ def test_parameter_groups_map_variables_to_cells():
   for v, g, w0 in zip(model.trainable_variables, grads, initial):
     group_cell = kernels if "kernel" in v.path else biases
     assert [s.shape[-1] for s in optimizer.state_slots(v)] == list(group_cell.state_size)
-    update, _ = group_cell(tf.reshape(g, [1, -1, 1]),
-                           group_cell.get_initial_state((1, int(np.prod(v.shape)))))
-    np.testing.assert_allclose(v.numpy(), w0 + tf.reshape(update, v.shape).numpy(),
-                               atol=1e-6, rtol=1e-6)
+    update, _ = group_cell(
+      tf.reshape(g, [1, -1, 1]), group_cell.get_initial_state((1, int(np.prod(v.shape))))
+    )
+    np.testing.assert_allclose(
+      v.numpy(), w0 + tf.reshape(update, v.shape).numpy(), atol=1e-6, rtol=1e-6
+    )
   with pytest.raises(ValueError, match="no group"):
     l2l_tf.LearnedOptimizer(rule, parameter_groups={"kernel": "kernels"}).build(
-        _model().trainable_variables)
+      _model().trainable_variables
+    )
   with pytest.raises(ValueError, match="does not have"):
     l2l_tf.LearnedOptimizer(rule, parameter_groups={".*": "nope"})
 
@@ -314,8 +336,10 @@ def _step_groups_by_hand(model, cells, group_of, steps, learning_rate, per_varia
   for v in variables:
     instances.setdefault(v.path if per_variable else group_of(v), []).append(v)
   cell_of = lambda vs: cells[group_of(vs[0])]
-  states = {k: cell_of(vs).get_initial_state((1, sum(int(np.prod(v.shape)) for v in vs)))
-            for k, vs in instances.items()}
+  states = {
+    k: cell_of(vs).get_initial_state((1, sum(int(np.prod(v.shape)) for v in vs)))
+    for k, vs in instances.items()
+  }
   for _ in range(steps):
     with tf.GradientTape() as tape:
       loss = _loss()(Y, model(X.astype(np.float64)))
@@ -329,19 +353,24 @@ def _step_groups_by_hand(model, cells, group_of, steps, learning_rate, per_varia
   return states
 
 
-@pytest.mark.parametrize("name,two_groups", [("gac", False), ("gac", True),
-                                             ("ntm_bfgs", False), ("ntm_lbfgs", False)])
+@pytest.mark.parametrize(
+  "name,two_groups", [("gac", False), ("gac", True), ("ntm_bfgs", False), ("ntm_lbfgs", False)]
+)
 def test_sharing_update_equals_the_cell_on_the_concatenated_group(name, two_groups):
   keras.backend.set_floatx("float64")
   try:
-    cells = {"kernels": _opened(name, dtype="float64", seed=1),
-             "biases": _opened(name, dtype="float64", seed=2)}
+    cells = {
+      "kernels": _opened(name, dtype="float64", seed=1),
+      "biases": _opened(name, dtype="float64", seed=2),
+    }
     if not two_groups:
       cells = {"all": cells["kernels"]}
-    group_of = lambda v: "all" if not two_groups else ("kernels" if "kernel" in v.path
-                                                         else "biases")
-    rule = l2l_tf.LearnedUpdateRule(cells, {"kernels": "kernel", "biases": "bias"}
-                                    if two_groups else None)
+    group_of = lambda v: (
+      "all" if not two_groups else ("kernels" if "kernel" in v.path else "biases")
+    )
+    rule = l2l_tf.LearnedUpdateRule(
+      cells, {"kernels": "kernel", "biases": "bias"} if two_groups else None
+    )
     model = _model(dtype="float64")
     optimizer = l2l_tf.LearnedOptimizer(rule, learning_rate=LEARNING_RATE)
     model.compile(optimizer=optimizer, loss=_loss())
@@ -355,8 +384,9 @@ def test_sharing_update_equals_the_cell_on_the_concatenated_group(name, two_grou
   assert model.trainable_variables[0].dtype == "float64"
   for v, w in zip(model.trainable_variables, by_hand.trainable_variables):
     np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-13, atol=1e-15, err_msg=v.path)
-  assert max(np.abs(a - b).max() for a, b in zip(model.get_weights(),
-                                                  separately.get_weights())) > 1e-6
+  assert (
+    max(np.abs(a - b).max() for a, b in zip(model.get_weights(), separately.get_weights())) > 1e-6
+  )
   for group, cell in cells.items():
     members = [v for v in model.trainable_variables if group_of(v) == group]
     for position, (state, size) in enumerate(zip(states[group], cell.state_size)):
@@ -365,8 +395,9 @@ def test_sharing_update_equals_the_cell_on_the_concatenated_group(name, two_grou
         assert all(optimizer.state_slots(v)[position] is slot for v in members)
         stored = slot.numpy()
       else:
-        stored = np.concatenate([optimizer.state_slots(v)[position].numpy().reshape(-1, size)
-                                 for v in members])
+        stored = np.concatenate(
+          [optimizer.state_slots(v)[position].numpy().reshape(-1, size) for v in members]
+        )
       np.testing.assert_allclose(stored, state.numpy()[0], rtol=1e-13, atol=1e-15)
 
 
@@ -414,8 +445,9 @@ def _batches(*batches):
   return tf.data.Dataset.from_tensor_slices((np.concatenate(xs), np.concatenate(ys))).batch(16)
 
 
-@pytest.mark.parametrize("name,jit_compile", [("lstm", False), ("lstm", True),
-                                              ("ntm_bfgs", False), ("gac", True)])
+@pytest.mark.parametrize(
+  "name,jit_compile", [("lstm", False), ("lstm", True), ("ntm_bfgs", False), ("gac", True)]
+)
 def test_a_nan_gradient_is_skipped_and_training_continues(name, jit_compile):
   first, second = (X[:16], Y[:16]), (X[16:], Y[16:])
   poisoned = (X[:16].copy(), Y[:16])
@@ -433,8 +465,10 @@ def test_a_nan_gradient_is_skipped_and_training_continues(name, jit_compile):
   assert int(optimizer.skipped_steps.numpy()) == 1 and int(optimizer.iterations.numpy()) == 3
   assert int(clean_optimizer.skipped_steps.numpy()) == 0
   # The NaN step changed nothing: weights and cell states equal those of a run without it.
-  for a, b in zip(model.get_weights() + _numpy(_state_variables(optimizer)),
-                  clean.get_weights() + _numpy(_state_variables(clean_optimizer))):
+  for a, b in zip(
+    model.get_weights() + _numpy(_state_variables(optimizer)),
+    clean.get_weights() + _numpy(_state_variables(clean_optimizer)),
+  ):
     np.testing.assert_array_equal(a, b)
   losses = model.fit(X, Y, batch_size=16, epochs=3, shuffle=False, verbose=0).history["loss"]
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
@@ -449,8 +483,10 @@ def test_a_non_finite_update_is_skipped():
     loss = _loss()(Y, model(X))
   optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
   assert int(optimizer.skipped_steps.numpy()) == 1
-  for a, b in zip(model.get_weights() + _numpy(_state_variables(optimizer)),
-                  initial + [np.zeros(v.shape) for v in _state_variables(optimizer)]):
+  for a, b in zip(
+    model.get_weights() + _numpy(_state_variables(optimizer)),
+    initial + [np.zeros(v.shape) for v in _state_variables(optimizer)],
+  ):
     np.testing.assert_array_equal(a, b)
 
 
@@ -458,8 +494,9 @@ def test_mixed_float16(cell):
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:
     model = _model()
-    model.compile(optimizer=l2l_tf.LearnedOptimizer(cell, learning_rate=LEARNING_RATE),
-                  loss=_loss())
+    model.compile(
+      optimizer=l2l_tf.LearnedOptimizer(cell, learning_rate=LEARNING_RATE), loss=_loss()
+    )
     assert model.layers[0].compute_dtype == "float16"
     initial = [w.copy() for w in model.get_weights()]
     history = model.fit(X, Y, batch_size=16, epochs=2, shuffle=False, verbose=0)
@@ -549,12 +586,17 @@ _MIRRORED = textwrap.dedent("""
 
 def test_mirrored_strategy_on_two_logical_cpus():
   # Logical devices must be configured before TensorFlow initialises its devices: new process.
-  result = subprocess.run([sys.executable, "-c", _MIRRORED], capture_output=True, text=True,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
-                          timeout=180, check=False)
+  result = subprocess.run(
+    [sys.executable, "-c", _MIRRORED],
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+    timeout=180,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
-  line = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  stats = json.loads(line[len("RESULT "):])
+  line = [row for row in result.stdout.splitlines() if row.startswith("RESULT ")][-1]
+  stats = json.loads(line[len("RESULT ") :])
   assert stats["replicas"] == 2
   assert stats["state_max"] > 1e-3  # slots were updated on the mirrored run
   # Tolerances: replicas' all-reduced gradients differ from the one-device full-batch gradient

@@ -1,4 +1,5 @@
 """scripts/make_results.py: docs/RESULTS.md from small hand-made result files."""
+
 import importlib.util
 import json
 import os
@@ -23,23 +24,45 @@ def _load_script():
 
 make_results = _load_script()
 
-PROVENANCE = {"command": "python scripts/evaluate.py --num_problems=3", "wall_seconds": 42.0,
-              "machine": {"cpu_count": 2, "platform": "Linux-test", "load_average_1min": 3.0,
-                          "tensorflow": "2.21.0"},
-              "date_utc": "2026-01-02 03:04 UTC"}
+PROVENANCE = {
+  "command": "python scripts/evaluate.py --num_problems=3",
+  "wall_seconds": 42.0,
+  "machine": {
+    "cpu_count": 2,
+    "platform": "Linux-test",
+    "load_average_1min": 3.0,
+    "tensorflow": "2.21.0",
+  },
+  "date_utc": "2026-01-02 03:04 UTC",
+}
 
 
 def _evaluation(num_steps, finals, num_problems=3):
   """An evaluate.py result: finals {optimizer: (learning_rate, mean, std)}."""
-  return {"problem": "test", "num_steps": num_steps, "num_problems": num_problems,
-          "results": {name: {"learning_rate": lr, "mean_loss": [1.0] * (num_steps + 1),
-                             "final_loss_mean": mean, "final_loss_std": std}
-                      for name, (lr, mean, std) in finals.items()}}
+  return {
+    "problem": "test",
+    "num_steps": num_steps,
+    "num_problems": num_problems,
+    "results": {
+      name: {
+        "learning_rate": lr,
+        "mean_loss": [1.0] * (num_steps + 1),
+        "final_loss_mean": mean,
+        "final_loss_std": std,
+      }
+      for name, (lr, mean, std) in finals.items()
+    },
+  }
 
 
-QUADRATIC = _evaluation(100, {"sgd": (0.0178, 48.7068, 477.237),
-                              "learned": (None, 0.133424, 0.377002),
-                              "adam": (0.316228, 0.292110, 0.682507)})
+QUADRATIC = _evaluation(
+  100,
+  {
+    "sgd": (0.0178, 48.7068, 477.237),
+    "learned": (None, 0.133424, 0.377002),
+    "adam": (0.316228, 0.292110, 0.682507),
+  },
+)
 
 
 def _write(root, relative_path, data):
@@ -52,7 +75,7 @@ def _section(text, key):
   """The lines of one panel's section of the page."""
   start = text.index(f'<a id="{key}"></a>')
   end = text.find("<a id=", start + 1)
-  return text[start:end if end >= 0 else len(text)].splitlines()
+  return text[start : end if end >= 0 else len(text)].splitlines()
 
 
 def _table_rows(lines):
@@ -67,13 +90,16 @@ def test_quadratic_rows_show_the_file_and_the_papers_values(tmp_path):
   (tmp_path / "docs" / "figures" / "quadratic.png").write_bytes(b"\x89PNG")
   section = _section(make_results.render(str(tmp_path)), "quadratic")
   assert _table_rows(section) == [  # learned first, then the baselines by mean loss
-      ["learned", "-", "100", "3", "0.1334", "0.377", "0.04"],
-      ["adam", "0.316", "100", "3", "0.2921", "0.6825", "0.05"],
-      ["sgd", "0.0178", "100", "3", "48.71", "477.2", "0.22"]]
+    ["learned", "-", "100", "3", "0.1334", "0.377", "0.04"],
+    ["adam", "0.316", "100", "3", "0.2921", "0.6825", "0.05"],
+    ["sgd", "0.0178", "100", "3", "48.71", "477.2", "0.22"],
+  ]
   assert "![Quadratics](figures/quadratic.png)" in section
   assert f"Command: `{PROVENANCE['command']}`" in section
-  assert ("Wall time 42 s on a 2-core CPU (Linux-test), 1-minute load 3.0 when it finished, "
-          "TensorFlow 2.21.0; 2026-01-02 03:04 UTC.") in section
+  assert (
+    "Wall time 42 s on a 2-core CPU (Linux-test), 1-minute load 3.0 when it finished, "
+    "TensorFlow 2.21.0; 2026-01-02 03:04 UTC."
+  ) in section
 
 
 def test_summary_says_whether_learned_beats_the_best_baseline(tmp_path):
@@ -81,10 +107,13 @@ def test_summary_says_whether_learned_beats_the_best_baseline(tmp_path):
   losing = _evaluation(1000, {"learned": (None, 0.9, 0.1), "nag": (0.1, 0.8, 0.1)})
   _write(tmp_path, "results/cifar10.json", losing)
   text = make_results.render(str(tmp_path))
-  assert ("| [Quadratics](#quadratic) | learned 0.1334 | adam 0.2921 | yes | 0.04 | 0.05 |"
-          in text.splitlines())
-  assert ("| [CIFAR-10](#cifar10) | learned 0.9 | nag 0.8 | **no** | 0.81 | 0.83 |"
-          in text.splitlines())
+  assert (
+    "| [Quadratics](#quadratic) | learned 0.1334 | adam 0.2921 | yes | 0.04 | 0.05 |"
+    in text.splitlines()
+  )
+  assert (
+    "| [CIFAR-10](#cifar10) | learned 0.9 | nag 0.8 | **no** | 0.81 | 0.83 |" in text.splitlines()
+  )
 
 
 def test_missing_panels_are_listed_with_their_commands(tmp_path):
@@ -101,23 +130,38 @@ def test_missing_panels_are_listed_with_their_commands(tmp_path):
 
 
 def test_mnist_files_feed_their_panels_with_the_papers_values(tmp_path):
-  horizons = {"100": _evaluation(100, {"learned": (None, 0.21, 0.02), "adam": (0.01, 0.3, 0.03)}),
-              "200": _evaluation(200, {"learned": (None, 0.11, 0.01), "adam": (0.01, 0.2, 0.02)})}
+  horizons = {
+    "100": _evaluation(100, {"learned": (None, 0.21, 0.02), "adam": (0.01, 0.3, 0.03)}),
+    "200": _evaluation(200, {"learned": (None, 0.11, 0.01), "adam": (0.01, 0.2, 0.02)}),
+  }
   _write(tmp_path, "results/mnist_paper_setting.json", {"horizons": horizons})
-  variants = {name: _evaluation(100, {"learned": (None, mean, 0.5), "nag": (1.0, 0.7, 0.1)})
-              for name, mean in (("base", 0.1), ("40 units", 0.05), ("2 layers", 1.5),
-                                 ("relu", 0.6))}
-  _write(tmp_path, "results/mnist_generalization/generalization.json",
-         dict(variants, provenance=PROVENANCE))
+  variants = {
+    name: _evaluation(100, {"learned": (None, mean, 0.5), "nag": (1.0, 0.7, 0.1)})
+    for name, mean in (("base", 0.1), ("40 units", 0.05), ("2 layers", 1.5), ("relu", 0.6))
+  }
+  _write(
+    tmp_path,
+    "results/mnist_generalization/generalization.json",
+    dict(variants, provenance=PROVENANCE),
+  )
   text = make_results.render(str(tmp_path))
   assert _table_rows(_section(text, "mnist")) == [
-      ["learned", "-", "100", "3", "0.21", "0.02", "0.25"],
-      ["adam", "0.01", "100", "3", "0.3", "0.03", "0.36"]]
+    ["learned", "-", "100", "3", "0.21", "0.02", "0.25"],
+    ["adam", "0.01", "100", "3", "0.3", "0.03", "0.36"],
+  ]
   assert _table_rows(_section(text, "mnist_200_steps"))[0] == [
-      "learned", "-", "200", "3", "0.11", "0.01", "0.21"]
+    "learned",
+    "-",
+    "200",
+    "3",
+    "0.11",
+    "0.01",
+    "0.21",
+  ]
   assert _table_rows(_section(text, "mnist_2_layers")) == [
-      ["learned", "-", "100", "3", "1.5", "0.5", "0.32"],
-      ["nag", "1", "100", "3", "0.7", "0.1", "0.76"]]
+    ["learned", "-", "100", "3", "1.5", "0.5", "0.32"],
+    ["nag", "1", "100", "3", "0.7", "0.1", "0.76"],
+  ]
   assert _table_rows(_section(text, "mnist_relu"))[0][-1] == "fails (~2.3+)"
 
 
@@ -126,42 +170,91 @@ def test_sharing_std_is_pooled_over_seeds_and_problems(tmp_path):
   finals = {"lstm": [rng.random(5), rng.random(5)], "adam": [rng.random(5)]}  # adam: seed 0
 
   def evaluation_of(seed):
-    return {"results": {name: {"final_loss_mean": float(np.mean(losses[seed])),
-                               "final_loss_std": float(np.std(losses[seed])),
-                               "learning_rate": None if name == "lstm" else 0.3}
-                        for name, losses in finals.items() if seed < len(losses)}}
+    return {
+      "results": {
+        name: {
+          "final_loss_mean": float(np.mean(losses[seed])),
+          "final_loss_std": float(np.std(losses[seed])),
+          "learning_rate": None if name == "lstm" else 0.3,
+        }
+        for name, losses in finals.items()
+        if seed < len(losses)
+      }
+    }
 
-  overall = {name: {"final_loss_mean": float(np.mean(np.concatenate(losses))),
-                    "final_loss_median": float(np.median(np.concatenate(losses)))}
-             for name, losses in finals.items()}
+  overall = {
+    name: {
+      "final_loss_mean": float(np.mean(np.concatenate(losses))),
+      "final_loss_median": float(np.median(np.concatenate(losses))),
+    }
+    for name, losses in finals.items()
+  }
   overall["lstm"]["final_loss_mean_per_seed"] = [float(np.mean(x)) for x in finals["lstm"]]
   overall["adam"]["learning_rate"] = 0.3
-  _write(tmp_path, "results/sharing_quadratic.json",
-         {"num_steps": 100, "num_problems": 5, "overall": overall,
-          "per_seed": {"1": {"evaluation": evaluation_of(1)},
-                       "0": {"evaluation": evaluation_of(0)}}})
+  _write(
+    tmp_path,
+    "results/sharing_quadratic.json",
+    {
+      "num_steps": 100,
+      "num_problems": 5,
+      "overall": overall,
+      "per_seed": {"1": {"evaluation": evaluation_of(1)}, "0": {"evaluation": evaluation_of(0)}},
+    },
+  )
   section = _section(make_results.render(str(tmp_path)), "sharing_quadratic")
   lstm = np.concatenate(finals["lstm"])
   assert _table_rows(section)[0] == [
-      "lstm", "-", "100", "10", f"{np.mean(lstm):.4g}", f"{np.std(lstm):.4g}", "-"]
+    "lstm",
+    "-",
+    "100",
+    "10",
+    f"{np.mean(lstm):.4g}",
+    f"{np.std(lstm):.4g}",
+    "-",
+  ]
   assert _table_rows(section)[1][:6] == [
-      "adam", "0.3", "100", "5", f"{np.mean(finals['adam'][0]):.4g}",
-      f"{np.std(finals['adam'][0]):.4g}"]
+    "adam",
+    "0.3",
+    "100",
+    "5",
+    f"{np.mean(finals['adam'][0]):.4g}",
+    f"{np.std(finals['adam'][0]):.4g}",
+  ]
   per_seed = " / ".join(f"{np.mean(x):.4g}" for x in finals["lstm"])
   assert f"- lstm: median {np.median(lstm):.4g}; per seed {per_seed}" in section
 
 
 def test_speed_panel_shows_throughputs_json(tmp_path):
-  _write(tmp_path, "results/throughput.json",  # as benchmarks/throughput.py --output_json
-         {"unroll_length": 20, "repeats": 10, "provenance": PROVENANCE, "results": [
-             {"problem": "quadratic", "jit_compile": True, "coordinates": 1280,
-              "coord_steps_per_s": 638296.4, "compile_s": 2.14},
-             {"problem": "mnist", "jit_compile": False, "coordinates": 15910,
-              "coord_steps_per_s": 1080512.3, "compile_s": 1.94}]})
+  _write(
+    tmp_path,
+    "results/throughput.json",  # as benchmarks/throughput.py --output_json
+    {
+      "unroll_length": 20,
+      "repeats": 10,
+      "provenance": PROVENANCE,
+      "results": [
+        {
+          "problem": "quadratic",
+          "jit_compile": True,
+          "coordinates": 1280,
+          "coord_steps_per_s": 638296.4,
+          "compile_s": 2.14,
+        },
+        {
+          "problem": "mnist",
+          "jit_compile": False,
+          "coordinates": 15910,
+          "coord_steps_per_s": 1080512.3,
+          "compile_s": 1.94,
+        },
+      ],
+    },
+  )
   text = make_results.render(str(tmp_path))
   assert _table_rows(_section(text, "speed")) == [
-      ["mnist", "15,910", "20", "false", "1,080,512", "1.9"],
-      ["quadratic", "1,280", "20", "true", "638,296", "2.1"]]
+    ["mnist", "15,910", "20", "false", "1,080,512", "1.9"],
+    ["quadratic", "1,280", "20", "true", "638,296", "2.1"],
+  ]
   assert "| [Speed (meta-training throughput)](#speed) | see below | | | | |" in text
 
 
@@ -191,20 +284,33 @@ def test_check_detects_a_stale_page(tmp_path):
   assert not make_results.page_is_current(str(tmp_path))
 
 
-@pytest.mark.parametrize("content", [[1, 2], {"results": 3}, {"num_steps": 100,
-                                     "num_problems": 3, "results": {"a": {"learning_rate": 1,
-                                     "final_loss_mean": "low", "final_loss_std": 0.1}}}])
+@pytest.mark.parametrize(
+  "content",
+  [
+    [1, 2],
+    {"results": 3},
+    {
+      "num_steps": 100,
+      "num_problems": 3,
+      "results": {"a": {"learning_rate": 1, "final_loss_mean": "low", "final_loss_std": 0.1}},
+    },
+  ],
+)
 def test_a_result_file_of_the_wrong_shape_is_named(tmp_path, content):
   _write(tmp_path, "results/quadratic.json", content)
-  with pytest.raises(ValueError, match=r"^results/quadratic.json: not the JSON Quadratics "
-                                       r"expects \("):
+  with pytest.raises(
+    ValueError,
+    match=r"^results/quadratic.json: not the JSON Quadratics "
+    r"expects \(",
+  ):
     make_results.render(str(tmp_path))
 
 
 def _run(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                        env=env, timeout=300)
+  return subprocess.run(
+    [sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, timeout=300
+  )
 
 
 def test_command_line_check_and_bad_json_fail_with_one_line(tmp_path):
@@ -214,14 +320,18 @@ def test_command_line_check_and_bad_json_fail_with_one_line(tmp_path):
   (tmp_path / "results" / "cifar10.json").write_text('{"problem": "cifar10", ')
   result = _run(f"--root={tmp_path}")
   assert result.returncode == 1, result.stderr
-  assert result.stderr.strip().splitlines()[-1].startswith(
-      "error: results/cifar10.json: not valid JSON ("), result.stderr
+  assert (
+    result.stderr.strip()
+    .splitlines()[-1]
+    .startswith("error: results/cifar10.json: not valid JSON (")
+  ), result.stderr
   assert (tmp_path / "docs" / "RESULTS.md").read_bytes() == page  # nothing lost
   _write(tmp_path, "results/cifar10.json", QUADRATIC)
   result = _run(f"--root={tmp_path}", "--check")
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
-      "error: docs/RESULTS.md is stale or missing: run python scripts/make_results.py")
+    "error: docs/RESULTS.md is stale or missing: run python scripts/make_results.py"
+  )
 
 
 def test_write_json_records_provenance(tmp_path, monkeypatch):
@@ -238,32 +348,64 @@ def test_write_json_records_provenance(tmp_path, monkeypatch):
 
 
 def test_seed_keras_fit_and_training_panels_read_their_files(tmp_path):
-  seeds = {"num_problems": 20, "optimizers": {"a": {"100": 0.25, "200": 0.2},
-                                              "b": {"100": 0.27, "200": 0.22}},
-           "spread": {"100": {"mean": 0.26, "std": 0.01, "min": 0.25, "max": 0.27}}}
+  seeds = {
+    "num_problems": 20,
+    "optimizers": {"a": {"100": 0.25, "200": 0.2}, "b": {"100": 0.27, "200": 0.22}},
+    "spread": {"100": {"mean": 0.26, "std": 0.01, "min": 0.25, "max": 0.27}},
+  }
   rows = make_results.seeds_rows(seeds)
   assert [(r["optimizer"], r["steps"], r["mean"]) for r in rows] == [
-      ("a (step 100)", 100, 0.25), ("a (step 200)", 200, 0.2), ("b (step 100)", 100, 0.27),
-      ("b (step 200)", 200, 0.22),
-      ("mean over the 2 (std: across them, step 100)", 100, 0.26)]
-  fit = {"epochs": 1, "results": {
-      "learned": {"test_accuracy": 0.9, "runs": [{"train_loss_last": 0.2},
-                                                 {"train_loss_last": 0.4}]},
-      "adam_default": {"test_accuracy": 0.8, "runs": [{"train_loss_last": 0.6}] * 2}}}
+    ("a (step 100)", 100, 0.25),
+    ("a (step 200)", 200, 0.2),
+    ("b (step 100)", 100, 0.27),
+    ("b (step 200)", 200, 0.22),
+    ("mean over the 2 (std: across them, step 100)", 100, 0.26),
+  ]
+  fit = {
+    "epochs": 1,
+    "results": {
+      "learned": {
+        "test_accuracy": 0.9,
+        "runs": [{"train_loss_last": 0.2}, {"train_loss_last": 0.4}],
+      },
+      "adam_default": {"test_accuracy": 0.8, "runs": [{"train_loss_last": 0.6}] * 2},
+    },
+  }
   rows = {r["optimizer"]: r for r in make_results.keras_fit_rows(fit)}
   assert rows["learned (test accuracy 0.9000)"]["mean"] == pytest.approx(0.3)
   assert rows["learned (test accuracy 0.9000)"]["std"] == pytest.approx(0.1)
   assert rows["adam_default (test accuracy 0.8000)"]["learning_rate"] == 0.001
   run = tmp_path / "results" / "training" / "r1"
   run.mkdir(parents=True)
-  (run / "run.json").write_text(json.dumps({
-      "config": {"curriculum": [[100, 20], [100, 100]], "meta_learning_rate": 0.001,
-                 "trajectories_per_epoch": 5, "seed": 3, "num_steps": 100, "unroll_length": 20},
-      "metadata": {"command": "train.py --init_from=savedmodels/x"}}))
-  (run / "history.json").write_text(json.dumps([
-      {"epoch": 1, "validation_loss": 0.5, "epoch_seconds": 60},
-      {"epoch": 2, "validation_loss": 0.4, "epoch_seconds": 120}]))
+  (run / "run.json").write_text(
+    json.dumps(
+      {
+        "config": {
+          "curriculum": [[100, 20], [100, 100]],
+          "meta_learning_rate": 0.001,
+          "trajectories_per_epoch": 5,
+          "seed": 3,
+          "num_steps": 100,
+          "unroll_length": 20,
+        },
+        "metadata": {"command": "train.py --init_from=savedmodels/x"},
+      }
+    )
+  )
+  (run / "history.json").write_text(
+    json.dumps(
+      [
+        {"epoch": 1, "validation_loss": 0.5, "epoch_seconds": 60},
+        {"epoch": 2, "validation_loss": 0.4, "epoch_seconds": 120},
+      ]
+    )
+  )
   panel = next(p for p in make_results.PANELS if p.key == "mnist_meta_training")
   (row,) = make_results.training_rows(make_results.load_result(str(tmp_path), panel))
   assert (row["start"], row["stages"], row["trajectories"], row["minutes"], row["best"]) == (
-      "x", "100x20, 100x100", 10, 3.0, "0.4000 (epoch 2)")
+    "x",
+    "100x20, 100x100",
+    10,
+    3.0,
+    "0.4000 (epoch 2)",
+  )

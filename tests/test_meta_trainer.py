@@ -1,4 +1,5 @@
 """The meta-training loop: learning, NaN guard, run directories, resume."""
+
 import json
 import os
 
@@ -14,15 +15,27 @@ from l2l_tf.training import meta_trainer
 def _trainer(log=None, problem=None, **overrides):
   problem = problem or l2l_tf.QuadraticProblem(batch_size=32)
   tf.keras.utils.set_random_seed(0)
-  rule = l2l_tf.LearnedUpdateRule(l2l_tf.CoordinatewiseLSTM(preprocessing="identity",
-                                                            output_scale=1.0))
-  settings = dict(num_steps=20, unroll_length=10, epochs=2, trajectories_per_epoch=6,
-                  meta_learning_rate=0.01, jit_compile="false", log_every=100)
+  rule = l2l_tf.LearnedUpdateRule(
+    l2l_tf.CoordinatewiseLSTM(preprocessing="identity", output_scale=1.0)
+  )
+  settings = dict(
+    num_steps=20,
+    unroll_length=10,
+    epochs=2,
+    trajectories_per_epoch=6,
+    meta_learning_rate=0.01,
+    jit_compile="false",
+    log_every=100,
+  )
   settings.update(overrides)
   logs = [] if log is None else log
-  trainer = meta_trainer.MetaTrainer(rule, problem, l2l_tf.QuadraticProblem(batch_size=32),
-                                     meta_trainer.MetaTrainingConfig(**settings),
-                                     log=logs.append)
+  trainer = meta_trainer.MetaTrainer(
+    rule,
+    problem,
+    l2l_tf.QuadraticProblem(batch_size=32),
+    meta_trainer.MetaTrainingConfig(**settings),
+    log=logs.append,
+  )
   return trainer, rule, logs
 
 
@@ -50,8 +63,9 @@ class ExplodingQuadratic(l2l_tf.QuadraticProblem):
 
 def test_non_finite_meta_loss_is_reported_and_skipped(tmp_path):
   logs = []
-  trainer, rule, _ = _trainer(log=logs, problem=ExplodingQuadratic(batch_size=8), epochs=1,
-                              trajectories_per_epoch=2)
+  trainer, rule, _ = _trainer(
+    log=logs, problem=ExplodingQuadratic(batch_size=8), epochs=1, trajectories_per_epoch=2
+  )
   weights = [w.numpy() for w in rule.trainable_variables]
   objective, skipped = trainer.train_trajectory(1_000_000)
   assert skipped == 1
@@ -67,14 +81,24 @@ def test_non_finite_meta_loss_is_reported_and_skipped(tmp_path):
 
 
 def test_too_many_skipped_updates_in_a_row_stop_training(tmp_path):
-  trainer, _, _ = _trainer(problem=ExplodingQuadratic(batch_size=8), epochs=2,
-                           trajectories_per_epoch=5, max_consecutive_skips=3)
-  with pytest.raises(meta_trainer.TrainingDivergedError,
-                     match="epoch 1, trajectory 3: 3 meta-updates in a row.*untrained"):
+  trainer, _, _ = _trainer(
+    problem=ExplodingQuadratic(batch_size=8),
+    epochs=2,
+    trajectories_per_epoch=5,
+    max_consecutive_skips=3,
+  )
+  with pytest.raises(
+    meta_trainer.TrainingDivergedError,
+    match="epoch 1, trajectory 3: 3 meta-updates in a row.*untrained",
+  ):
     trainer.train(str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints" / "checkpoint")
-  never, _, _ = _trainer(problem=ExplodingQuadratic(batch_size=8), epochs=1,
-                         trajectories_per_epoch=5, max_consecutive_skips=0)
+  never, _, _ = _trainer(
+    problem=ExplodingQuadratic(batch_size=8),
+    epochs=1,
+    trajectories_per_epoch=5,
+    max_consecutive_skips=0,
+  )
   assert never.train(str(tmp_path / "never"))[0]["skipped_updates"] == 5
 
 
@@ -95,14 +119,19 @@ def test_a_checkpoint_written_before_the_history_was_in_it_resumes(tmp_path):
   first.train(str(out))
   # Rewrite epoch 1's checkpoint in the older layout (no history, no skip count) and leave a
   # history.json that also holds an epoch 2 the checkpoint does not have.
-  old = tf.train.Checkpoint(cells=rule.cells, meta_optimizer=first.meta_optimizer,
-                            epoch=first.epoch, best_validation=first.best_validation)
+  old = tf.train.Checkpoint(
+    cells=rule.cells,
+    meta_optimizer=first.meta_optimizer,
+    epoch=first.epoch,
+    best_validation=first.best_validation,
+  )
   tf.train.CheckpointManager(old, str(out / "checkpoints"), 2).save(checkpoint_number=1)
   history = json.loads((out / "history.json").read_text())
   (out / "history.json").write_text(json.dumps(history + [dict(history[0], epoch=2)]))
   again, _, logs = _trainer(epochs=2, trajectories_per_epoch=2)
-  (out / "run.json").write_text((out / "run.json").read_text().replace('"epochs": 1',
-                                                                        '"epochs": 2'))
+  (out / "run.json").write_text(
+    (out / "run.json").read_text().replace('"epochs": 1', '"epochs": 2')
+  )
   history = again.train(str(out))
   assert any("resuming" in line and "at epoch 1" in line for line in logs)
   assert [h["epoch"] for h in history] == [1, 2]
@@ -134,11 +163,14 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
   history = again.train(out)
   assert any("resuming" in line for line in logs)
   assert [h["epoch"] for h in history] == [1, 2]  # nothing re-run
-  assert int(again.meta_optimizer.iterations.numpy()) == int(first.meta_optimizer.iterations.numpy())
+  assert int(again.meta_optimizer.iterations.numpy()) == int(
+    first.meta_optimizer.iterations.numpy()
+  )
 
 
 def test_a_moved_run_directory_resumes_and_its_command_line_is_not_its_identity(tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
+
   first, _, _ = _trainer(epochs=1, trajectories_per_epoch=2)
   first.metadata = {"command": f"train.py --output_dir={tmp_path / 'a'}", "problem": "q"}
   first.train(str(tmp_path / "a"))
@@ -157,8 +189,9 @@ def test_settings_that_do_not_change_results_are_not_a_runs_identity(tmp_path):
   out = str(tmp_path / "run")
   first, _, _ = _trainer(epochs=1, trajectories_per_epoch=2)
   first.train(out)
-  resumed, _, logs = _trainer(epochs=1, trajectories_per_epoch=2, recompute="blocks",
-                              log_every=7, max_consecutive_skips=3)
+  resumed, _, logs = _trainer(
+    epochs=1, trajectories_per_epoch=2, recompute="blocks", log_every=7, max_consecutive_skips=3
+  )
   assert [h["epoch"] for h in resumed.train(out)] == [1]
   assert any("resuming" in line for line in logs)
 
@@ -206,11 +239,18 @@ def test_run_written_before_a_setting_existed_resumes_with_its_default(tmp_path)
     changed.train(str(out))
 
 
-@pytest.mark.parametrize("bad", [dict(num_steps=30, unroll_length=20), dict(num_steps=0),
-                                 dict(meta_learning_rate=-1.0), dict(jit_compile="maybe"),
-                                 dict(meta_objective="loss_squared"),
-                                 dict(max_consecutive_skips=-1),
-                                 dict(validation_metric="median")])
+@pytest.mark.parametrize(
+  "bad",
+  [
+    dict(num_steps=30, unroll_length=20),
+    dict(num_steps=0),
+    dict(meta_learning_rate=-1.0),
+    dict(jit_compile="maybe"),
+    dict(meta_objective="loss_squared"),
+    dict(max_consecutive_skips=-1),
+    dict(validation_metric="median"),
+  ],
+)
 def test_inconsistent_config_refused(bad):
   with pytest.raises(ValueError):
     meta_trainer.MetaTrainingConfig(**bad).validate()
@@ -227,4 +267,6 @@ def test_a_damaged_checkpoint_state_file_resumes_from_the_newest_checkpoint(tmp_
   assert any("resuming" in line and "epoch 2" in line for line in logs)
   assert [h["epoch"] for h in history] == [1, 2]
   assert (out / "best" / "weights.npz").read_bytes() == best_before
-  assert int(again.meta_optimizer.iterations.numpy()) == int(first.meta_optimizer.iterations.numpy())
+  assert int(again.meta_optimizer.iterations.numpy()) == int(
+    first.meta_optimizer.iterations.numpy()
+  )

@@ -1,4 +1,5 @@
 """Neural Art (style transfer on an image's pixels): loss terms, feature networks, data, scripts."""
+
 import os
 import subprocess
 import sys
@@ -25,8 +26,13 @@ def _image(height, width, seed):
 
 def _problem(feature_network, batch_size=2, image_size=SIZE):
   photos = [_image(40, 50, 0), _image(SIZE, 70, 1)]
-  return neural_art.NeuralArtProblem(photos, _image(48, 48, 2), image_size=image_size,
-                                     batch_size=batch_size, feature_network=feature_network)
+  return neural_art.NeuralArtProblem(
+    photos,
+    _image(48, 48, 2),
+    image_size=image_size,
+    batch_size=batch_size,
+    feature_network=feature_network,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +56,9 @@ def test_content_loss_of_the_content_image_is_zero(random_problem):
 def test_gram_matrix_equals_a_direct_computation():
   features = np.random.default_rng(0).standard_normal((2, 3, 5, 4)).astype(np.float32)
   expected = np.stack([f.reshape(15, 4).T @ f.reshape(15, 4) / 15 for f in features])
-  np.testing.assert_allclose(neural_art.gram_matrix(tf.constant(features)).numpy(), expected,
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    neural_art.gram_matrix(tf.constant(features)).numpy(), expected, rtol=1e-5, atol=1e-6
+  )
 
 
 def test_total_variation_of_a_constant_image_is_zero():
@@ -59,25 +66,33 @@ def test_total_variation_of_a_constant_image_is_zero():
   np.testing.assert_array_equal(neural_art.total_variation(constant).numpy(), [0.0, 0.0])
   ramp = np.tile(np.arange(6, dtype=np.float32)[None, :, None, None], [1, 1, 6, 3]) / 10
   # Rows differ by 0.1 and columns not at all: the mean squared vertical difference is 0.01.
-  np.testing.assert_allclose(neural_art.total_variation(tf.constant(ramp)).numpy(), [0.01],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    neural_art.total_variation(tf.constant(ramp)).numpy(), [0.01], rtol=1e-5
+  )
 
 
 def test_style_loss_is_zero_at_the_style_image_and_positive_elsewhere():
   style = _image(SIZE, SIZE, 2)
-  problem = neural_art.NeuralArtProblem([_image(SIZE, SIZE, 0)], style, image_size=SIZE,
-                                        feature_network=neural_art.RandomFilterFeatures(
-                                            channels=(8, 8, 16)))
+  problem = neural_art.NeuralArtProblem(
+    [_image(SIZE, SIZE, 0)],
+    style,
+    image_size=SIZE,
+    feature_network=neural_art.RandomFilterFeatures(channels=(8, 8, 16)),
+  )
   terms = problem.loss_terms(tf.constant(style[None]), problem.content_images(0))
   assert terms["style"].numpy()[0] == pytest.approx(0.0, abs=1e-6)
   other = problem.loss_terms(problem.content_images(0), problem.content_images(0))
   assert other["style"].numpy()[0] > 1e-3
 
 
-@pytest.mark.parametrize("features", [
+@pytest.mark.parametrize(
+  "features",
+  [
     lambda: neural_art.RandomFilterFeatures(channels=(8, 8, 16)),
     lambda: neural_art.VGG19Features(weights=None),  # the architecture, no download
-], ids=["random", "vgg19"])
+  ],
+  ids=["random", "vgg19"],
+)
 def test_both_feature_networks_give_the_same_loss_structure(features):
   problem = _problem(features())
   content = problem.content_images(1)
@@ -91,8 +106,10 @@ def test_both_feature_networks_give_the_same_loss_structure(features):
   np.testing.assert_allclose(terms["tv"], neural_art.total_variation(image))
   batch = tf.nest.map_structure(lambda x: x[0], problem.sample_batches(1, 0))
   np.testing.assert_allclose(
-      problem.loss({"image": image}, batch),
-      terms["content"] + 5.0 * terms["style"] + 2.0 * terms["tv"], rtol=1e-5)
+    problem.loss({"image": image}, batch),
+    terms["content"] + 5.0 * terms["style"] + 2.0 * terms["tv"],
+    rtol=1e-5,
+  )
   # Targets: one Gram matrix [1, C, C] per style layer; content layers index the same maps.
   maps = problem.features(image)
   assert len(problem.style_grams) == len(problem.features.style_layers)
@@ -101,8 +118,7 @@ def test_both_feature_networks_give_the_same_loss_structure(features):
   assert max(problem.features.content_layers) < len(maps)
 
 
-def test_auto_features_are_random_filters_unless_vgg19_weights_are_cached(tmp_path,
-                                                                          monkeypatch):
+def test_auto_features_are_random_filters_unless_vgg19_weights_are_cached(tmp_path, monkeypatch):
   monkeypatch.setenv("KERAS_HOME", str(tmp_path))
   assert neural_art.make_feature_network("auto").name == "random"
   with pytest.raises(DataError, match=neural_art.VGG19_WEIGHTS_FILE):
@@ -118,17 +134,22 @@ def test_crops_lie_inside_their_photo_and_do_not_depend_on_batch_size(random_pro
   assert np.all(top >= 0) and np.all(top + SIZE <= heights[photo])
   assert np.all(left >= 0) and np.all(left + SIZE <= widths[photo])
   crops = random_problem.content_images(7).numpy()
-  expected = random_problem.photos.numpy()[photo[0], top[0]:top[0] + SIZE, left[0]:left[0] + SIZE]
+  expected = random_problem.photos.numpy()[
+    photo[0], top[0] : top[0] + SIZE, left[0] : left[0] + SIZE
+  ]
   np.testing.assert_array_equal(crops[0], expected)
   first = random_problem.first_instances(1)
   np.testing.assert_array_equal(first.content_images(7).numpy(), crops[:1])
-  np.testing.assert_array_equal(first.init_params(7)["image"],
-                                random_problem.init_params(7)["image"][:1])
+  np.testing.assert_array_equal(
+    first.init_params(7)["image"], random_problem.init_params(7)["image"][:1]
+  )
 
 
 def test_held_out_splits_share_no_photo():
-  names = {split: {os.path.basename(p) for p in neural_art.content_photo_paths(split)}
-           for split in neural_art.SPLITS}
+  names = {
+    split: {os.path.basename(p) for p in neural_art.content_photo_paths(split)}
+    for split in neural_art.SPLITS
+  }
   assert not names["train"] & names["test"] and not names["validation"] & names["test"]
   assert not names["train"] & names["validation"]
   assert all(names.values())
@@ -138,17 +159,21 @@ def test_a_user_directory_replaces_the_shipped_photos(tmp_path):
   for split in neural_art.SPLITS:
     os.makedirs(tmp_path / split)
     _save(tmp_path / split / f"{split}.png", _image(20, 24, 0))
-  problem = registry.make_problem("neural_art", "validation", 2, data_dir=str(tmp_path),
-                                  image_size=16, style="brick")
+  problem = registry.make_problem(
+    "neural_art", "validation", 2, data_dir=str(tmp_path), image_size=16, style="brick"
+  )
   assert problem.get_config()["photos"] == ["validation.png"]
   assert problem.content_images(0).shape == [2, 16, 16, 3]
 
 
-@pytest.mark.parametrize("kind,message", [
+@pytest.mark.parametrize(
+  "kind,message",
+  [
     ("missing", "no such style image"),
     ("not_an_image", "not an image"),
     ("small", "smaller than the 32x32 crop"),
-])
+  ],
+)
 def test_a_bad_style_file_is_named_in_the_error(kind, message, tmp_path):
   path = str(tmp_path / "style.png")
   if kind == "not_an_image":
@@ -171,19 +196,32 @@ def test_content_photos_smaller_than_the_crop_are_named(tmp_path):
     registry.make_problem("neural_art", "train", 1, data_dir=str(tmp_path))
 
 
-@pytest.mark.parametrize("flag,message", [
+@pytest.mark.parametrize(
+  "flag,message",
+  [
     ("--style={missing}", "{missing}: no such style image"),
     ("--data_dir={directory}", "{directory}/validation: no such image directory"),
-])
+  ],
+)
 def test_scripts_report_bad_images_in_one_line(flag, message, tmp_path):
   paths = {"missing": str(tmp_path / "nowhere.png"), "directory": str(tmp_path)}
   os.makedirs(tmp_path / "test")
   _save(tmp_path / "test" / "photo.png", _image(64, 64, 0))  # only validation/ is missing
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--problem=neural_art",
-       "--optimizers=adam", "--notune", flag.format(**paths)],
-      capture_output=True, text=True, env=env, timeout=300)
+    [
+      sys.executable,
+      os.path.join(ROOT, "scripts", "evaluate.py"),
+      "--problem=neural_art",
+      "--optimizers=adam",
+      "--notune",
+      flag.format(**paths),
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith("error: " + message.format(**paths))
   assert "Traceback" not in result.stderr
@@ -193,8 +231,9 @@ def test_a_learned_optimizer_steps_the_pixels_and_adam_lowers_the_loss(random_pr
   # An untrained cell: its steps must run and move every image, not necessarily downhill.
   cell = learned_rule.LearnedUpdateRule(registry.make_cell("lstm", "neural_art"))
   start = random_problem.init_params(5)["image"].numpy()
-  images, losses = neural_art_figures.final_images(random_problem, {"lstm": cell}, seed=5,
-                                                   num_steps=3)["lstm"]
+  images, losses = neural_art_figures.final_images(
+    random_problem, {"lstm": cell}, seed=5, num_steps=3
+  )["lstm"]
   assert images.shape == start.shape and np.all(np.isfinite(losses))
   assert np.all(np.abs(images - start).max(axis=(1, 2, 3)) > 0)
   adam = update_rules.make_baseline("adam", 0.05)
@@ -204,8 +243,12 @@ def test_a_learned_optimizer_steps_the_pixels_and_adam_lowers_the_loss(random_pr
 
 
 def test_the_image_grid_is_a_png(random_problem, tmp_path):
-  results = {"results": {"adam": {"learning_rate": 0.05, "final_loss_mean": 1.0},
-                         "sgd": {"learning_rate": 0.1, "final_loss_mean": 2.0}}}
+  results = {
+    "results": {
+      "adam": {"learning_rate": 0.05, "final_loss_mean": 1.0},
+      "sgd": {"learning_rate": 0.1, "final_loss_mean": 2.0},
+    }
+  }
   path = str(tmp_path / "eval_images.png")
   neural_art_figures.write_grid(path, random_problem, results, {}, seed=0, num_steps=2)
   with open(path, "rb") as f:

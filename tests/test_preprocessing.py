@@ -40,13 +40,17 @@ def test_identity_and_scale():
 
 
 def test_get_preprocessor_round_trips_config():
-  for config in ({"name": "log_sign", "p": 7.0}, {"name": "scale", "scale": 3.0},
-                 {"name": "identity"}):
+  for config in (
+    {"name": "log_sign", "p": 7.0},
+    {"name": "scale", "scale": 3.0},
+    {"name": "identity"},
+  ):
     assert preprocessing.get_preprocessor(config).get_config() == config
 
 
-@pytest.mark.parametrize("bad", ["logsign", {"name": "scale", "scale": 0.0},
-                                 {"name": "log_sign", "p": -1.0}, 3])
+@pytest.mark.parametrize(
+  "bad", ["logsign", {"name": "scale", "scale": 0.0}, {"name": "log_sign", "p": -1.0}, 3]
+)
 def test_bad_preprocessing_refused(bad):
   with pytest.raises(ValueError):
     preprocessing.get_preprocessor(bad)

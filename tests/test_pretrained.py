@@ -1,4 +1,5 @@
 """The optimizers shipped in savedmodels/ beat tuned Adam on their own problem family."""
+
 import os
 
 import numpy as np
@@ -14,8 +15,10 @@ GRID = tuple(float(x) for x in 10.0 ** np.linspace(-3, 0.5, 8))
 
 # savedmodels/mnist was meta-trained on full MNIST, which CI does not have: on the embedded
 # sample it must still win (data it was not trained on). mnist_sample was trained on the sample.
-@pytest.mark.parametrize("name,problem,num_problems", [
-    ("quadratic", "quadratic", 64), ("mnist", "mnist", 4), ("mnist_sample", "mnist", 4)])
+@pytest.mark.parametrize(
+  "name,problem,num_problems",
+  [("quadratic", "quadratic", 64), ("mnist", "mnist", 4), ("mnist_sample", "mnist", 4)],
+)
 def test_shipped_optimizer_beats_tuned_adam(name, problem, num_problems):
   path = os.path.join(ROOT, "savedmodels", name)
   if not os.path.isdir(path):
@@ -24,9 +27,17 @@ def test_shipped_optimizer_beats_tuned_adam(name, problem, num_problems):
   assert metadata["meta_trained_on"]["problem"]["name"] == problem
   test = registry.make_problem(problem, "test", num_problems)
   validation = registry.make_problem(problem, "validation", num_problems)
-  results, _ = evaluation.compare(test, {"learned": rule}, seed=20_000, num_steps=100,
-                                  baselines=("adam",), tuning_problem=validation,
-                                  tuning_seed=7, learning_rates=GRID, log=lambda *_: None)
+  results, _ = evaluation.compare(
+    test,
+    {"learned": rule},
+    seed=20_000,
+    num_steps=100,
+    baselines=("adam",),
+    tuning_problem=validation,
+    tuning_seed=7,
+    learning_rates=GRID,
+    log=lambda *_: None,
+  )
   learned = results["results"]["learned"]["final_loss_mean"]
   adam = results["results"]["adam"]["final_loss_mean"]
   assert learned < adam, (learned, adam)

@@ -19,8 +19,7 @@ FC_NAMES = ["fc_0/w", "fc_0/gamma", "fc_0/beta", "fc_1/w", "fc_1/b"]
 
 def _images(n, seed=0, size=32):
   rng = np.random.default_rng(seed)
-  return (rng.random((n, size, size, 3), dtype=np.float32),
-          rng.integers(0, 10, n).astype(np.int32))
+  return (rng.random((n, size, size, 3), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32))
 
 
 def _first(batches):
@@ -34,11 +33,20 @@ def test_convnet_parameter_names_and_shapes():
   problem = convnet.ConvNetClassificationProblem(*_images(20), batch_size=2, minibatch_size=8)
   params = problem.init_params(0)
   expected = {
-      "conv_0/w": [2, 3, 3, 3, 16], "conv_0/gamma": [2, 16], "conv_0/beta": [2, 16],
-      "conv_1/w": [2, 3, 3, 16, 16], "conv_1/gamma": [2, 16], "conv_1/beta": [2, 16],
-      "conv_2/w": [2, 3, 3, 16, 16], "conv_2/gamma": [2, 16], "conv_2/beta": [2, 16],
-      "fc_0/w": [2, 256, 32], "fc_0/gamma": [2, 32], "fc_0/beta": [2, 32],
-      "fc_1/w": [2, 32, 10], "fc_1/b": [2, 10],
+    "conv_0/w": [2, 3, 3, 3, 16],
+    "conv_0/gamma": [2, 16],
+    "conv_0/beta": [2, 16],
+    "conv_1/w": [2, 3, 3, 16, 16],
+    "conv_1/gamma": [2, 16],
+    "conv_1/beta": [2, 16],
+    "conv_2/w": [2, 3, 3, 16, 16],
+    "conv_2/gamma": [2, 16],
+    "conv_2/beta": [2, 16],
+    "fc_0/w": [2, 256, 32],
+    "fc_0/gamma": [2, 32],
+    "fc_0/beta": [2, 32],
+    "fc_1/w": [2, 32, 10],
+    "fc_1/b": [2, 10],
   }
   assert {k: v.shape.as_list() for k, v in params.items()} == expected
   assert problem.num_coordinates() == sum(int(np.prod(s[1:])) for s in expected.values())
@@ -59,27 +67,47 @@ def test_convnet_matches_keras_layers():
   params = problem.init_params(7)
   layers = []
   for _ in range(3):
-    layers += [keras.layers.Conv2D(16, 3, padding="same", use_bias=False),
-               keras.layers.BatchNormalization(epsilon=1e-3), keras.layers.ReLU(),
-               keras.layers.MaxPooling2D(2, padding="same")]
-  layers += [keras.layers.Flatten(), keras.layers.Dense(32, use_bias=False),
-             keras.layers.BatchNormalization(epsilon=1e-3), keras.layers.ReLU(),
-             keras.layers.Dense(10)]
+    layers += [
+      keras.layers.Conv2D(16, 3, padding="same", use_bias=False),
+      keras.layers.BatchNormalization(epsilon=1e-3),
+      keras.layers.ReLU(),
+      keras.layers.MaxPooling2D(2, padding="same"),
+    ]
+  layers += [
+    keras.layers.Flatten(),
+    keras.layers.Dense(32, use_bias=False),
+    keras.layers.BatchNormalization(epsilon=1e-3),
+    keras.layers.ReLU(),
+    keras.layers.Dense(10),
+  ]
   model = keras.Sequential([keras.Input((32, 32, 3))] + layers)
   weights = []
   for i in range(3):
-    weights += [params[f"conv_{i}/w"][0], params[f"conv_{i}/gamma"][0] * 1.5,
-                params[f"conv_{i}/beta"][0] + 0.1]
-  weights += [params["fc_0/w"][0], params["fc_0/gamma"][0] * 0.5, params["fc_0/beta"][0] - 0.2,
-              params["fc_1/w"][0], params["fc_1/b"][0] + 0.3]
+    weights += [
+      params[f"conv_{i}/w"][0],
+      params[f"conv_{i}/gamma"][0] * 1.5,
+      params[f"conv_{i}/beta"][0] + 0.1,
+    ]
+  weights += [
+    params["fc_0/w"][0],
+    params["fc_0/gamma"][0] * 0.5,
+    params["fc_0/beta"][0] - 0.2,
+    params["fc_1/w"][0],
+    params["fc_1/b"][0] + 0.3,
+  ]
   for variable, value in zip(model.trainable_variables, weights):
     variable.assign(value)
   mine = dict(params)
   for i in range(3):
     mine[f"conv_{i}/gamma"] = params[f"conv_{i}/gamma"] * 1.5
     mine[f"conv_{i}/beta"] = params[f"conv_{i}/beta"] + 0.1
-  mine.update({"fc_0/gamma": params["fc_0/gamma"] * 0.5, "fc_0/beta": params["fc_0/beta"] - 0.2,
-               "fc_1/b": params["fc_1/b"] + 0.3})
+  mine.update(
+    {
+      "fc_0/gamma": params["fc_0/gamma"] * 0.5,
+      "fc_0/beta": params["fc_0/beta"] - 0.2,
+      "fc_1/b": params["fc_1/b"] + 0.3,
+    }
+  )
   expected = model(images, training=True)
   got = problem.logits(mine, images[None])[0]
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
@@ -97,8 +125,9 @@ def test_convnet_instances_are_independent():
   batch = _first(batched.sample_batches(2, 1))
   losses = batched.loss(params, batch).numpy()
   for b in range(3):
-    alone = single.loss({k: v[b:b + 1] for k, v in params.items()},
-                        {"indices": batch["indices"][b:b + 1]})
+    alone = single.loss(
+      {k: v[b : b + 1] for k, v in params.items()}, {"indices": batch["indices"][b : b + 1]}
+    )
     np.testing.assert_allclose(losses[b], alone[0], rtol=1e-5)
 
 
@@ -121,8 +150,9 @@ def test_batch_norm_uses_minibatch_statistics():
   x = tf.random.stateless_normal([8, 5, 5, 4], [1, 2])
   gamma, beta = tf.constant([1.0, 2.0, 0.5, 3.0]), tf.constant([0.0, 1.0, -1.0, 2.0])
   out, _ = convnet.batch_norm(x, gamma, beta, axes=[0, 1, 2])
-  shifted, _ = convnet.batch_norm(x + tf.constant([3.0, -7.0, 0.5, 100.0]), gamma, beta,
-                                  axes=[0, 1, 2])
+  shifted, _ = convnet.batch_norm(
+    x + tf.constant([3.0, -7.0, 0.5, 100.0]), gamma, beta, axes=[0, 1, 2]
+  )
   np.testing.assert_allclose(shifted, out, atol=2e-4)
   np.testing.assert_allclose(tf.reduce_mean(out, [0, 1, 2]), beta, atol=1e-4)
   np.testing.assert_allclose(tf.math.reduce_std(out, [0, 1, 2]), gamma, rtol=1e-3)
@@ -131,22 +161,29 @@ def test_batch_norm_uses_minibatch_statistics():
   # absorb it) unless the statistics are frozen; an example's logits depend on the rest of
   # its minibatch.
   images, labels = _images(16)
-  problem = convnet.ConvNetClassificationProblem(images, labels, minibatch_size=16,
-                                                 batch_norm_epsilon=0.0)
+  problem = convnet.ConvNetClassificationProblem(
+    images, labels, minibatch_size=16, batch_norm_epsilon=0.0
+  )
   params = problem.init_params(0)
   x = images[None]
   frozen = problem.batch_norm_statistics(params, x)
   scaled = dict(params, **{"conv_1/w": params["conv_1/w"] * 4.0})
   np.testing.assert_allclose(problem.logits(scaled, x), problem.logits(params, x), atol=1e-4)
-  assert not np.allclose(problem.logits(scaled, x, frozen), problem.logits(params, x, frozen),
-                         atol=1e-2)
-  np.testing.assert_allclose(problem.logits(params, x, frozen), problem.logits(params, x),
-                             atol=1e-4)  # statistics of the same set: the same network
+  assert not np.allclose(
+    problem.logits(scaled, x, frozen), problem.logits(params, x, frozen), atol=1e-2
+  )
+  np.testing.assert_allclose(
+    problem.logits(params, x, frozen), problem.logits(params, x), atol=1e-4
+  )  # statistics of the same set: the same network
   other = np.concatenate([images[:1], images[1:] * 0.5 + 0.25])[None]
-  assert not np.allclose(problem.logits(params, other)[0, 0], problem.logits(params, x)[0, 0],
-                         atol=1e-3)
-  np.testing.assert_allclose(problem.logits(params, other[:, :1], frozen)[0, 0],
-                             problem.logits(params, x, frozen)[0, 0], atol=1e-5)
+  assert not np.allclose(
+    problem.logits(params, other)[0, 0], problem.logits(params, x)[0, 0], atol=1e-3
+  )
+  np.testing.assert_allclose(
+    problem.logits(params, other[:, :1], frozen)[0, 0],
+    problem.logits(params, x, frozen)[0, 0],
+    atol=1e-5,
+  )
   loss, accuracy = problem.evaluate(params, images, labels, frozen)
   assert loss.shape == (1,) and 0.0 <= float(accuracy[0]) <= 1.0
 
@@ -177,14 +214,17 @@ def test_two_network_assignment_covers_every_parameter_once():
 
 
 def test_unmatched_or_doubly_matched_parameter_is_refused():
-  names = list(convnet.ConvNetClassificationProblem(*_images(4), minibatch_size=2)
-               .parameter_shapes())
+  names = list(
+    convnet.ConvNetClassificationProblem(*_images(4), minibatch_size=2).parameter_shapes()
+  )
   with pytest.raises(ValueError, match=r"'fc_1/b' is matched by no group"):
     learned_rule.ParameterGroups({"conv": r"^conv_", "fc": r"^fc_\d+/(w|gamma|beta)$"}).assign(
-        names)
+      names
+    )
   with pytest.raises(ValueError, match=r"'conv_0/w' is matched by 2 groups"):
     learned_rule.ParameterGroups({"conv": r"^conv_", "fc": r"^fc_", "w": r"^conv_0/w"}).assign(
-        names)
+      names
+    )
   with pytest.raises(ValueError, match=r"'extra/w' is matched by no group"):
     learned_rule.ParameterGroups(convnet.CIFAR_PARAMETER_GROUPS).assign(names + ["extra/w"])
 
@@ -197,7 +237,9 @@ def _original_classes(problem):
   return np.round((problem.images.numpy()[:, 0, 0, 0] * 255 - 5) / 20).astype(int)
 
 
-@pytest.mark.parametrize("name,split,labels,classes", [
+@pytest.mark.parametrize(
+  "name,split,labels,classes",
+  [
     ("cifar10", "test", None, range(10)),
     ("cifar5", "train", None, range(5)),
     ("cifar5", "test", None, range(5)),
@@ -205,10 +247,12 @@ def _original_classes(problem):
     ("cifar5", "train", convnet.CIFAR_HELD_OUT_LABELS["cifar5"], range(5, 10)),  # LSTM-sub
     ("cifar2", "train", convnet.CIFAR_HELD_OUT_LABELS["cifar2"], range(2, 10)),
     ("cifar10", "train", [7, 3], [7, 3]),
-])
+  ],
+)
 def test_cifar_label_subsets_hold_only_their_classes(cifar_dir, name, split, labels, classes):
-  problem = registry.make_problem(name, split, dataset_source="binary", data_dir=cifar_dir,
-                                  labels=labels)
+  problem = registry.make_problem(
+    name, split, dataset_source="binary", data_dir=cifar_dir, labels=labels
+  )
   classes = list(classes)
   original = _original_classes(problem)
   assert set(original) <= set(classes) and len(original) > 0
@@ -223,19 +267,23 @@ def test_cifar_label_subsets_hold_only_their_classes(cifar_dir, name, split, lab
 
 def test_cifar_splits_and_loss(cifar_dir):
   train = registry.make_problem("cifar5", "train", dataset_source="binary", data_dir=cifar_dir)
-  validation = registry.make_problem("cifar5", "validation", dataset_source="binary",
-                                     data_dir=cifar_dir)
+  validation = registry.make_problem(
+    "cifar5", "validation", dataset_source="binary", data_dir=cifar_dir
+  )
   assert train.images.shape[0] + validation.images.shape[0] == 50  # 5 files x 20, half kept
   losses = train.loss(train.init_params(0), _first(train.sample_batches(0, 1)))
   assert losses.shape == (1,) and np.isfinite(losses[0])
 
 
-@pytest.mark.parametrize("kwargs,message", [
+@pytest.mark.parametrize(
+  "kwargs,message",
+  [
     ({"labels": []}, "at least one"),
     ({"labels": [0, 10]}, "0..9"),
     ({"labels": [1, 1]}, "duplicates"),
     ({"dataset_source": "embedded"}, "no embedded CIFAR"),
-])
+  ],
+)
 def test_cifar_bad_arguments_refused(cifar_dir, kwargs, message):
   kwargs = dict({"dataset_source": "binary", "data_dir": cifar_dir}, **kwargs)
   with pytest.raises(ValueError, match=message):
@@ -262,13 +310,17 @@ def test_cifar10_from_mocked_tfds():
 
 def _xy(n=64, features=6, classes=3, seed=0):
   rng = np.random.default_rng(seed)
-  return (rng.normal(size=(n, features)).astype(np.float32),
-          rng.integers(0, classes, n).astype(np.int32))
+  return (
+    rng.normal(size=(n, features)).astype(np.float32),
+    rng.integers(0, classes, n).astype(np.int32),
+  )
 
 
 def _mlp(batch_norm=False, dropout=False):
-  layers = [keras.Input((6,)), keras.layers.Dense(8, activation="tanh", kernel_regularizer="l2",
-                                                  name="hidden")]
+  layers = [
+    keras.Input((6,)),
+    keras.layers.Dense(8, activation="tanh", kernel_regularizer="l2", name="hidden"),
+  ]
   if batch_norm:
     layers.append(keras.layers.BatchNormalization(name="bn"))
   if dropout:
@@ -291,8 +343,12 @@ def test_keras_problem_loss_and_gradients_equal_the_models(batch_norm, loss):
   model = _mlp(batch_norm)
   loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   problem = KerasModelProblem(
-      model, x, y, minibatch_size=16,
-      loss=loss_fn if loss == "instance" else keras.losses.sparse_categorical_crossentropy)
+    model,
+    x,
+    y,
+    minibatch_size=16,
+    loss=loss_fn if loss == "instance" else keras.losses.sparse_categorical_crossentropy,
+  )
   params = problem.init_params(0)
   assert list(params) == [v.path for v in model.trainable_variables]
   for v in model.trainable_variables:
@@ -304,8 +360,10 @@ def test_keras_problem_loss_and_gradients_equal_the_models(batch_norm, loss):
   for value, v in zip(before, model.non_trainable_variables):
     np.testing.assert_array_equal(value, v.numpy())
   if loss == "name":  # a per-example function: the problem averages it
+
     def loss_fn(targets, predictions):
       return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(targets, predictions))
+
   expected, expected_grads = _model_loss_and_grads(model, loss_fn, x[indices[0]], y[indices[0]])
   np.testing.assert_allclose(losses[0], expected, rtol=1e-5)
   assert set(grads) == set(expected_grads)
@@ -316,8 +374,9 @@ def test_keras_problem_loss_and_gradients_equal_the_models(batch_norm, loss):
 def test_keras_problem_reinitialize_and_callable_init():
   x, y = _xy()
   model = _mlp(batch_norm=True)
-  problem = KerasModelProblem(model, x, y, loss="sparse_categorical_crossentropy",
-                              batch_size=2, init="reinitialize")
+  problem = KerasModelProblem(
+    model, x, y, loss="sparse_categorical_crossentropy", batch_size=2, init="reinitialize"
+  )
   a, b, c = problem.init_params(5), problem.init_params(5), problem.init_params(6)
   kernel = model.trainable_variables[0].path
   np.testing.assert_array_equal(a[kernel], b[kernel])  # reproducible per seed
@@ -333,8 +392,9 @@ def test_keras_problem_reinitialize_and_callable_init():
     seen.append(seed)
     return [np.full(v.shape, seed, np.float32) for v in model.trainable_variables]
 
-  custom = KerasModelProblem(model, x, y, loss="sparse_categorical_crossentropy", batch_size=2,
-                             init=init)
+  custom = KerasModelProblem(
+    model, x, y, loss="sparse_categorical_crossentropy", batch_size=2, init=init
+  )
   params = custom.init_params(3)
   assert seen == [6, 7]
   np.testing.assert_array_equal(params[kernel][1], np.full((6, 8), 7.0))
@@ -342,8 +402,13 @@ def test_keras_problem_reinitialize_and_callable_init():
 
 def test_keras_problem_dropout_masks_change_per_step_but_not_per_seed():
   x, y = _xy()
-  problem = KerasModelProblem(_mlp(dropout=True), x, y, minibatch_size=16,
-                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  problem = KerasModelProblem(
+    _mlp(dropout=True),
+    x,
+    y,
+    minibatch_size=16,
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+  )
   params = problem.init_params(0)
   batches = problem.sample_batches(0, 2)
   assert batches["seed_states"].shape == (3, 1, 1, 2)
@@ -365,8 +430,9 @@ def test_keras_problem_from_tf_data_matches_arrays():
   batch = _first(from_arrays.sample_batches(0, 1))
   params = from_arrays.init_params(0)
   np.testing.assert_allclose(from_dataset.loss(params, batch), from_arrays.loss(params, batch))
-  unbatched = KerasModelProblem(model, tf.data.Dataset.from_tensor_slices((x, y)),
-                                loss="sparse_categorical_crossentropy")
+  unbatched = KerasModelProblem(
+    model, tf.data.Dataset.from_tensor_slices((x, y)), loss="sparse_categorical_crossentropy"
+  )
   assert unbatched.num_examples == 40
 
 
@@ -374,13 +440,16 @@ def test_learned_rule_unrolls_and_meta_trains_on_a_keras_model(tmp_path):
   x, y = _xy()
   model = _mlp(batch_norm=True)
   loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  problem = KerasModelProblem(model, x, y, loss=loss, minibatch_size=16, batch_size=2,
-                              init="reinitialize")
+  problem = KerasModelProblem(
+    model, x, y, loss=loss, minibatch_size=16, batch_size=2, init="reinitialize"
+  )
   rule = learned_rule.LearnedUpdateRule(
-      {"hidden": registry.make_cell("lstm", "keras"), "out": registry.make_cell("lstm", "keras")},
-      {"hidden": r"/(hidden|bn)/", "out": r"/logits/"})
-  config = meta_trainer.MetaTrainingConfig(num_steps=4, unroll_length=2, epochs=1,
-                                           trajectories_per_epoch=1, jit_compile="false")
+    {"hidden": registry.make_cell("lstm", "keras"), "out": registry.make_cell("lstm", "keras")},
+    {"hidden": r"/(hidden|bn)/", "out": r"/logits/"},
+  )
+  config = meta_trainer.MetaTrainingConfig(
+    num_steps=4, unroll_length=2, epochs=1, trajectories_per_epoch=1, jit_compile="false"
+  )
   trainer = meta_trainer.MetaTrainer(rule, problem, problem, config, log=lambda _: None)
   before = [v.numpy() for v in rule.trainable_variables]
   objective, skipped = trainer.train_trajectory(seed=11)  # 2 unrolls of 2 steps, 2 instances
@@ -409,8 +478,9 @@ def test_keras_problem_bad_inputs_refused():
   with pytest.raises(ValueError, match="Unknown loss 'no_such_loss'"):
     KerasModelProblem(model, x, y, loss="no_such_loss")
   with pytest.raises(ValueError, match="fails on the first examples"):
-    KerasModelProblem(model, x, np.eye(5, dtype=np.float32)[y % 5],
-                      loss="categorical_crossentropy")  # 3 outputs, 5-wide targets
+    KerasModelProblem(
+      model, x, np.eye(5, dtype=np.float32)[y % 5], loss="categorical_crossentropy"
+    )  # 3 outputs, 5-wide targets
   with pytest.raises(ValueError, match="Pass loss="):
     KerasModelProblem(model, x, y)
   with pytest.raises(ValueError, match="init must be"):
@@ -425,8 +495,7 @@ def test_keras_problem_bad_inputs_refused():
   with pytest.raises(ValueError, match="more than max_examples=50"):
     KerasModelProblem(model, dataset.batch(8), loss=loss, max_examples=50)
   with pytest.raises(ValueError, match="more than max_examples=50"):  # unknown cardinality
-    KerasModelProblem(model, dataset.repeat().filter(lambda a, b: True), loss=loss,
-                      max_examples=50)
+    KerasModelProblem(model, dataset.repeat().filter(lambda a, b: True), loss=loss, max_examples=50)
   with pytest.raises(ValueError, match=r"\(x, y\) pairs"):
     KerasModelProblem(model, tf.data.Dataset.from_tensor_slices(x), loss=loss)
   with pytest.raises(ValueError, match="pass y=None"):
@@ -434,7 +503,12 @@ def test_keras_problem_bad_inputs_refused():
   wrong = KerasModelProblem(model, x, y, loss=loss, init=lambda seed: [np.zeros((2, 2))])
   with pytest.raises(ValueError, match="gave 1 weights"):
     wrong.init_params(0)
-  misshapen = KerasModelProblem(model, x, y, loss=loss, init=lambda seed: {
-      v.path: np.zeros((1,) + tuple(v.shape)) for v in model.trainable_variables})
+  misshapen = KerasModelProblem(
+    model,
+    x,
+    y,
+    loss=loss,
+    init=lambda seed: {v.path: np.zeros((1,) + tuple(v.shape)) for v in model.trainable_variables},
+  )
   with pytest.raises(ValueError, match="has shape"):
     misshapen.init_params(0)

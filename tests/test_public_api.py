@@ -1,4 +1,5 @@
 """The package root: the documented workflow's names, none shadowing a Keras name."""
+
 import gc
 import weakref
 
@@ -15,8 +16,15 @@ def test_every_public_name_resolves_and_none_clashes_with_keras():
     assert getattr(l2l_tf, name) is not None, name
   keras_names = set(dir(keras.optimizers)) | set(dir(keras.layers)) | set(dir(keras))
   assert not set(l2l_tf.__all__) & keras_names
-  for workflow in ("MetaTrainer", "MetaTrainingConfig", "KerasModelProblem", "LearnedOptimizer",
-                   "load_optimizer", "CoordinatewiseLSTM", "NTMLBFGS"):
+  for workflow in (
+    "MetaTrainer",
+    "MetaTrainingConfig",
+    "KerasModelProblem",
+    "LearnedOptimizer",
+    "load_optimizer",
+    "CoordinatewiseLSTM",
+    "NTMLBFGS",
+  ):
     assert workflow in l2l_tf.__all__
 
 

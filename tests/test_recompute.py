@@ -1,4 +1,5 @@
 """Recomputed unrolls (unroll(recompute=...)): the plain unroll's meta-gradient, less memory."""
+
 import json
 import os
 import subprocess
@@ -34,15 +35,23 @@ def _quadratic():
 
 def _mlp():
   rng = np.random.default_rng(0)
-  return MLPClassificationProblem(rng.normal(size=(40, 5)), rng.integers(0, 3, 40),
-                                  hidden_sizes=(4,), num_classes=3, minibatch_size=8,
-                                  batch_size=2, init_stddev=0.5, dtype="float64")
+  return MLPClassificationProblem(
+    rng.normal(size=(40, 5)),
+    rng.integers(0, 3, 40),
+    hidden_sizes=(4,),
+    num_classes=3,
+    minibatch_size=8,
+    batch_size=2,
+    init_stddev=0.5,
+    dtype="float64",
+  )
 
 
 def _rule(seed=3):
   tf.random.set_seed(seed)
-  cell = l2l_tf.CoordinatewiseLSTM(hidden_sizes=(3, 3), preprocessing="log_sign",
-                                   output_scale=0.3, dtype="float64")
+  cell = l2l_tf.CoordinatewiseLSTM(
+    hidden_sizes=(3, 3), preprocessing="log_sign", output_scale=0.3, dtype="float64"
+  )
   for w in cell.trainable_variables:  # non-trivial weights, so every path matters
     w.assign(tf.random.normal(w.shape, stddev=0.5, dtype=tf.float64))
   return l2l_tf.LearnedUpdateRule(cell)
@@ -60,11 +69,17 @@ def _meta_gradient(problem, rule, params, batches, recompute, second_derivatives
   with tf.GradientTape() as tape:
     tape.watch(params)
     trajectory = unroll_lib.start_trajectory(problem, rule, params, first, second_derivatives)
-    meta_loss, final, losses = unroll_lib.unroll(problem, rule, trajectory, rest,
-                                                 second_derivatives, recompute=recompute)
+    meta_loss, final, losses = unroll_lib.unroll(
+      problem, rule, trajectory, rest, second_derivatives, recompute=recompute
+    )
   weight_grads, param_grads = tape.gradient(meta_loss, (rule.trainable_variables, params))
-  return {"meta_loss": meta_loss, "losses": losses, "final": final, "weights": weight_grads,
-          "theta_0": param_grads}
+  return {
+    "meta_loss": meta_loss,
+    "losses": losses,
+    "final": final,
+    "weights": weight_grads,
+    "theta_0": param_grads,
+  }
 
 
 def _assert_same(actual, expected, rtol=1e-10):
@@ -81,8 +96,9 @@ def test_recomputed_meta_gradient_equals_plain(make_problem, second_derivatives)
   params, batches = _inputs(problem)
   expected = _meta_gradient(problem, rule, params, batches, "none", second_derivatives)
   for recompute in ("steps", "blocks"):
-    _assert_same(_meta_gradient(problem, rule, params, batches, recompute, second_derivatives),
-                 expected)
+    _assert_same(
+      _meta_gradient(problem, rule, params, batches, recompute, second_derivatives), expected
+    )
   # The weights' meta-gradient is not zero: the comparisons above are not vacuous.
   assert all(float(tf.reduce_max(tf.abs(g))) > 1e-6 for g in expected["weights"])
 
@@ -115,8 +131,9 @@ def test_block_sizes():
 def test_unknown_mode_is_refused():
   problem, rule = _quadratic(), _rule()
   batches = problem.sample_batches(0, 2)
-  trajectory = unroll_lib.start_trajectory(problem, rule, problem.init_params(0),
-                                           tf.nest.map_structure(lambda x: x[0], batches))
+  trajectory = unroll_lib.start_trajectory(
+    problem, rule, problem.init_params(0), tf.nest.map_structure(lambda x: x[0], batches)
+  )
   with pytest.raises(ValueError, match="recompute must be one of none, steps, blocks"):
     unroll_lib.unroll(problem, rule, trajectory, batches, recompute="chunks")
   with pytest.raises(ValueError, match="recompute must be one of"):
@@ -126,15 +143,18 @@ def test_unknown_mode_is_refused():
 def test_meta_trainer_passes_recompute_to_the_unroll():
   def trainer_unroll(recompute):
     problem = _quadratic()
-    config = meta_trainer.MetaTrainingConfig(num_steps=K, unroll_length=K, jit_compile="false",
-                                             recompute=recompute)
+    config = meta_trainer.MetaTrainingConfig(
+      num_steps=K, unroll_length=K, jit_compile="false", recompute=recompute
+    )
     trainer = meta_trainer.MetaTrainer(_rule(), problem, problem, config, log=lambda *_: None)
     batches = problem.sample_batches(7, K)
-    trajectory = trainer._start[0](problem.init_params(7),
-                                   tf.nest.map_structure(lambda x: x[0], batches))
+    trajectory = trainer._start[0](
+      problem.init_params(7), tf.nest.map_structure(lambda x: x[0], batches)
+    )
     calls = problem.loss_calls
     objective, _, grads, _ = trainer._train_unroll[0](
-        trajectory, tf.nest.map_structure(lambda x: x[1:], batches))
+      trajectory, tf.nest.map_structure(lambda x: x[1:], batches)
+    )
     return problem.loss_calls - calls, [objective] + grads
 
   plain_traces, plain = trainer_unroll("none")
@@ -148,10 +168,22 @@ def test_train_script_records_and_runs_recompute(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = tmp_path / "run"
   result = subprocess.run(
-      [sys.executable, os.path.join(root, "scripts", "train.py"), f"--output_dir={out}",
-       "--recompute=blocks", "--epochs=1", "--trajectories_per_epoch=2", "--num_steps=8",
-       "--unroll_length=4", "--num_validation_problems=4", "--batch_size=4"],
-      capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-      timeout=600)
+    [
+      sys.executable,
+      os.path.join(root, "scripts", "train.py"),
+      f"--output_dir={out}",
+      "--recompute=blocks",
+      "--epochs=1",
+      "--trajectories_per_epoch=2",
+      "--num_steps=8",
+      "--unroll_length=4",
+      "--num_validation_problems=4",
+      "--batch_size=4",
+    ],
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert json.loads((out / "run.json").read_text())["config"]["recompute"] == "blocks"

@@ -3,6 +3,7 @@
 The kills are deterministic: L2L_TF_TEST_CRASH_AT=<point>@<epoch> makes the trainer SIGKILL
 itself in that window (l2l_tf/training/fault_injection.py).
 """
+
 import glob
 import json
 import os
@@ -22,9 +23,17 @@ from l2l_tf.training import run_directory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 5
-TINY_RUN = ["--problem=quadratic", "--batch_size=4", "--num_steps=20", "--unroll_length=10",
-            "--trajectories_per_epoch=2", f"--epochs={EPOCHS}", "--num_validation_problems=4",
-            "--log_every=100", "--jit_compile=false"]
+TINY_RUN = [
+  "--problem=quadratic",
+  "--batch_size=4",
+  "--num_steps=20",
+  "--unroll_length=10",
+  "--trajectories_per_epoch=2",
+  f"--epochs={EPOCHS}",
+  "--num_validation_problems=4",
+  "--log_every=100",
+  "--jit_compile=false",
+]
 
 
 def _train(output_dir, *args, crash_at=None):
@@ -32,9 +41,19 @@ def _train(output_dir, *args, crash_at=None):
   env.pop(fault_injection.ENVIRONMENT_VARIABLE, None)
   if crash_at:
     env[fault_injection.ENVIRONMENT_VARIABLE] = crash_at
-  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"),
-                         f"--output_dir={output_dir}", *TINY_RUN, *args],
-                        capture_output=True, text=True, env=env, timeout=300)
+  return subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "scripts", "train.py"),
+      f"--output_dir={output_dir}",
+      *TINY_RUN,
+      *args,
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +78,11 @@ def _best_weights(run):
 def _checkpointed_values(run):
   """The latest checkpoint's numeric variables (weights, meta-optimizer state, counters)."""
   reader = tf.train.load_checkpoint(str(run / "checkpoints"))
-  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-          if not name.startswith(("history/", "save_counter/", "_CHECKPOINTABLE"))}
+  return {
+    name: reader.get_tensor(name)
+    for name in reader.get_variable_to_shape_map()
+    if not name.startswith(("history/", "save_counter/", "_CHECKPOINTABLE"))
+  }
 
 
 def _tensorboard_steps(run):
@@ -69,8 +91,7 @@ def _tensorboard_steps(run):
   for path in glob.glob(str(run / "tensorboard" / "events.out.tfevents.*")):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        steps.setdefault(value.tag, []).append(
-            (event.step, float(tf.make_ndarray(value.tensor))))
+        steps.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
   return {tag: sorted(pairs) for tag, pairs in steps.items()}
 
 
@@ -79,8 +100,13 @@ def _latest_checkpoint(run):
 
 
 def _leftovers(run):
-  patterns = [".best.tmp-*", ".best.old-*", ".tmp-*", "checkpoints/ckpt-*_temp",
-              "checkpoints/checkpoint.tmp*"]
+  patterns = [
+    ".best.tmp-*",
+    ".best.old-*",
+    ".tmp-*",
+    "checkpoints/ckpt-*_temp",
+    "checkpoints/checkpoint.tmp*",
+  ]
   return sorted(p for pattern in patterns for p in glob.glob(str(run / pattern)))
 
 
@@ -145,8 +171,10 @@ def test_kill_in_every_window_then_rerun_matches_an_uninterrupted_run(uninterrup
     np.testing.assert_array_equal(resumed[name], value, err_msg=name)
   # TensorBoard: each epoch once per scalar, the history's values, in one event file.
   history = _history(run)
-  expected = {"meta_loss": [(r["epoch"], r["meta_loss"]) for r in history],
-              "validation_loss": [(r["epoch"], r["validation_loss"]) for r in history]}
+  expected = {
+    "meta_loss": [(r["epoch"], r["meta_loss"]) for r in history],
+    "validation_loss": [(r["epoch"], r["validation_loss"]) for r in history],
+  }
   logged = _tensorboard_steps(run)
   assert sorted(logged) == sorted(expected)
   for tag, pairs in expected.items():
@@ -162,21 +190,29 @@ def test_a_second_train_py_into_a_directory_in_use_is_refused(tmp_path):
     result = _train(run)
   assert result.returncode != 0
   assert _error_lines(result) == [
-      f"error: {run} is in use by another training process (pid {os.getpid()}); wait for it "
-      "to finish or choose another --output_dir"]
+    f"error: {run} is in use by another training process (pid {os.getpid()}); wait for it "
+    "to finish or choose another --output_dir"
+  ]
   assert sorted(os.listdir(run)) == [run_directory.LOCK_FILE]  # nothing else touched
 
 
 def test_the_lock_is_released_when_its_holder_dies(tmp_path):
   # The lock protocol by hand (flock on .lock, pid inside), without TensorFlow's start-up.
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import fcntl, os, sys, time\n"
-       "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
-       "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-       "os.write(fd, str(os.getpid()).encode())\n"
-       "print('locked', flush=True)\n"
-       "time.sleep(600)", str(tmp_path / run_directory.LOCK_FILE)],
-      stdout=subprocess.PIPE, text=True)
+    [
+      sys.executable,
+      "-c",
+      "import fcntl, os, sys, time\n"
+      "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+      "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+      "os.write(fd, str(os.getpid()).encode())\n"
+      "print('locked', flush=True)\n"
+      "time.sleep(600)",
+      str(tmp_path / run_directory.LOCK_FILE),
+    ],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
   try:
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(run_directory.RunDirectoryError, match=f"pid {holder.pid}"):
@@ -191,12 +227,14 @@ def test_the_lock_is_released_when_its_holder_dies(tmp_path):
 
 def test_a_run_whose_updates_are_all_skipped_stops_with_one_error_line(tmp_path):
   run = tmp_path / "diverged"
-  result = _train(run, "--output_scale=1e19", "--max_consecutive_skips=3",
-                  "--trajectories_per_epoch=4")
+  result = _train(
+    run, "--output_scale=1e19", "--max_consecutive_skips=3", "--trajectories_per_epoch=4"
+  )
   assert result.returncode != 0
   lines = _error_lines(result)
-  assert len(lines) == 1 and lines[0].startswith("error: meta-training stopped in epoch 1, "
-                                                 "trajectory 3: 3 meta-updates in a row")
+  assert len(lines) == 1 and lines[0].startswith(
+    "error: meta-training stopped in epoch 1, trajectory 3: 3 meta-updates in a row"
+  )
   assert "best/ holds the untrained optimizer" in lines[0]
   metadata = json.loads((run / "best" / "optimizer.json").read_text())["metadata"]
   assert metadata["untrained"] and metadata["epoch"] == 0
@@ -249,6 +287,7 @@ def test_an_interrupted_directory_swap_is_undone_and_its_temporaries_removed(tmp
 def test_export_removes_what_killed_exports_left(tmp_path, monkeypatch):
   import l2l_tf  # pylint: disable=g-import-not-at-top
   from l2l_tf import export  # pylint: disable=g-import-not-at-top
+
   system_temp = tmp_path / "tmp"
   system_temp.mkdir()
   monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
@@ -256,7 +295,8 @@ def test_export_removes_what_killed_exports_left(tmp_path, monkeypatch):
   live = _make_directory(system_temp / f"l2l_tf_export_pid{os.getpid()}_abc123")
   (tmp_path / ".sm.tmp-a1b2c3d4").mkdir()
   (tmp_path / ".sm.old-a1b2c3d4").mkdir()
-  export.export_saved_model(l2l_tf.CoordinatewiseLSTM(preprocessing="identity"),
-                            str(tmp_path / "sm"))
+  export.export_saved_model(
+    l2l_tf.CoordinatewiseLSTM(preprocessing="identity"), str(tmp_path / "sm")
+  )
   assert [name for name in os.listdir(system_temp) if name.startswith("l2l_tf_export_")] == [live]
   assert sorted(os.listdir(tmp_path)) == ["sm", "tmp"]

@@ -1,4 +1,5 @@
 """The absl scripts end to end: JSON shape, optimizer directories, one-line errors."""
+
 import json
 import os
 import re
@@ -13,15 +14,27 @@ DURATION = r"[\d.]+ (s|min|h)"  # as evaluation.format_duration writes it
 
 def _run(script, *args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args],
-                        capture_output=True, text=True, env=env, timeout=600)
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "scripts", script), *args],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=600,
+  )
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("runs") / "quadratic")
-  result = _run("train.py", f"--output_dir={out}", "--epochs=1", "--trajectories_per_epoch=2",
-                "--num_steps=20", "--unroll_length=10", "--num_validation_problems=8")
+  result = _run(
+    "train.py",
+    f"--output_dir={out}",
+    "--epochs=1",
+    "--trajectories_per_epoch=2",
+    "--num_steps=20",
+    "--unroll_length=10",
+    "--num_validation_problems=8",
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert "best optimizer in" in result.stdout
   return out
@@ -29,12 +42,21 @@ def trained(tmp_path_factory):
 
 def test_evaluate_writes_the_documented_json_shape(trained, tmp_path):
   json_path, png_path = str(tmp_path / "eval.json"), str(tmp_path / "eval.png")
-  result = _run("evaluate.py", f"--optimizer_path={trained}", "--num_problems=5",
-                "--num_steps=10", f"--output_json={json_path}", f"--output_plot={png_path}")
+  result = _run(
+    "evaluate.py",
+    f"--optimizer_path={trained}",
+    "--num_problems=5",
+    "--num_steps=10",
+    f"--output_json={json_path}",
+    f"--output_plot={png_path}",
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   for name in ("sgd", "rmsprop", "adam", "nag"):  # progress of each tuning grid, then its rate
-    assert re.search(rf"^tuning {name}: 21/21 learning rates, .*\ntuned {name}: learning_rate=",
-                     result.stdout, flags=re.MULTILINE), result.stdout
+    assert re.search(
+      rf"^tuning {name}: 21/21 learning rates, .*\ntuned {name}: learning_rate=",
+      result.stdout,
+      flags=re.MULTILINE,
+    ), result.stdout
   with open(json_path) as f:
     data = json.load(f)
   assert set(data) == {"problem", "num_steps", "num_problems", "results", "provenance"}
@@ -53,12 +75,15 @@ def test_evaluate_writes_the_documented_json_shape(trained, tmp_path):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("args,message", [
+@pytest.mark.parametrize(
+  "args,message",
+  [
     (["--problem=cubic"], "problem"),
     (["--num_steps=0"], "num_steps"),
     (["--optimizer_path=/does/not/exist"], "does not exist"),
     (["--optimizers=learned,adagrad", "--optimizer_path=x"], "adagrad"),
-])
+  ],
+)
 def test_evaluate_bad_input_fails_with_a_clear_message(args, message, tmp_path):
   result = _run("evaluate.py", *args, f"--output_json={tmp_path / 'out.json'}")
   assert result.returncode != 0
@@ -73,12 +98,15 @@ def test_evaluate_refuses_a_directory_that_is_not_an_optimizer(tmp_path):
   assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args,message", [
+@pytest.mark.parametrize(
+  "args,message",
+  [
     (["--num_steps=50", "--unroll_length=30"], "multiple of unroll_length"),
     (["--unroll_length=0"], "unroll_length"),
     (["--optimizer=adam"], "optimizer"),
     (["--meta_learning_rate=0"], "meta_learning_rate"),
-])
+  ],
+)
 def test_train_bad_input_fails_without_touching_the_output(args, message, tmp_path):
   out = tmp_path / "run"
   result = _run("train.py", f"--output_dir={out}", *args)
@@ -95,10 +123,19 @@ def test_train_refuses_a_directory_holding_another_run(trained):
 
 def test_train_init_from_starts_from_the_given_optimizer(trained, tmp_path):
   from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top
+
   out = str(tmp_path / "finetuned")
-  result = _run("train.py", f"--output_dir={out}", f"--init_from={trained}", "--epochs=1",
-                "--trajectories_per_epoch=1", "--num_steps=20", "--unroll_length=10",
-                "--num_validation_problems=8", "--meta_objective=log_loss")
+  result = _run(
+    "train.py",
+    f"--output_dir={out}",
+    f"--init_from={trained}",
+    "--epochs=1",
+    "--trajectories_per_epoch=1",
+    "--num_steps=20",
+    "--unroll_length=10",
+    "--num_validation_problems=8",
+    "--meta_objective=log_loss",
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   # Same validation problems and metric as the starting run: before any meta-update the
   # fine-tuning run's validation loss is the starting optimizer's best.
@@ -111,23 +148,36 @@ def test_train_init_from_starts_from_the_given_optimizer(trained, tmp_path):
   assert run["metadata"]["init_from"] == {"path": trained, "metadata": start_metadata}
   # Before an epoch improves on it, best/ is the starting optimizer, not an untrained one.
   assert f"(the starting optimizer {trained}, kept as best/" in result.stdout
-  clash = _run("train.py", f"--output_dir={tmp_path / 'clash'}", f"--init_from={trained}",
-               "--optimizer=lstm_gac")
+  clash = _run(
+    "train.py",
+    f"--output_dir={tmp_path / 'clash'}",
+    f"--init_from={trained}",
+    "--optimizer=lstm_gac",
+  )
   assert clash.returncode != 0 and "drop --optimizer" in clash.stderr
   assert "Traceback" not in clash.stderr and not (tmp_path / "clash").exists()
 
 
 def test_train_cifar_from_binary_files_uses_two_networks(tmp_path):
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(0)
   for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
     records = np.concatenate([rng.integers(0, 10, (40, 1)), rng.integers(0, 256, (40, 3072))], 1)
     (tmp_path / name).write_bytes(records.astype(np.uint8).tobytes())
   out = tmp_path / "run"
-  result = _run("train.py", "--problem=cifar2", "--dataset_source=binary",
-                f"--data_dir={tmp_path}", f"--output_dir={out}", "--epochs=1",
-                "--trajectories_per_epoch=1", "--num_steps=2", "--unroll_length=1",
-                "--num_validation_problems=1")
+  result = _run(
+    "train.py",
+    "--problem=cifar2",
+    "--dataset_source=binary",
+    f"--data_dir={tmp_path}",
+    f"--output_dir={out}",
+    "--epochs=1",
+    "--trajectories_per_epoch=1",
+    "--num_steps=2",
+    "--unroll_length=1",
+    "--num_validation_problems=1",
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   with open(out / "best" / "optimizer.json") as f:
     config = json.load(f)
@@ -137,20 +187,30 @@ def test_train_cifar_from_binary_files_uses_two_networks(tmp_path):
 
 def test_generalization_writes_table_json_and_summary(tmp_path):
   out = tmp_path / "gen"
-  result = _run("generalization.py", f"--optimizer_path={os.path.join(ROOT, 'savedmodels', 'mnist')}",
-                f"--output_dir={out}", "--num_problems=1", "--grid_points=2")
+  result = _run(
+    "generalization.py",
+    f"--optimizer_path={os.path.join(ROOT, 'savedmodels', 'mnist')}",
+    f"--output_dir={out}",
+    "--num_problems=1",
+    "--grid_points=2",
+  )
   assert result.returncode == 0, result.stderr[-2000:]
-  for progress in (rf"relu: tuning adam: 2/2 learning rates, {DURATION}",
-                   rf"generalisation: 1/5 variants, {DURATION}, ETA {DURATION}",
-                   rf"generalisation: 5/5 variants, {DURATION}"):
+  for progress in (
+    rf"relu: tuning adam: 2/2 learning rates, {DURATION}",
+    rf"generalisation: 1/5 variants, {DURATION}, ETA {DURATION}",
+    rf"generalisation: 5/5 variants, {DURATION}",
+  ):
     assert re.search(rf"^{progress}$", result.stdout, flags=re.MULTILINE), result.stdout
   with open(out / "generalization.json") as f:
     data = json.load(f)
   assert data.pop("provenance")["command"].startswith("python ")
   assert list(data) == ["base", "200 steps", "40 units", "2 layers", "relu"]
   assert [data[v]["num_steps"] for v in data] == [100, 200, 100, 100, 100]
-  rows = [line for line in (out / "generalization.md").read_text().splitlines()
-          if line.startswith("| ") and not line.startswith("| variant")]
+  rows = [
+    line
+    for line in (out / "generalization.md").read_text().splitlines()
+    if line.startswith("| ") and not line.startswith("| variant")
+  ]
   assert len(rows) == 5
   for row, (name, variant) in zip(rows, data.items()):
     finals = {n: r["final_loss_mean"] for n, r in variant["results"].items()}

@@ -1,4 +1,5 @@
 """Truncated unrolls: meta-gradients against finite differences, carried and reset state."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,14 +23,16 @@ class ReplayQuadratic(l2l_tf.QuadraticProblem):
     def value(theta):
       residual = tf.linalg.matvec(batch["w"], theta) - batch["y"]
       return tf.reduce_sum(tf.square(residual), -1), lambda dy: dy[:, None] * batch["g"]
+
     return value(params["theta"])
 
 
 def _setup():
   tf.random.set_seed(3)
   problem = l2l_tf.QuadraticProblem(dim=3, batch_size=2, init_stddev=1.0, dtype="float64")
-  cell = l2l_tf.CoordinatewiseLSTM(hidden_sizes=(3, 3), preprocessing="identity",
-                                   output_scale=0.3, dtype="float64")
+  cell = l2l_tf.CoordinatewiseLSTM(
+    hidden_sizes=(3, 3), preprocessing="identity", output_scale=0.3, dtype="float64"
+  )
   for w in cell.trainable_variables:  # non-trivial weights, so every path matters
     w.assign(tf.random.normal(w.shape, stddev=0.5, dtype=tf.float64))
   rule = l2l_tf.LearnedUpdateRule(cell)
@@ -79,8 +82,9 @@ def _recorded_gradients(problem, rule, params, batches):
   trajectory = unroll_lib.start_trajectory(problem, rule, params, first)
   grads = [trajectory.grads["theta"]]
   for t in range(1, K + 1):
-    _, trajectory, _ = unroll_lib.unroll(problem, rule, trajectory,
-                                         tf.nest.map_structure(lambda x: x[t:t + 1], batches))
+    _, trajectory, _ = unroll_lib.unroll(
+      problem, rule, trajectory, tf.nest.map_structure(lambda x: x[t : t + 1], batches)
+    )
     grads.append(trajectory.grads["theta"])
   return tf.stack(grads)
 
@@ -107,14 +111,21 @@ def test_full_meta_gradient_matches_finite_differences():
 def test_truncations_carry_parameters_and_state():
   problem, rule, params, batches = _setup()
   first = tf.nest.map_structure(lambda x: x[0], batches)
-  whole = unroll_lib.unroll(problem, rule, unroll_lib.start_trajectory(problem, rule, params, first),
-                            tf.nest.map_structure(lambda x: x[1:], batches))
+  whole = unroll_lib.unroll(
+    problem,
+    rule,
+    unroll_lib.start_trajectory(problem, rule, params, first),
+    tf.nest.map_structure(lambda x: x[1:], batches),
+  )
   trajectory = unroll_lib.start_trajectory(problem, rule, params, first)
   losses = []
   for start in (1, 3):
     _, trajectory, part = unroll_lib.unroll(
-        problem, rule, unroll_lib.detach(trajectory),
-        tf.nest.map_structure(lambda x, s=start: x[s:s + 2], batches))
+      problem,
+      rule,
+      unroll_lib.detach(trajectory),
+      tf.nest.map_structure(lambda x, s=start: x[s : s + 2], batches),
+    )
     losses.append(part)
   np.testing.assert_allclose(np.concatenate(losses), whole[2].numpy(), rtol=1e-12)
   for a, b in zip(tf.nest.flatten(trajectory), tf.nest.flatten(whole[1])):
@@ -126,8 +137,9 @@ def test_truncations_carry_parameters_and_state():
 def test_each_trajectory_starts_from_zero_state():
   def make_trainer():
     problem = l2l_tf.QuadraticProblem(batch_size=4)
-    rule = l2l_tf.LearnedUpdateRule(l2l_tf.CoordinatewiseLSTM(preprocessing="identity",
-                                                              output_scale=1.0))
+    rule = l2l_tf.LearnedUpdateRule(
+      l2l_tf.CoordinatewiseLSTM(preprocessing="identity", output_scale=1.0)
+    )
     config = meta_trainer.MetaTrainingConfig(num_steps=4, unroll_length=2, jit_compile="false")
     trainer = meta_trainer.MetaTrainer(rule, problem, problem, config, log=lambda *_: None)
     trainer.meta_optimizer.apply_gradients = lambda *_: None  # frozen weights

@@ -1,4 +1,5 @@
 """Baselines step exactly like Keras's own optimizers."""
+
 import keras
 import numpy as np
 import pytest
@@ -7,26 +8,32 @@ import tensorflow as tf
 from l2l_tf import update_rules
 
 CASES = [
-    (update_rules.SGD(learning_rate=0.1), lambda: keras.optimizers.SGD(0.1)),
-    (update_rules.NAG(learning_rate=0.05), lambda: keras.optimizers.SGD(0.05, momentum=0.9,
-                                                                        nesterov=True)),
-    (update_rules.RMSprop(learning_rate=0.01), lambda: keras.optimizers.RMSprop(0.01)),
-    (update_rules.Adam(learning_rate=0.02), lambda: keras.optimizers.Adam(0.02)),
+  (update_rules.SGD(learning_rate=0.1), lambda: keras.optimizers.SGD(0.1)),
+  (
+    update_rules.NAG(learning_rate=0.05),
+    lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+  ),
+  (update_rules.RMSprop(learning_rate=0.01), lambda: keras.optimizers.RMSprop(0.01)),
+  (update_rules.Adam(learning_rate=0.02), lambda: keras.optimizers.Adam(0.02)),
 ]
 
 
 @pytest.mark.parametrize("rule,make_keras", CASES, ids=[c[0].name for c in CASES])
 def test_baseline_matches_keras_step_for_step(rule, make_keras):
   rng = np.random.default_rng(0)
-  init = {"a": rng.normal(size=(1, 3, 2)).astype(np.float32),
-          "b": rng.normal(size=(1, 4)).astype(np.float32)}
+  init = {
+    "a": rng.normal(size=(1, 3, 2)).astype(np.float32),
+    "b": rng.normal(size=(1, 4)).astype(np.float32),
+  }
   variables = {k: keras.Variable(v) for k, v in init.items()}
   optimizer = make_keras()
   params = {k: tf.constant(v) for k, v in init.items()}
   state = rule.init_state(params)
   for step in range(6):
-    grads = {k: tf.constant(rng.normal(size=v.shape).astype(np.float32) * (step + 1))
-             for k, v in init.items()}
+    grads = {
+      k: tf.constant(rng.normal(size=v.shape).astype(np.float32) * (step + 1))
+      for k, v in init.items()
+    }
     optimizer.apply_gradients([(grads[k], variables[k]) for k in init])
     params, state = rule.step(params, grads, state)
     for k in init:

@@ -1,7 +1,17 @@
 """Learned-optimizer cells: Keras RNN cells that map gradients to updates."""
+
 from l2l_tf.cells.base import LearnedOptimizerCell
 from l2l_tf.cells.coordinatewise_lstm import CoordinatewiseLSTM
 from l2l_tf.cells.gac import GlobalAveragingLSTM
 from l2l_tf.cells.ntm_bfgs import NTMBFGS
 from l2l_tf.cells.ntm_bfgs import NTMLBFGS
 from l2l_tf.cells.ntm_bfgs import NeuralTuringMachineCell
+
+__all__ = [
+  "LearnedOptimizerCell",
+  "CoordinatewiseLSTM",
+  "GlobalAveragingLSTM",
+  "NTMBFGS",
+  "NTMLBFGS",
+  "NeuralTuringMachineCell",
+]

@@ -9,6 +9,7 @@ leading batch of independent instances. States are a flat list of tensors; per-c
 states have shape [..., n, units], and shared states (a memory) have shapes of their own.
 Weights never depend on n, so one cell steps any number of coordinates.
 """
+
 import abc
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -22,9 +23,11 @@ from l2l_tf import registry
 def register_cell(name: str):
   """Class decorator: the cell becomes `--optimizer=name` (registry.CELLS) and Keras-serializable
   (package "l2l_tf"), which the optimizer file format and keras.saving need."""
+
   def declare(cell_class):
     keras.saving.register_keras_serializable(package="l2l_tf")(cell_class)
     return registry.CELLS.register(name)(cell_class)
+
   return declare
 
 
@@ -54,8 +57,12 @@ class LearnedOptimizerCell(keras.layers.Layer, abc.ABC):
 
   coordinatewise: bool = False
 
-  def __init__(self, preprocessing: Union[str, Dict[str, Any], preprocessing_lib.Preprocessor]
-               = "log_sign", output_scale: float = 0.1, **kwargs):
+  def __init__(
+    self,
+    preprocessing: Union[str, Dict[str, Any], preprocessing_lib.Preprocessor] = "log_sign",
+    output_scale: float = 0.1,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.preprocessor = preprocessing_lib.get_preprocessor(preprocessing)
     self.output_scale = float(output_scale)
@@ -71,8 +78,9 @@ class LearnedOptimizerCell(keras.layers.Layer, abc.ABC):
     """A name for each state tensor (used by exports and the Keras optimizer's slots)."""
 
   @abc.abstractmethod
-  def call(self, inputs: tf.Tensor, states: Sequence[tf.Tensor]
-           ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+  def call(
+    self, inputs: tf.Tensor, states: Sequence[tf.Tensor]
+  ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
     """(updates [..., n, 1], new states) for gradients [..., n, 1] and the current states."""
 
   def get_initial_state(self, batch_size) -> List[tf.Tensor]:

@@ -1,4 +1,5 @@
 """The paper's coordinatewise LSTM optimizer (Section 2.1)."""
+
 import keras
 import tensorflow as tf
 
@@ -35,10 +36,15 @@ def _cell_backward(d_h, d_c, c, t, tanh_c):
   """Backward of _cell_forward and the tanh: (dL/dz, dL/dc_prev) from upstream dL/dh, dL/dc."""
   t_i, t_f, g, t_o = tf.split(t, 4, axis=-1)
   d_c = d_c + d_h * (0.5 * t_o + 0.5) * (1 - tf.square(tanh_c))
-  d_z = tf.concat([0.5 * d_c * g * (1 - tf.square(t_i)),
-                   0.5 * d_c * c * (1 - tf.square(t_f)),
-                   d_c * (0.5 * t_i + 0.5) * (1 - tf.square(g)),
-                   0.5 * d_h * tanh_c * (1 - tf.square(t_o))], axis=-1)
+  d_z = tf.concat(
+    [
+      0.5 * d_c * g * (1 - tf.square(t_i)),
+      0.5 * d_c * c * (1 - tf.square(t_f)),
+      d_c * (0.5 * t_i + 0.5) * (1 - tf.square(g)),
+      0.5 * d_h * tanh_c * (1 - tf.square(t_o)),
+    ],
+    axis=-1,
+  )
   return d_z, d_c * (0.5 * t_f + 0.5)
 
 
@@ -73,7 +79,8 @@ def _fused_lstm(x, h, c, kernel, recurrent_kernel, bias):
     d_x = tf.matmul(d_z, kernel_x, transpose_b=True)
     d_h_prev = tf.matmul(d_z, kernel_h, transpose_b=True)
     d_kernel, d_recurrent, d_bias = tf.split(
-        tf.matmul(u, d_z, transpose_a=True) * scales, [-1, units, 1])
+      tf.matmul(u, d_z, transpose_a=True) * scales, [-1, units, 1]
+    )
     return d_x, d_h_prev, d_c_prev, d_kernel, d_recurrent, d_bias[0]
 
   return (new_h, new_c), gradient
@@ -122,9 +129,9 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
     if self.built:
       return
     top = self.build_lstm_layers(self.preprocessor.num_features)
-    self.output_kernel = self.add_weight(name="output_kernel", shape=(top, 1),
-                                         initializer=keras.initializers.RandomNormal(
-                                             stddev=0.01))
+    self.output_kernel = self.add_weight(
+      name="output_kernel", shape=(top, 1), initializer=keras.initializers.RandomNormal(stddev=0.01)
+    )
     self.output_bias = self.add_weight(name="output_bias", shape=(1,), initializer="zeros")
     self.built = True
 
@@ -132,15 +139,20 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
     """Creates the stacked LSTM's weights; returns the top layer's width."""
     self.lstm_weights = []
     for layer, units in enumerate(self.hidden_sizes):
-      kernel = self.add_weight(name=f"lstm_{layer}_kernel", shape=(in_features, 4 * units),
-                               initializer="glorot_uniform")
-      recurrent = self.add_weight(name=f"lstm_{layer}_recurrent_kernel",
-                                  shape=(units, 4 * units), initializer="orthogonal")
+      kernel = self.add_weight(
+        name=f"lstm_{layer}_kernel", shape=(in_features, 4 * units), initializer="glorot_uniform"
+      )
+      recurrent = self.add_weight(
+        name=f"lstm_{layer}_recurrent_kernel", shape=(units, 4 * units), initializer="orthogonal"
+      )
       # Forget gates start open (bias 1), the usual LSTM choice for long memories.
       bias = self.add_weight(
-          name=f"lstm_{layer}_bias", shape=(4 * units,),
-          initializer=keras.initializers.Constant([0.0] * units + [1.0] * units
-                                                  + [0.0] * (2 * units)))
+        name=f"lstm_{layer}_bias",
+        shape=(4 * units,),
+        initializer=keras.initializers.Constant(
+          [0.0] * units + [1.0] * units + [0.0] * (2 * units)
+        ),
+      )
       self.lstm_weights.append((kernel, recurrent, bias))
       in_features = units
     return in_features
@@ -151,8 +163,9 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
 
   @property
   def state_names(self):
-    return [f"lstm_{layer}_{kind}" for layer in range(len(self.hidden_sizes))
-            for kind in ("h", "c")]
+    return [
+      f"lstm_{layer}_{kind}" for layer in range(len(self.hidden_sizes)) for kind in ("h", "c")
+    ]
 
   def run_lstm_layers(self, x, states, shape):
     """The stacked LSTM on rows x [rows, features]; returns (top h [rows, units], new states).
@@ -173,11 +186,13 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
 
   def call(self, inputs, states):
     shape = tf.shape(inputs)
-    x, new_states = self.run_lstm_layers(self.preprocessor(tf.reshape(inputs, [-1, 1])), states,
-                                         shape)
+    x, new_states = self.run_lstm_layers(
+      self.preprocessor(tf.reshape(inputs, [-1, 1])), states, shape
+    )
     # tf.constant, not tf.cast: a Python float would be rounded to float32 first.
     updates = (tf.matmul(x, self.output_kernel) + self.output_bias) * tf.constant(
-        self.output_scale, x.dtype)
+      self.output_scale, x.dtype
+    )
     return tf.reshape(updates, shape), [per_coordinate(s, shape) for s in new_states]
 
   def transform_hidden(self, h, shape, layer):

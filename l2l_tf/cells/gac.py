@@ -12,6 +12,7 @@ Which units are GACs: the LAST k units of each layer (k per layer, from
 `global_averaging_units` or `global_averaging_fraction`). Cell states c stay per coordinate;
 only the emitted h is averaged. GACs add no weights.
 """
+
 import math
 import numbers
 
@@ -27,14 +28,17 @@ def _per_layer(value, num_layers, name):
   """A scalar or a per-layer sequence as a list of num_layers values."""
   if isinstance(value, (list, tuple)):
     if len(value) != num_layers:
-      raise ValueError(f"{name} has {len(value)} entries but the LSTM has {num_layers} layers; "
-                       "give one value per layer or a single value for all layers")
+      raise ValueError(
+        f"{name} has {len(value)} entries but the LSTM has {num_layers} layers; "
+        "give one value per layer or a single value for all layers"
+      )
     return list(value)
   return [value] * num_layers
 
 
-def resolve_global_averaging_units(hidden_sizes, global_averaging_units=None,
-                                   global_averaging_fraction=None):
+def resolve_global_averaging_units(
+  hidden_sizes, global_averaging_units=None, global_averaging_fraction=None
+):
   """Number of Global Averaging Cells in each layer, validated.
 
   Args:
@@ -48,27 +52,38 @@ def resolve_global_averaging_units(hidden_sizes, global_averaging_units=None,
   """
   hidden_sizes = list(hidden_sizes)
   if global_averaging_units is not None and global_averaging_fraction is not None:
-    raise ValueError("Give either global_averaging_units or global_averaging_fraction, not both "
-                     f"(got {global_averaging_units!r} and {global_averaging_fraction!r})")
+    raise ValueError(
+      "Give either global_averaging_units or global_averaging_fraction, not both "
+      f"(got {global_averaging_units!r} and {global_averaging_fraction!r})"
+    )
   if global_averaging_fraction is not None:
-    fractions = _per_layer(global_averaging_fraction, len(hidden_sizes),
-                           "global_averaging_fraction")
+    fractions = _per_layer(
+      global_averaging_fraction, len(hidden_sizes), "global_averaging_fraction"
+    )
     counts = []
     for layer, (fraction, units) in enumerate(zip(fractions, hidden_sizes)):
-      if (isinstance(fraction, bool) or not isinstance(fraction, numbers.Real)
-          or not math.isfinite(fraction) or not 0.0 <= fraction <= 1.0):
-        raise ValueError(f"global_averaging_fraction must be in [0, 1]; got {fraction!r} for "
-                         f"layer {layer}")
+      if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, numbers.Real)
+        or not math.isfinite(fraction)
+        or not 0.0 <= fraction <= 1.0
+      ):
+        raise ValueError(
+          f"global_averaging_fraction must be in [0, 1]; got {fraction!r} for layer {layer}"
+        )
       counts.append(int(round(float(fraction) * units)))
     return counts
   if global_averaging_units is None:
     return [min(DEFAULT_GLOBAL_AVERAGING_UNITS, units) for units in hidden_sizes]
   counts = _per_layer(global_averaging_units, len(hidden_sizes), "global_averaging_units")
   for layer, (count, units) in enumerate(zip(counts, hidden_sizes)):
-    if (isinstance(count, bool) or not isinstance(count, numbers.Integral)
-        or not 0 <= count <= units):
-      raise ValueError(f"global_averaging_units must be an integer in [0, {units}] for layer "
-                       f"{layer} ({units} units); got {count!r}")
+    if (
+      isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 0 <= count <= units
+    ):
+      raise ValueError(
+        f"global_averaging_units must be an integer in [0, {units}] for layer "
+        f"{layer} ({units} units); got {count!r}"
+      )
   return [int(count) for count in counts]
 
 
@@ -108,7 +123,8 @@ class GlobalAveragingLSTM(coordinatewise_lstm.CoordinatewiseLSTM):
   def __init__(self, global_averaging_units=None, global_averaging_fraction=None, **kwargs):
     super().__init__(**kwargs)
     self.global_averaging_units = resolve_global_averaging_units(
-        self.hidden_sizes, global_averaging_units, global_averaging_fraction)
+      self.hidden_sizes, global_averaging_units, global_averaging_fraction
+    )
 
   def transform_hidden(self, h, shape, layer):
     return global_average(h, shape, self.global_averaging_units[layer])

@@ -47,6 +47,7 @@ then the memory:
 [..., n, size], and None for the dense memory, whose trailing size is n (one column per
 coordinate; see get_initial_state).
 """
+
 import abc
 import numbers
 
@@ -92,29 +93,33 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
     in_features = self.build_lstm_layers(gradient_features + self.num_read_heads)
     # Memory path closed at the start: zero the first layer's rows for the fed-back read.
     kernel = self.lstm_weights[0][0]
-    kernel.assign(tf.concat([kernel[:gradient_features], tf.zeros_like(kernel[gradient_features:])],
-                            axis=0))
+    kernel.assign(
+      tf.concat([kernel[:gradient_features], tf.zeros_like(kernel[gradient_features:])], axis=0)
+    )
     small = keras.initializers.RandomNormal(stddev=0.01)
     heads = "glorot_normal"  # read keys and write vectors start O(h): the memory path is open
-    self.output_kernel = self.add_weight(name="output_kernel", shape=(in_features, 1),
-                                         initializer=small)
+    self.output_kernel = self.add_weight(
+      name="output_kernel", shape=(in_features, 1), initializer=small
+    )
     self.output_bias = self.add_weight(name="output_bias", shape=(1,), initializer="zeros")
-    self.read_key_kernel = self.add_weight(name="read_key_kernel",
-                                           shape=(in_features, self.num_read_heads),
-                                           initializer=heads)
-    self.read_key_bias = self.add_weight(name="read_key_bias", shape=(self.num_read_heads,),
-                                         initializer="zeros")
+    self.read_key_kernel = self.add_weight(
+      name="read_key_kernel", shape=(in_features, self.num_read_heads), initializer=heads
+    )
+    self.read_key_bias = self.add_weight(
+      name="read_key_bias", shape=(self.num_read_heads,), initializer="zeros"
+    )
     # Columns [0, W) give a_t, columns [W, 2W) give b_t.
-    self.write_kernel = self.add_weight(name="write_kernel",
-                                        shape=(in_features, 2 * self.num_write_heads),
-                                        initializer=heads)
-    self.write_bias = self.add_weight(name="write_bias", shape=(2 * self.num_write_heads,),
-                                      initializer="zeros")
+    self.write_kernel = self.add_weight(
+      name="write_kernel", shape=(in_features, 2 * self.num_write_heads), initializer=heads
+    )
+    self.write_bias = self.add_weight(
+      name="write_bias", shape=(2 * self.num_write_heads,), initializer="zeros"
+    )
     # Zero: the update starts as the LSTM+GAC's (reads only feed the controller), so a fresh
     # cell does not diverge through the growing memory; meta-training opens the read path.
-    self.read_output_kernel = self.add_weight(name="read_output_kernel",
-                                              shape=(self.num_read_heads, 1),
-                                              initializer="zeros")
+    self.read_output_kernel = self.add_weight(
+      name="read_output_kernel", shape=(self.num_read_heads, 1), initializer="zeros"
+    )
     self.built = True
 
   # -- memory interface (subclasses) ------------------------------------------------------------
@@ -149,19 +154,27 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
 
   @property
   def state_size(self):
-    return ([units for units in self.hidden_sizes for _ in ("h", "c")]
-            + [self.num_read_heads] + list(self.memory_state_size))
+    return (
+      [units for units in self.hidden_sizes for _ in ("h", "c")]
+      + [self.num_read_heads]
+      + list(self.memory_state_size)
+    )
 
   @property
   def state_names(self):
-    return ([f"lstm_{layer}_{kind}" for layer in range(len(self.hidden_sizes))
-             for kind in ("h", "c")] + ["read"] + list(self.memory_state_names))
+    return (
+      [f"lstm_{layer}_{kind}" for layer in range(len(self.hidden_sizes)) for kind in ("h", "c")]
+      + ["read"]
+      + list(self.memory_state_names)
+    )
 
   def get_initial_state(self, batch_size):
     shape = list(batch_size) if isinstance(batch_size, (list, tuple)) else [batch_size]
     memory = self.initial_memory(shape)  # first: it may refuse the size before any allocation
-    per_coordinate = [tf.zeros(shape + [size], dtype=self.compute_dtype)
-                      for size in self.state_size[:self._num_lstm_states + 1]]
+    per_coordinate = [
+      tf.zeros(shape + [size], dtype=self.compute_dtype)
+      for size in self.state_size[: self._num_lstm_states + 1]
+    ]
     return per_coordinate + memory
 
   def controller_step(self, inputs, states):
@@ -181,27 +194,30 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
     x = tf.concat([self.preprocessor(tf.reshape(inputs, [-1, 1])), previous_read], axis=-1)
     x, lstm_states = self.run_lstm_layers(x, states, shape)
     # All heads in one matmul: [rows, units] x [units, 1 + R + 2W].
-    heads = tf.matmul(x, tf.concat([self.output_kernel, self.read_key_kernel,
-                                    self.write_kernel], axis=1))
+    heads = tf.matmul(
+      x, tf.concat([self.output_kernel, self.read_key_kernel, self.write_kernel], axis=1)
+    )
     heads += tf.concat([self.output_bias, self.read_key_bias, self.write_bias], axis=0)
     output, keys, write_a, write_b = tf.split(
-        heads, [1, self.num_read_heads, self.num_write_heads, self.num_write_heads], axis=-1)
+      heads, [1, self.num_read_heads, self.num_write_heads, self.num_write_heads], axis=-1
+    )
     return {
-        "direct_output": per_coordinate(output),
-        "read_keys": per_coordinate(keys),
-        "write_a": per_coordinate(write_a),
-        "write_b": per_coordinate(write_b),
-        "lstm_states": [per_coordinate(s) for s in lstm_states],
+      "direct_output": per_coordinate(output),
+      "read_keys": per_coordinate(keys),
+      "write_a": per_coordinate(write_a),
+      "write_b": per_coordinate(write_b),
+      "lstm_states": [per_coordinate(s) for s in lstm_states],
     }
 
   def call(self, inputs, states):
     states = list(states)
     step = self.controller_step(inputs, states)
-    memory = states[self._num_lstm_states + 1:]
+    memory = states[self._num_lstm_states + 1 :]
     read = self.read_memory(memory, step["read_keys"])
     new_memory = self.write_memory(memory, step["write_a"], step["write_b"])
     updates = (step["direct_output"] + tf.matmul(read, self.read_output_kernel)) * tf.constant(
-        self.output_scale, inputs.dtype)  # not tf.cast: that rounds 0.1 to float32 first
+      self.output_scale, inputs.dtype
+    )  # not tf.cast: that rounds 0.1 to float32 first
     return updates, step["lstm_states"] + [read] + list(new_memory)
 
   def get_config(self):
@@ -234,12 +250,17 @@ class NTMBFGS(NeuralTuringMachineCell):
     return ["memory"]
 
   def _refusal(self, n=None):
-    size = ("the number of coordinates" if n is None else
-            f"{n} coordinates need {4.0 * n * n / 2**20:.1f} MiB per instance (float32),")
-    return (f"NTMBFGS keeps a dense n x n memory per problem instance: {size} over "
-            f"max_dense_coordinates={self.max_dense_coordinates}. Use NTMLBFGS "
-            "(--optimizer=ntm_lbfgs), whose sliding window of write vectors needs O(n k) memory, "
-            "or raise max_dense_coordinates.")
+    size = (
+      "the number of coordinates"
+      if n is None
+      else f"{n} coordinates need {4.0 * n * n / 2**20:.1f} MiB per instance (float32),"
+    )
+    return (
+      f"NTMBFGS keeps a dense n x n memory per problem instance: {size} over "
+      f"max_dense_coordinates={self.max_dense_coordinates}. Use NTMLBFGS "
+      "(--optimizer=ntm_lbfgs), whose sliding window of write vectors needs O(n k) memory, "
+      "or raise max_dense_coordinates."
+    )
 
   def initial_memory(self, shape):
     n = shape[-1]
@@ -249,8 +270,10 @@ class NTMBFGS(NeuralTuringMachineCell):
         raise ValueError(self._refusal(int(static_n)))
       return [tf.zeros(shape + [n], dtype=self.compute_dtype)]
     check = tf.debugging.assert_less_equal(
-        tf.cast(n, tf.int64), tf.constant(self.max_dense_coordinates, tf.int64),
-        message=self._refusal())
+      tf.cast(n, tf.int64),
+      tf.constant(self.max_dense_coordinates, tf.int64),
+      message=self._refusal(),
+    )
     with tf.control_dependencies([check]):
       return [tf.zeros(shape + [n], dtype=self.compute_dtype)]
 
@@ -288,8 +311,7 @@ class NTMLBFGS(NeuralTuringMachineCell):
     return ["write_a_window", "write_b_window"]
 
   def initial_memory(self, shape):
-    return [tf.zeros(shape + [size], dtype=self.compute_dtype)
-            for size in self.memory_state_size]
+    return [tf.zeros(shape + [size], dtype=self.compute_dtype) for size in self.memory_state_size]
 
   def read_memory(self, memory, keys):
     window_a, window_b = memory
@@ -297,8 +319,7 @@ class NTMLBFGS(NeuralTuringMachineCell):
 
   def write_memory(self, memory, a, b):
     heads = self.num_write_heads
-    return [tf.concat([window[..., heads:], new], axis=-1)
-            for window, new in zip(memory, (a, b))]
+    return [tf.concat([window[..., heads:], new], axis=-1) for window, new in zip(memory, (a, b))]
 
   def get_config(self):
     config = super().get_config()

@@ -5,6 +5,7 @@ with a leading axis of `batch_size` independent instances, so B problems step to
 graph (the quadratic batch of the paper; 20 MNIST runs of an evaluation). Nothing is a
 variable: learned optimizers rebuild the optimizee from parameter tensors at every step.
 """
+
 import abc
 import copy
 from typing import Any, Dict
@@ -25,9 +26,12 @@ def minibatch_indices(seed, num_steps, batch_size, minibatch_size, num_examples)
   Problems on a fixed dataset gather their minibatches from these inside the graph, so a whole
   unroll's data is ready before it starts.
   """
-  return tf.random.stateless_uniform([num_steps + 1, batch_size, minibatch_size],
-                                     stateless_seed(seed, 1000), maxval=num_examples,
-                                     dtype=tf.int32)
+  return tf.random.stateless_uniform(
+    [num_steps + 1, batch_size, minibatch_size],
+    stateless_seed(seed, 1000),
+    maxval=num_examples,
+    dtype=tf.int32,
+  )
 
 
 class Problem(abc.ABC):
@@ -105,8 +109,11 @@ class DatasetClassificationProblem(Problem):
     """x: [batch_size, M, ...] examples -> logits [batch_size, M, classes]."""
 
   def sample_batches(self, seed, num_steps: int) -> Dict[str, tf.Tensor]:
-    return {"indices": minibatch_indices(seed, num_steps, self.batch_size,
-                                         self.minibatch_size, self.images.shape[0])}
+    return {
+      "indices": minibatch_indices(
+        seed, num_steps, self.batch_size, self.minibatch_size, self.images.shape[0]
+      )
+    }
 
   def loss(self, params: Params, batch: Dict[str, tf.Tensor]) -> tf.Tensor:
     x = tf.gather(self.images, batch["indices"])

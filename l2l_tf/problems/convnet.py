@@ -46,6 +46,7 @@ fc_0/w [256, 32], fc_0/gamma, fc_0/beta [32]; fc_1/w [32, classes], fc_1/b [clas
 classifier) -- each with a leading batch_size axis. CIFAR_PARAMETER_GROUPS splits them
 between the paper's two optimizer networks.
 """
+
 import functools
 import math
 
@@ -106,26 +107,46 @@ class ConvNetClassificationProblem(base.DatasetClassificationProblem):
 
   name = "cifar10"
 
-  def __init__(self, images, labels, num_classes=10, conv_channels=(16, 16, 16), kernel_size=3,
-               hidden_sizes=(32,), minibatch_size=128, batch_size=1, init_stddev=None,
-               batch_norm_epsilon=BATCH_NORM_EPSILON, name=None, class_ids=None,
-               dtype="float32"):
+  def __init__(
+    self,
+    images,
+    labels,
+    num_classes=10,
+    conv_channels=(16, 16, 16),
+    kernel_size=3,
+    hidden_sizes=(32,),
+    minibatch_size=128,
+    batch_size=1,
+    init_stddev=None,
+    batch_norm_epsilon=BATCH_NORM_EPSILON,
+    name=None,
+    class_ids=None,
+    dtype="float32",
+  ):
     super().__init__(batch_size=batch_size, dtype=dtype)
     if name is not None:
       self.name = str(name)
     self.set_dataset(images, labels)
-    if self.images.shape.rank != 4 or self.labels.shape.rank != 1 or (
-        self.images.shape[0] != self.labels.shape[0]):
-      raise ValueError(f"images must be [N, height, width, channels] and labels [N]; got "
-                       f"{self.images.shape} and {self.labels.shape}")
+    if (
+      self.images.shape.rank != 4
+      or self.labels.shape.rank != 1
+      or (self.images.shape[0] != self.labels.shape[0])
+    ):
+      raise ValueError(
+        f"images must be [N, height, width, channels] and labels [N]; got "
+        f"{self.images.shape} and {self.labels.shape}"
+      )
     if self.images.shape[0] == 0:
       raise ValueError("images is empty: a problem needs at least one example")
     if not conv_channels or min(conv_channels) <= 0:
       raise ValueError(f"conv_channels must be positive integers, got {conv_channels}")
     if hidden_sizes is None or (hidden_sizes and min(hidden_sizes) <= 0):
       raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}")
-    for arg, value in (("num_classes", num_classes), ("kernel_size", kernel_size),
-                       ("minibatch_size", minibatch_size)):
+    for arg, value in (
+      ("num_classes", num_classes),
+      ("kernel_size", kernel_size),
+      ("minibatch_size", minibatch_size),
+    ):
       if int(value) <= 0:
         raise ValueError(f"{arg} must be a positive integer, got {value}")
     if int(minibatch_size) < 2:
@@ -133,8 +154,10 @@ class ConvNetClassificationProblem(base.DatasetClassificationProblem):
     self.num_classes = int(num_classes)
     low, high = int(tf.reduce_min(self.labels)), int(tf.reduce_max(self.labels))
     if low < 0 or high >= self.num_classes:
-      raise ValueError(f"labels must lie in 0..{self.num_classes - 1} (num_classes="
-                       f"{self.num_classes}); got values {low}..{high}")
+      raise ValueError(
+        f"labels must lie in 0..{self.num_classes - 1} (num_classes="
+        f"{self.num_classes}); got values {low}..{high}"
+      )
     self.conv_channels = tuple(int(c) for c in conv_channels)
     self.kernel_size = int(kernel_size)
     self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
@@ -145,8 +168,9 @@ class ConvNetClassificationProblem(base.DatasetClassificationProblem):
       raise ValueError(f"batch_norm_epsilon must be >= 0, got {batch_norm_epsilon}")
     self.class_ids = None if class_ids is None else [int(c) for c in class_ids]
     if self.class_ids is not None and len(self.class_ids) != self.num_classes:
-      raise ValueError(f"class_ids {self.class_ids} must name num_classes={self.num_classes} "
-                       "classes")
+      raise ValueError(
+        f"class_ids {self.class_ids} must name num_classes={self.num_classes} classes"
+      )
     height, width, depth = (int(d) for d in self.images.shape[1:])
     for _ in self.conv_channels:  # 2x2 max pooling, stride 2, "SAME": ceil(size / 2)
       height, width = -(-height // 2), -(-width // 2)
@@ -189,8 +213,9 @@ class ConvNetClassificationProblem(base.DatasetClassificationProblem):
           fan_in = int(np.prod(shape[:-1]))
           classifier = name.startswith(f"fc_{len(self.hidden_sizes)}/")
           stddev = math.sqrt((1.0 if classifier else 2.0) / fan_in)
-        params[name] = tf.random.stateless_normal(full, base.stateless_seed(seed, stream),
-                                                  stddev=stddev, dtype=self.dtype)
+        params[name] = tf.random.stateless_normal(
+          full, base.stateless_seed(seed, stream), stddev=stddev, dtype=self.dtype
+        )
     return params
 
   # --- the network ----------------------------------------------------------------------------
@@ -209,13 +234,18 @@ class ConvNetClassificationProblem(base.DatasetClassificationProblem):
     for i, c_out in enumerate(self.conv_channels):
       name = f"conv_{i}"
       w = params[f"{name}/w"]  # [B, k, k, c_in, c_out] -> [k, k, c_in, B*c_out], B groups
-      kernel = tf.reshape(tf.transpose(w, [1, 2, 3, 0, 4]),
-                          tf.concat([tf.shape(w)[1:4], [b * c_out]], 0))
+      kernel = tf.reshape(
+        tf.transpose(w, [1, 2, 3, 0, 4]), tf.concat([tf.shape(w)[1:4], [b * c_out]], 0)
+      )
       h = tf.nn.conv2d(h, kernel, strides=1, padding="SAME")
-      h, used[name] = batch_norm(h, tf.reshape(params[f"{name}/gamma"], [b * c_out]),
-                                 tf.reshape(params[f"{name}/beta"], [b * c_out]), axes=[0, 1, 2],
-                                 statistics=None if statistics is None else statistics[name],
-                                 epsilon=self.batch_norm_epsilon)
+      h, used[name] = batch_norm(
+        h,
+        tf.reshape(params[f"{name}/gamma"], [b * c_out]),
+        tf.reshape(params[f"{name}/beta"], [b * c_out]),
+        axes=[0, 1, 2],
+        statistics=None if statistics is None else statistics[name],
+        epsilon=self.batch_norm_epsilon,
+      )
       h = tf.nn.max_pool2d(tf.nn.relu(h), ksize=2, strides=2, padding="SAME")
     # [M, h, w, B*C] -> [B, M, h*w*C], flattened in (row, column, channel) order per instance.
     c_last = self.conv_channels[-1]
@@ -225,10 +255,14 @@ class ConvNetClassificationProblem(base.DatasetClassificationProblem):
     for i in range(len(self.hidden_sizes)):
       name = f"fc_{i}"
       h = tf.matmul(h, params[f"{name}/w"])
-      h, used[name] = batch_norm(h, params[f"{name}/gamma"][:, None, :],
-                                 params[f"{name}/beta"][:, None, :], axes=[1],
-                                 statistics=None if statistics is None else statistics[name],
-                                 epsilon=self.batch_norm_epsilon)
+      h, used[name] = batch_norm(
+        h,
+        params[f"{name}/gamma"][:, None, :],
+        params[f"{name}/beta"][:, None, :],
+        axes=[1],
+        statistics=None if statistics is None else statistics[name],
+        epsilon=self.batch_norm_epsilon,
+      )
       h = tf.nn.relu(h)
     out = f"fc_{len(self.hidden_sizes)}"
     logits = tf.matmul(h, params[f"{out}/w"]) + params[f"{out}/b"][:, None, :]
@@ -271,10 +305,15 @@ class ConvNetClassificationProblem(base.DatasetClassificationProblem):
 
   def get_config(self):
     config = super().get_config()
-    config.update(num_classes=self.num_classes, conv_channels=list(self.conv_channels),
-                  kernel_size=self.kernel_size, hidden_sizes=list(self.hidden_sizes),
-                  minibatch_size=self.minibatch_size, init_stddev=self.init_stddev,
-                  batch_norm_epsilon=self.batch_norm_epsilon)
+    config.update(
+      num_classes=self.num_classes,
+      conv_channels=list(self.conv_channels),
+      kernel_size=self.kernel_size,
+      hidden_sizes=list(self.hidden_sizes),
+      minibatch_size=self.minibatch_size,
+      init_stddev=self.init_stddev,
+      batch_norm_epsilon=self.batch_norm_epsilon,
+    )
     if self.class_ids is not None:
       config["class_ids"] = list(self.class_ids)
     return config
@@ -287,22 +326,33 @@ def make_cifar_problem(name, split, batch_size, options):
   test set. Data comes from options.dataset_source "tfds" or "binary" (options.data_dir).
   """
   if options.dataset_source not in cifar.SOURCES:
-    raise ValueError(f"{name} reads CIFAR-10 from dataset_source 'tfds' (downloads) or 'binary' "
-                     f"(a directory of the official .bin files, data_dir); got "
-                     f"{options.dataset_source!r} (there is no embedded CIFAR sample)")
+    raise ValueError(
+      f"{name} reads CIFAR-10 from dataset_source 'tfds' (downloads) or 'binary' "
+      f"(a directory of the official .bin files, data_dir); got "
+      f"{options.dataset_source!r} (there is no embedded CIFAR sample)"
+    )
   labels = CIFAR_LABELS[name] if options.labels is None else tuple(options.labels)
-  load = lambda data_split: data.load_cifar10(options.dataset_source, data_split,
-                                              options.data_dir, labels=labels)
+  load = lambda data_split: data.load_cifar10(
+    options.dataset_source, data_split, options.data_dir, labels=labels
+  )
   if split == "test":
     images, targets = load("test")
   else:
-    train, validation = data.split_train_validation(*load("train"), validation_fraction=0.1,
-                                                    seed=options.seed)
+    train, validation = data.split_train_validation(
+      *load("train"), validation_fraction=0.1, seed=options.seed
+    )
     images, targets = train if split == "train" else validation
-  return ConvNetClassificationProblem(images, targets, num_classes=len(labels),
-                                      batch_size=batch_size or 1, name=name, class_ids=labels)
+  return ConvNetClassificationProblem(
+    images,
+    targets,
+    num_classes=len(labels),
+    batch_size=batch_size or 1,
+    name=name,
+    class_ids=labels,
+  )
 
 
 for _name in CIFAR_LABELS:
   registry.PROBLEMS.register(_name, family="cifar", parameter_groups=CIFAR_PARAMETER_GROUPS)(
-      functools.partial(make_cifar_problem, _name))
+    functools.partial(make_cifar_problem, _name)
+  )

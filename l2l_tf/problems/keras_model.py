@@ -42,6 +42,7 @@ Semantics, in one place:
     so a whole unroll's data is ready before it starts). A tf.data.Dataset must be finite
     and yield (x, y) pairs; it is read once, up to max_examples examples.
 """
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -62,21 +63,29 @@ def materialize_dataset(dataset, max_examples):
   """
   spec = dataset.element_spec
   if not (isinstance(spec, tuple) and len(spec) == 2):
-    raise ValueError("A tf.data.Dataset optimizee must yield (x, y) pairs; got elements "
-                     f"{spec} (sample weights are not supported)")
+    raise ValueError(
+      "A tf.data.Dataset optimizee must yield (x, y) pairs; got elements "
+      f"{spec} (sample weights are not supported)"
+    )
   if int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY:
-    raise ValueError("The tf.data.Dataset is infinite (repeat()?); its examples are kept in "
-                     "memory, so pass a finite dataset (e.g. dataset.take(n))")
+    raise ValueError(
+      "The tf.data.Dataset is infinite (repeat()?); its examples are kept in "
+      "memory, so pass a finite dataset (e.g. dataset.take(n))"
+    )
   flat = tf.nest.flatten(spec)
   if all(s.shape.rank and s.shape[0] is None for s in flat):
     dataset = dataset.unbatch()
-  chunks = [tf.nest.map_structure(lambda t: t.numpy(), chunk)
-            for chunk in dataset.take(max_examples + 1).batch(4096)]
+  chunks = [
+    tf.nest.map_structure(lambda t: t.numpy(), chunk)
+    for chunk in dataset.take(max_examples + 1).batch(4096)
+  ]
   count = sum(int(tf.nest.flatten(c)[0].shape[0]) for c in chunks)
   if count > max_examples:
-    raise ValueError(f"The tf.data.Dataset holds more than max_examples={max_examples} "
-                     "examples; all of them are kept in memory as tensors. Pass a smaller "
-                     "dataset (dataset.take(n)) or raise max_examples")
+    raise ValueError(
+      f"The tf.data.Dataset holds more than max_examples={max_examples} "
+      "examples; all of them are kept in memory as tensors. Pass a smaller "
+      "dataset (dataset.take(n)) or raise max_examples"
+    )
   if not chunks:
     raise ValueError("The tf.data.Dataset is empty")
   return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *chunks)
@@ -87,8 +96,7 @@ def _seeded_config(config, seed, counter):
   if isinstance(config, dict):
     out = {k: _seeded_config(v, seed, counter) for k, v in config.items()}
     inner = out.get("config")
-    if (out.get("module") == "keras.initializers" and isinstance(inner, dict)
-        and "seed" in inner):
+    if out.get("module") == "keras.initializers" and isinstance(inner, dict) and "seed" in inner:
       counter[0] += 1
       out["config"] = dict(inner, seed=int((seed * 7919 + counter[0]) % _MAX_SEED))
     return out
@@ -117,13 +125,26 @@ class KerasModelProblem(base.Problem):
 
   name = "keras_model"
 
-  def __init__(self, model, x, y=None, loss=None, minibatch_size=128, batch_size=1,
-               init="model", training=True, max_examples=1_000_000, name=None):
+  def __init__(
+    self,
+    model,
+    x,
+    y=None,
+    loss=None,
+    minibatch_size=128,
+    batch_size=1,
+    init="model",
+    training=True,
+    max_examples=1_000_000,
+    name=None,
+  ):
     if not isinstance(model, keras.Model):
       raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
     if not model.built or not model.trainable_variables:
-      raise ValueError(f"Model {model.name!r} is not built or has no trainable weights: build "
-                       "it first (call it on a batch of data, or model.build(input_shape))")
+      raise ValueError(
+        f"Model {model.name!r} is not built or has no trainable weights: build "
+        "it first (call it on a batch of data, or model.build(input_shape))"
+      )
     trainable = list(model.trainable_variables)
     super().__init__(batch_size=batch_size, dtype=trainable[0].dtype)
     if name is not None:
@@ -140,8 +161,10 @@ class KerasModelProblem(base.Problem):
     self.names = [v.path for v in trainable]
     repeated = sorted({n for n in self.names if self.names.count(n) > 1})
     if repeated:
-      raise ValueError(f"Trainable variables of {model.name!r} share the paths {repeated}; "
-                       "parameters are named by path, so give the layers distinct names")
+      raise ValueError(
+        f"Trainable variables of {model.name!r} share the paths {repeated}; "
+        "parameters are named by path, so give the layers distinct names"
+      )
     self._shapes = {n: tuple(v.shape) for n, v in zip(self.names, trainable)}
     self._dtypes = {n: tf.as_dtype(v.dtype) for n, v in zip(self.names, trainable)}
     self._model_weights = {n: tf.convert_to_tensor(v.value) for n, v in zip(self.names, trainable)}
@@ -156,11 +179,14 @@ class KerasModelProblem(base.Problem):
     self.num_examples = int(tf.nest.flatten(self.x)[0].shape[0])
     # Fail here, with a clear message, rather than inside a traced meta-training graph.
     try:
-      self.instance_loss(self._model_weights,
-                                 tf.nest.map_structure(lambda t: t[:2], self.x), self.y[:2])
+      self.instance_loss(
+        self._model_weights, tf.nest.map_structure(lambda t: t[:2], self.x), self.y[:2]
+      )
     except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
-      raise ValueError(f"Model {model.name!r} with loss {self.loss_name!r} fails on the first "
-                       f"examples of x and y: {e}") from e
+      raise ValueError(
+        f"Model {model.name!r} with loss {self.loss_name!r} fails on the first "
+        f"examples of x and y: {e}"
+      ) from e
 
   # --- construction helpers ------------------------------------------------------------------
 
@@ -169,8 +195,9 @@ class KerasModelProblem(base.Problem):
     if loss is None:
       loss = getattr(model, "loss", None)
       if loss is None:
-        raise ValueError("Pass loss= (a keras loss, its name, or a callable): the model is not "
-                         "compiled with one")
+        raise ValueError(
+          "Pass loss= (a keras loss, its name, or a callable): the model is not compiled with one"
+        )
     if isinstance(loss, str):
       try:
         fn = keras.losses.get(loss)
@@ -194,9 +221,11 @@ class KerasModelProblem(base.Problem):
     y = tf.convert_to_tensor(y)
     sizes = {int(t.shape[0]) if t.shape.rank else None for t in tf.nest.flatten(x) + [y]}
     if len(sizes) != 1 or None in sizes:
-      raise ValueError("x and y must be arrays with the same number of examples (first "
-                       f"dimension); got x {[t.shape for t in tf.nest.flatten(x)]} and y "
-                       f"{y.shape}")
+      raise ValueError(
+        "x and y must be arrays with the same number of examples (first "
+        f"dimension); got x {[t.shape for t in tf.nest.flatten(x)]} and y "
+        f"{y.shape}"
+      )
     if sizes == {0}:
       raise ValueError("x and y are empty: a problem needs at least one example")
     return x, y
@@ -216,9 +245,10 @@ class KerasModelProblem(base.Problem):
       clone = keras.models.clone_model(self.model, clone_function=clone_layer)
     except (ValueError, TypeError, NotImplementedError) as e:
       raise ValueError(
-          f"init='reinitialize' clones the model with keras.models.clone_model, which failed "
-          f"for {self.model.name!r} ({e}); pass init='model' or a callable "
-          "init(seed) -> weights") from e
+        f"init='reinitialize' clones the model with keras.models.clone_model, which failed "
+        f"for {self.model.name!r} ({e}); pass init='model' or a callable "
+        "init(seed) -> weights"
+      ) from e
     if not clone.built or len(clone.trainable_variables) != len(self.names):
       clone(tf.nest.map_structure(lambda t: t[:1], self.x), training=False)
     values = [v.value for v in clone.trainable_variables]
@@ -229,19 +259,24 @@ class KerasModelProblem(base.Problem):
       missing = sorted(set(self.names) - set(values))
       extra = sorted(set(values) - set(self.names))
       if missing or extra:
-        raise ValueError(f"Weights from {source} do not match the model's trainable variables: "
-                         f"missing {missing}, unexpected {extra}")
+        raise ValueError(
+          f"Weights from {source} do not match the model's trainable variables: "
+          f"missing {missing}, unexpected {extra}"
+        )
       values = [values[n] for n in self.names]
     values = list(values)
     if len(values) != len(self.names):
-      raise ValueError(f"{source} gave {len(values)} weights; the model has {len(self.names)} "
-                       "trainable variables")
+      raise ValueError(
+        f"{source} gave {len(values)} weights; the model has {len(self.names)} trainable variables"
+      )
     out = {}
     for name, value in zip(self.names, values):
       value = tf.convert_to_tensor(value, self._dtypes[name])
       if tuple(value.shape) != self._shapes[name]:
-        raise ValueError(f"Weight {name!r} from {source} has shape {tuple(value.shape)}, the "
-                         f"model's variable {self._shapes[name]}")
+        raise ValueError(
+          f"Weight {name!r} from {source} has shape {tuple(value.shape)}, the "
+          f"model's variable {self._shapes[name]}"
+        )
       out[name] = value
     return out
 
@@ -259,13 +294,19 @@ class KerasModelProblem(base.Problem):
     return {n: tf.stack([w[n] for w in instances]) for n in self.names}
 
   def sample_batches(self, seed, num_steps):
-    batches = {"indices": base.minibatch_indices(seed, num_steps, self.batch_size,
-                                                 self.minibatch_size, self.num_examples)}
+    batches = {
+      "indices": base.minibatch_indices(
+        seed, num_steps, self.batch_size, self.minibatch_size, self.num_examples
+      )
+    }
     if self._seed_slots:
       # Fresh seed-generator states per step and instance (dropout masks differ per step).
       states = tf.random.stateless_uniform(
-          [num_steps + 1, self.batch_size, len(self._seed_slots), 2],
-          base.stateless_seed(seed, 1001), maxval=_MAX_SEED, dtype=tf.int32)
+        [num_steps + 1, self.batch_size, len(self._seed_slots), 2],
+        base.stateless_seed(seed, 1001),
+        maxval=_MAX_SEED,
+        dtype=tf.int32,
+      )
       batches["seed_states"] = states
     return batches
 
@@ -276,13 +317,13 @@ class KerasModelProblem(base.Problem):
       if seed_states is not None:
         non_trainable[slot] = tf.cast(seed_states[k], non_trainable[slot].dtype)
     outputs, _, model_losses = self.model.stateless_call(
-        [weights[n] for n in self.names], non_trainable, x, training=self.training,
-        return_losses=True)
+      [weights[n] for n in self.names], non_trainable, x, training=self.training, return_losses=True
+    )
     value = tf.convert_to_tensor(self.loss_fn(y, outputs))
     if value.shape.rank:  # a per-example loss function: average over the minibatch
       value = tf.reduce_mean(value)
     if model_losses:
-      value = value + tf.add_n([tf.cast(l, value.dtype) for l in model_losses])
+      value = value + tf.add_n([tf.cast(loss, value.dtype) for loss in model_losses])
     return value
 
   # Plain Python over static structure: nothing for autograph to convert (saves tracing time).
@@ -299,8 +340,13 @@ class KerasModelProblem(base.Problem):
 
   def get_config(self):
     config = super().get_config()
-    config.update(model=self.model.name, loss=self.loss_name, minibatch_size=self.minibatch_size,
-                  init=self.init if isinstance(self.init, str) else "callable",
-                  training=self.training, num_examples=self.num_examples,
-                  parameters={n: list(s) for n, s in self._shapes.items()})
+    config.update(
+      model=self.model.name,
+      loss=self.loss_name,
+      minibatch_size=self.minibatch_size,
+      init=self.init if isinstance(self.init, str) else "callable",
+      training=self.training,
+      num_examples=self.num_examples,
+      parameters={n: list(s) for n, s in self._shapes.items()},
+    )
     return config

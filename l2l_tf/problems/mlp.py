@@ -1,4 +1,5 @@
 """MLP classifiers as optimizees: the paper's MNIST experiment and its generalisation variants."""
+
 import tensorflow as tf
 
 from l2l_tf import data
@@ -23,8 +24,18 @@ class MLPClassificationProblem(base.DatasetClassificationProblem):
 
   name = "mnist"
 
-  def __init__(self, images, labels, hidden_sizes=(20,), activation="sigmoid", num_classes=10,
-               minibatch_size=128, batch_size=1, init_stddev=0.01, dtype="float32"):
+  def __init__(
+    self,
+    images,
+    labels,
+    hidden_sizes=(20,),
+    activation="sigmoid",
+    num_classes=10,
+    minibatch_size=128,
+    batch_size=1,
+    init_stddev=0.01,
+    dtype="float32",
+  ):
     super().__init__(batch_size=batch_size, dtype=dtype)
     if activation not in ACTIVATIONS:
       raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
@@ -32,8 +43,10 @@ class MLPClassificationProblem(base.DatasetClassificationProblem):
       raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}")
     self.set_dataset(images, labels)
     if self.images.shape.rank != 2 or self.images.shape[0] != self.labels.shape[0]:
-      raise ValueError(f"images must be [N, features] and labels [N]; got {self.images.shape} "
-                       f"and {self.labels.shape}")
+      raise ValueError(
+        f"images must be [N, features] and labels [N]; got {self.images.shape} "
+        f"and {self.labels.shape}"
+      )
     self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
     self.activation = activation
     self.num_classes = int(num_classes)
@@ -46,8 +59,11 @@ class MLPClassificationProblem(base.DatasetClassificationProblem):
     for layer, (fan_in, fan_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
       for kind, shape in (("w", [fan_in, fan_out]), ("b", [fan_out])):
         params[f"layer_{layer}/{kind}"] = tf.random.stateless_normal(
-            [self.batch_size] + shape, base.stateless_seed(seed, 2 * layer + (kind == "b")),
-            stddev=self.init_stddev, dtype=self.dtype)
+          [self.batch_size] + shape,
+          base.stateless_seed(seed, 2 * layer + (kind == "b")),
+          stddev=self.init_stddev,
+          dtype=self.dtype,
+        )
     return params
 
   def logits(self, params, x):
@@ -62,9 +78,13 @@ class MLPClassificationProblem(base.DatasetClassificationProblem):
 
   def get_config(self):
     config = super().get_config()
-    config.update(hidden_sizes=list(self.hidden_sizes), activation=self.activation,
-                  num_classes=self.num_classes, minibatch_size=self.minibatch_size,
-                  init_stddev=self.init_stddev)
+    config.update(
+      hidden_sizes=list(self.hidden_sizes),
+      activation=self.activation,
+      num_classes=self.num_classes,
+      minibatch_size=self.minibatch_size,
+      init_stddev=self.init_stddev,
+    )
     return config
 
 
@@ -78,8 +98,15 @@ def make_mnist_problem(split, batch_size, options):
     images, labels = data.load_mnist(options.dataset_source, "test", options.data_dir)
   else:
     train, validation = data.split_train_validation(
-        *data.load_mnist(options.dataset_source, "train", options.data_dir),
-        validation_fraction=0.1, seed=options.seed)
+      *data.load_mnist(options.dataset_source, "train", options.data_dir),
+      validation_fraction=0.1,
+      seed=options.seed,
+    )
     images, labels = train if split == "train" else validation
-  return MLPClassificationProblem(images, labels, hidden_sizes=tuple(options.hidden_sizes),
-                                  activation=options.activation, batch_size=batch_size or 1)
+  return MLPClassificationProblem(
+    images,
+    labels,
+    hidden_sizes=tuple(options.hidden_sizes),
+    activation=options.activation,
+    batch_size=batch_size or 1,
+  )

@@ -22,6 +22,7 @@ Content photos come in train / validation / test directories (split by photo, so
 come from photos never seen in meta-training); the package ships a few CC0 / public-domain
 ones (data/images, see its README), and a user's directory of the same layout can replace them.
 """
+
 import copy
 import os
 
@@ -33,8 +34,9 @@ from l2l_tf import registry
 from l2l_tf.data.errors import DataError
 from l2l_tf.problems import base
 
-IMAGES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
-                          "images")
+IMAGES_DIR = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "images"
+)
 STYLES = ("brick", "grass", "gravel")  # shipped in IMAGES_DIR/style/<name>.jpg
 DEFAULT_STYLE = "gravel"
 SPLITS = ("train", "validation", "test")
@@ -44,6 +46,7 @@ VGG19_WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 # --- images -----------------------------------------------------------------------------------
+
 
 def load_image(path):
   """An image file as float32 [height, width, 3] in [0, 1]; DataError naming the file if bad."""
@@ -61,8 +64,11 @@ def list_images(directory):
   """The image files of a directory, sorted by name; DataError if there are none."""
   if not os.path.isdir(directory):
     raise DataError(f"{directory}: no such image directory")
-  paths = sorted(os.path.join(directory, name) for name in os.listdir(directory)
-                 if name.lower().endswith(IMAGE_EXTENSIONS))
+  paths = sorted(
+    os.path.join(directory, name)
+    for name in os.listdir(directory)
+    if name.lower().endswith(IMAGE_EXTENSIONS)
+  )
   if not paths:
     raise DataError(f"{directory}: holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
   return paths
@@ -88,12 +94,15 @@ def load_sized_image(path, min_size):
   """load_image, refusing images with a side shorter than min_size (the crop)."""
   image = load_image(path)
   if min(image.shape[:2]) < min_size:
-    raise DataError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels is smaller than the "
-                    f"{min_size}x{min_size} crop")
+    raise DataError(
+      f"{path}: {image.shape[1]}x{image.shape[0]} pixels is smaller than the "
+      f"{min_size}x{min_size} crop"
+    )
   return image
 
 
 # --- feature networks ---------------------------------------------------------------------------
+
 
 class RandomFilterFeatures:
   """A fixed convnet of seeded random filters (Ustyuzhaninov et al., ICLR 2017).
@@ -131,8 +140,10 @@ class RandomFilterFeatures:
     return maps
 
   def describe(self):
-    return (f"random (seeded random-filter convnet, seed {self.seed}, 3x3 filters, channels "
-            f"{'-'.join(map(str, self.channels))}; no VGG19 weights used)")
+    return (
+      f"random (seeded random-filter convnet, seed {self.seed}, 3x3 filters, channels "
+      f"{'-'.join(map(str, self.channels))}; no VGG19 weights used)"
+    )
 
 
 class VGG19Features:
@@ -143,15 +154,13 @@ class VGG19Features:
   """
 
   name = "vgg19"
-  STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
-                  "block5_conv1")
+  STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
   CONTENT_LAYERS = ("block4_conv2",)
   # ImageNet channel means of the Caffe preprocessing the weights were trained with (BGR).
   BGR_MEANS = (103.939, 116.779, 123.68)
 
   def __init__(self, weights=None):
-    vgg = keras.applications.VGG19(include_top=False, weights=weights,
-                                   input_shape=(None, None, 3))
+    vgg = keras.applications.VGG19(include_top=False, weights=weights, input_shape=(None, None, 3))
     vgg.trainable = False
     names = self.STYLE_LAYERS + self.CONTENT_LAYERS
     self.model = keras.Model(vgg.input, [vgg.get_layer(n).output for n in names])
@@ -194,14 +203,17 @@ def make_feature_network(kind="auto"):
   if kind == "auto":
     kind = "vgg19" if os.path.isfile(weights) else "random"
   if kind == "vgg19" and not os.path.isfile(weights):
-    raise DataError(f"{weights}: VGG19 ImageNet weights not in Keras's cache (they are never "
-                    "downloaded here); use the random-filter feature network")
+    raise DataError(
+      f"{weights}: VGG19 ImageNet weights not in Keras's cache (they are never "
+      "downloaded here); use the random-filter feature network"
+    )
   if kind not in _feature_networks:
     _feature_networks[kind] = VGG19Features(weights) if kind == "vgg19" else RandomFilterFeatures()
   return _feature_networks[kind]
 
 
 # --- loss terms ---------------------------------------------------------------------------------
+
 
 def gram_matrix(features):
   """[N, H, W, C] -> [N, C, C]: feature correlations averaged over positions."""
@@ -225,17 +237,23 @@ def _relative_squared_error(values, targets):
 
 def content_loss(features, content_features, layers):
   """[N]: relative feature error at the content layers, averaged over them."""
-  return tf.add_n([_relative_squared_error(features[i], tf.stop_gradient(content_features[i]))
-                   for i in layers]) / len(layers)
+  return tf.add_n(
+    [_relative_squared_error(features[i], tf.stop_gradient(content_features[i])) for i in layers]
+  ) / len(layers)
 
 
 def style_loss(features, style_grams, layers):
   """[N]: relative Gram-matrix error at the style layers (targets [1, C, C]), averaged."""
-  return tf.add_n([_relative_squared_error(gram_matrix(features[i]), style_grams[k])
-                   for k, i in enumerate(layers)]) / len(layers)
+  return tf.add_n(
+    [
+      _relative_squared_error(gram_matrix(features[i]), style_grams[k])
+      for k, i in enumerate(layers)
+    ]
+  ) / len(layers)
 
 
 # --- the problem --------------------------------------------------------------------------------
+
 
 class NeuralArtProblem(base.Problem):
   """Style transfer from white noise on random square crops of content photos.
@@ -254,9 +272,20 @@ class NeuralArtProblem(base.Problem):
 
   name = "neural_art"
 
-  def __init__(self, photos, style_image, image_size=64, batch_size=1, feature_network="auto",
-               content_weight=1.0, style_weight=5.0, tv_weight=2.0, photo_names=None,
-               style_name=None, dtype="float32"):
+  def __init__(
+    self,
+    photos,
+    style_image,
+    image_size=64,
+    batch_size=1,
+    feature_network="auto",
+    content_weight=1.0,
+    style_weight=5.0,
+    tv_weight=2.0,
+    photo_names=None,
+    style_name=None,
+    dtype="float32",
+  ):
     super().__init__(batch_size=batch_size, dtype=dtype)
     self.image_size = int(image_size)
     if self.image_size < 8:
@@ -266,10 +295,13 @@ class NeuralArtProblem(base.Problem):
     names = list(photo_names or [f"photo {i}" for i in range(len(photos))])
     for name, photo in zip(names, photos):
       if min(photo.shape[:2]) < self.image_size:
-        raise DataError(f"{name}: {photo.shape[1]}x{photo.shape[0]} pixels is smaller than the "
-                        f"{self.image_size}x{self.image_size} crop")
-    self.features = (make_feature_network(feature_network)
-                     if isinstance(feature_network, str) else feature_network)
+        raise DataError(
+          f"{name}: {photo.shape[1]}x{photo.shape[0]} pixels is smaller than the "
+          f"{self.image_size}x{self.image_size} crop"
+        )
+    self.features = (
+      make_feature_network(feature_network) if isinstance(feature_network, str) else feature_network
+    )
     self.content_weight = float(content_weight)
     self.style_weight = float(style_weight)
     self.tv_weight = float(tv_weight)
@@ -280,7 +312,7 @@ class NeuralArtProblem(base.Problem):
     widths = [p.shape[1] for p in photos]
     padded = np.zeros([len(photos), max(heights), max(widths), 3], np.float32)
     for i, photo in enumerate(photos):
-      padded[i, :heights[i], :widths[i]] = photo
+      padded[i, : heights[i], : widths[i]] = photo
     self.photos = tf.constant(padded, self.dtype)
     self.photo_heights = tf.constant(heights, tf.int32)
     self.photo_widths = tf.constant(widths, tf.int32)
@@ -291,8 +323,11 @@ class NeuralArtProblem(base.Problem):
     """(photo, top, left), each int32 [batch_size]: the content crops of seed's instances."""
     # Instance-major draws: instance b's crop does not depend on batch_size (the stateless
     # generator's output for a smaller shape is a prefix of that for a larger one).
-    draws = tf.transpose(tf.random.stateless_uniform(
-        [self.batch_size, 3], base.stateless_seed(seed, 2000), dtype=tf.float64))
+    draws = tf.transpose(
+      tf.random.stateless_uniform(
+        [self.batch_size, 3], base.stateless_seed(seed, 2000), dtype=tf.float64
+      )
+    )
     num_photos = self.photos.shape[0]
     photo = tf.minimum(tf.cast(draws[0] * num_photos, tf.int32), num_photos - 1)
 
@@ -325,28 +360,36 @@ class NeuralArtProblem(base.Problem):
 
   def init_params(self, seed):
     shape = [self.batch_size, self.image_size, self.image_size, 3]
-    return {"image": tf.random.stateless_uniform(shape, base.stateless_seed(seed, 0),
-                                                 dtype=self.dtype)}
+    return {
+      "image": tf.random.stateless_uniform(shape, base.stateless_seed(seed, 0), dtype=self.dtype)
+    }
 
   def sample_batches(self, seed, num_steps):
     # Every step of an instance sees the same content crop: only its position is carried.
     photo, top, left = self.crop_positions(seed)
-    return {name: tf.tile(value[None], [num_steps + 1, 1])
-            for name, value in (("photo", photo), ("top", top), ("left", left))}
+    return {
+      name: tf.tile(value[None], [num_steps + 1, 1])
+      for name, value in (("photo", photo), ("top", top), ("left", left))
+    }
 
   def loss_terms(self, images, content):
     """{"content", "style", "tv"}: each [N], for images and content crops [N, size, size, 3]."""
     features = self.features(images)
     # The content crop only needs the maps up to the deepest content layer.
     content_features = self.features(content, max(self.features.content_layers) + 1)
-    return {"content": content_loss(features, content_features, self.features.content_layers),
-            "style": style_loss(features, self.style_grams, self.features.style_layers),
-            "tv": total_variation(images)}
+    return {
+      "content": content_loss(features, content_features, self.features.content_layers),
+      "style": style_loss(features, self.style_grams, self.features.style_layers),
+      "tv": total_variation(images),
+    }
 
   def total(self, terms):
     """a * content + b * style + c * tv of loss_terms' output."""
-    return (self.content_weight * terms["content"] + self.style_weight * terms["style"]
-            + self.tv_weight * terms["tv"])
+    return (
+      self.content_weight * terms["content"]
+      + self.style_weight * terms["style"]
+      + self.tv_weight * terms["tv"]
+    )
 
   def loss(self, params, batch):
     content = tf.stop_gradient(self.crops(batch["photo"], batch["top"], batch["left"]))
@@ -354,36 +397,54 @@ class NeuralArtProblem(base.Problem):
 
   def describe(self):
     """One line saying what runs, the feature network first."""
-    return (f"neural_art: features {self.features.describe()}; style {self.style_name}; "
-            f"{self.image_size}x{self.image_size} crops of {', '.join(self.photo_names)}; "
-            f"f = {self.content_weight:g}*content + {self.style_weight:g}*style + "
-            f"{self.tv_weight:g}*tv")
+    return (
+      f"neural_art: features {self.features.describe()}; style {self.style_name}; "
+      f"{self.image_size}x{self.image_size} crops of {', '.join(self.photo_names)}; "
+      f"f = {self.content_weight:g}*content + {self.style_weight:g}*style + "
+      f"{self.tv_weight:g}*tv"
+    )
 
   def get_config(self):
     config = super().get_config()
-    config.update(image_size=self.image_size, feature_network=self.features.name,
-                  feature_network_description=self.features.describe(),
-                  style=self.style_name, photos=list(self.photo_names),
-                  content_weight=self.content_weight, style_weight=self.style_weight,
-                  tv_weight=self.tv_weight)
+    config.update(
+      image_size=self.image_size,
+      feature_network=self.features.name,
+      feature_network_description=self.features.describe(),
+      style=self.style_name,
+      photos=list(self.photo_names),
+      content_weight=self.content_weight,
+      style_weight=self.style_weight,
+      tv_weight=self.tv_weight,
+    )
     return config
 
 
-def make_problem(split, batch_size=1, data_dir=None, style=DEFAULT_STYLE, image_size=64,
-                 feature_network="auto"):
+def make_problem(
+  split, batch_size=1, data_dir=None, style=DEFAULT_STYLE, image_size=64, feature_network="auto"
+):
   """NeuralArtProblem on a split's content photos (the package's, or data_dir/<split>/)."""
   paths = content_photo_paths(split, data_dir)
   photos = [load_sized_image(p, image_size) for p in paths]
   style_file = style_path(style)
-  return NeuralArtProblem(photos, load_sized_image(style_file, image_size),
-                          image_size=image_size, batch_size=batch_size,
-                          feature_network=feature_network,
-                          photo_names=[os.path.basename(p) for p in paths],
-                          style_name=style if style in STYLES else style_file)
+  return NeuralArtProblem(
+    photos,
+    load_sized_image(style_file, image_size),
+    image_size=image_size,
+    batch_size=batch_size,
+    feature_network=feature_network,
+    photo_names=[os.path.basename(p) for p in paths],
+    style_name=style if style in STYLES else style_file,
+  )
 
 
 @registry.PROBLEMS.register("neural_art")
 def make_named_problem(split, batch_size, options):
   """make_problem with the registry's options (style, image_size, feature_network, data_dir)."""
-  return make_problem(split, batch_size or 1, options.data_dir, options.style or DEFAULT_STYLE,
-                      options.image_size, options.feature_network)
+  return make_problem(
+    split,
+    batch_size or 1,
+    options.data_dir,
+    options.style or DEFAULT_STYLE,
+    options.image_size,
+    options.feature_network,
+  )

@@ -1,4 +1,5 @@
 """The paper's quadratic family: f(theta) = ||W theta - y||^2 with Gaussian W and y."""
+
 import tensorflow as tf
 
 from l2l_tf import registry
@@ -24,19 +25,27 @@ class QuadraticProblem(base.Problem):
     self.init_stddev = float(init_stddev)
 
   def init_params(self, seed):
-    theta = tf.random.stateless_normal([self.batch_size, self.dim], base.stateless_seed(seed, 0),
-                                       stddev=self.init_stddev, dtype=self.dtype)
+    theta = tf.random.stateless_normal(
+      [self.batch_size, self.dim],
+      base.stateless_seed(seed, 0),
+      stddev=self.init_stddev,
+      dtype=self.dtype,
+    )
     return {"theta": theta}
 
   def sample_batches(self, seed, num_steps):
     # One fixed function per trajectory: every step sees the same W and y.
-    w = tf.random.stateless_normal([self.batch_size, self.dim, self.dim],
-                                   base.stateless_seed(seed, 1), dtype=self.dtype)
-    y = tf.random.stateless_normal([self.batch_size, self.dim], base.stateless_seed(seed, 2),
-                                   dtype=self.dtype)
+    w = tf.random.stateless_normal(
+      [self.batch_size, self.dim, self.dim], base.stateless_seed(seed, 1), dtype=self.dtype
+    )
+    y = tf.random.stateless_normal(
+      [self.batch_size, self.dim], base.stateless_seed(seed, 2), dtype=self.dtype
+    )
     steps = num_steps + 1
-    return {"w": tf.broadcast_to(w, [steps] + w.shape.as_list()),
-            "y": tf.broadcast_to(y, [steps] + y.shape.as_list())}
+    return {
+      "w": tf.broadcast_to(w, [steps] + w.shape.as_list()),
+      "y": tf.broadcast_to(y, [steps] + y.shape.as_list()),
+    }
 
   def loss(self, params, batch):
     residual = tf.linalg.matvec(batch["w"], params["theta"]) - batch["y"]
@@ -50,7 +59,8 @@ class QuadraticProblem(base.Problem):
 
 # The paper's quadratic experiment feeds raw gradients and takes the network's output as is.
 @registry.PROBLEMS.register(
-    "quadratic", cell_settings={"preprocessing": "identity", "output_scale": 1.0})
+  "quadratic", cell_settings={"preprocessing": "identity", "output_scale": 1.0}
+)
 def make_quadratic_problem(split, batch_size, options):
   """The paper's 10-dimensional quadratics; splits differ only by the seeds drawn."""
   del split, options  # no data

@@ -5,6 +5,7 @@ problems (MNIST's gradients shrink in a typical way as training goes on) and the
 problem whose gradients are 10x larger or smaller. Training on c * f with c log-uniform in
 [1 / max_scale, max_scale], drawn once per instance and trajectory, removes that crutch.
 """
+
 import math
 
 import tensorflow as tf
@@ -42,10 +43,13 @@ class RandomlyScaledProblem(base.Problem):
 
   def sample_batches(self, seed, num_steps):
     bound = math.log(self.max_scale)
-    log_scale = tf.random.stateless_uniform([self.batch_size], base.stateless_seed(seed, 2000),
-                                            -bound, bound, dtype=self.dtype)
-    return {"data": self.problem.sample_batches(seed, num_steps),
-            "log_scale": tf.broadcast_to(log_scale, [num_steps + 1, self.batch_size])}
+    log_scale = tf.random.stateless_uniform(
+      [self.batch_size], base.stateless_seed(seed, 2000), -bound, bound, dtype=self.dtype
+    )
+    return {
+      "data": self.problem.sample_batches(seed, num_steps),
+      "log_scale": tf.broadcast_to(log_scale, [num_steps + 1, self.batch_size]),
+    }
 
   def loss(self, params, batch):
     return self.problem.loss(params, batch["data"]) * tf.exp(batch["log_scale"])

@@ -16,6 +16,7 @@ Strategies (what scripts/train.py --strategy chooses):
 Logical devices and collective ops are set up when TensorFlow initialises, so configure_cpu_devices
 and make_strategy must run before the program's first TensorFlow op.
 """
+
 import json
 import os
 
@@ -38,9 +39,11 @@ def parse_tf_config(text):
   with workers or a task that names one of the cluster's tasks.
   """
   if not text:
-    raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                     '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                     '"task": {"type": "worker", "index": 0}})')
+    raise ValueError(
+      "--strategy=multi_worker needs the TF_CONFIG environment variable "
+      '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+      '"task": {"type": "worker", "index": 0}})'
+    )
   try:
     config = json.loads(text)
   except ValueError as e:
@@ -49,16 +52,18 @@ def parse_tf_config(text):
     raise ValueError(f"TF_CONFIG must be a JSON object, got {text!r}")
   cluster, task = config.get("cluster"), config.get("task")
   if not isinstance(cluster, dict) or not any(
-      isinstance(cluster.get(kind), list) and cluster[kind] for kind in ("chief", "worker")):
-    raise ValueError("TF_CONFIG has no cluster with workers: it needs \"cluster\": "
-                     '{"worker": ["host:port", ...]}')
+    isinstance(cluster.get(kind), list) and cluster[kind] for kind in ("chief", "worker")
+  ):
+    raise ValueError(
+      'TF_CONFIG has no cluster with workers: it needs "cluster": {"worker": ["host:port", ...]}'
+    )
   if not isinstance(task, dict) or "type" not in task or "index" not in task:
-    raise ValueError("TF_CONFIG has no task: it needs \"task\": {\"type\": \"worker\", "
-                     "\"index\": N}")
+    raise ValueError('TF_CONFIG has no task: it needs "task": {"type": "worker", "index": N}')
   addresses = cluster.get(task["type"])
   index = task["index"]
-  if not isinstance(addresses, list) or not isinstance(index, int) or \
-      not 0 <= index < len(addresses):
+  if (
+    not isinstance(addresses, list) or not isinstance(index, int) or not 0 <= index < len(addresses)
+  ):
     raise ValueError(f"TF_CONFIG's task {task} is not a task of its cluster {cluster}")
   return config
 
@@ -82,7 +87,8 @@ def configure_cpu_devices(count):
   cpu = tf.config.list_physical_devices("CPU")[0]
   try:
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+      cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+    )
   except RuntimeError as e:  # TensorFlow is already running: too late to split its CPU
     raise ValueError(f"cannot split the CPU into {count} devices: {e}") from None
 
@@ -117,8 +123,10 @@ def num_replicas(strategy):
 def check_meta_batch(meta_batch, replicas):
   """Raises ValueError unless the meta-batch splits evenly over the replicas."""
   if meta_batch % replicas:
-    raise ValueError(f"the meta-batch (--batch_size={meta_batch}) must be divisible by the "
-                     f"number of replicas ({replicas}): each replica unrolls an equal share")
+    raise ValueError(
+      f"the meta-batch (--batch_size={meta_batch}) must be divisible by the "
+      f"number of replicas ({replicas}): each replica unrolls an equal share"
+    )
 
 
 def instance_slice(values, replica, share, axis):
@@ -130,5 +138,5 @@ def instance_slice(values, replica, share, axis):
 def shard_instances(strategy, values, share, axis):
   """Per-replica values: each replica gets its `share` of the instances along `axis`."""
   return strategy.experimental_distribute_values_from_function(
-      lambda context: instance_slice(values, context.replica_id_in_sync_group, share, axis))
-
+    lambda context: instance_slice(values, context.replica_id_in_sync_group, share, axis)
+  )

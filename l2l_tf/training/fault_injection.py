@@ -12,6 +12,7 @@ finally block runs. Unset (always, outside tests), every call here does nothing.
   checkpoint_unrecorded   ckpt-N.* complete, the checkpoint state file not yet naming it
   after_checkpoint        the checkpoint recorded; history.json and TensorBoard not yet written
 """
+
 import contextlib
 import os
 import signal
@@ -19,8 +20,13 @@ import signal
 import tensorflow as tf
 
 ENVIRONMENT_VARIABLE = "L2L_TF_TEST_CRASH_AT"
-POINTS = ("mid_epoch", "best_swap", "checkpoint_shards", "checkpoint_unrecorded",
-          "after_checkpoint")
+POINTS = (
+  "mid_epoch",
+  "best_swap",
+  "checkpoint_shards",
+  "checkpoint_unrecorded",
+  "after_checkpoint",
+)
 
 
 def _requested():
@@ -30,8 +36,10 @@ def _requested():
     return None
   point, _, epoch = spec.partition("@")
   if point not in POINTS or not epoch.isdigit():
-    raise ValueError(f"{ENVIRONMENT_VARIABLE}={spec!r}: expected <point>@<epoch> with point one "
-                     f"of {', '.join(POINTS)}")
+    raise ValueError(
+      f"{ENVIRONMENT_VARIABLE}={spec!r}: expected <point>@<epoch> with point one "
+      f"of {', '.join(POINTS)}"
+    )
   return point, int(epoch)
 
 
@@ -66,6 +74,7 @@ def _killed_on_rename_from(prefix):
 def _killed_before_checkpoint_merge():
   """Dies when TensorFlow merges the written shards into ckpt-N.* (an internal op)."""
   from tensorflow.python.ops import gen_io_ops  # pylint: disable=g-import-not-at-top
+
   merge = gen_io_ops.merge_v2_checkpoints
 
   def killing_merge(*args, **kwargs):

@@ -20,6 +20,7 @@ A kill at any point loses at most the epoch in progress: rerunning the same comm
 from the last checkpoint, removes the killed run's temporaries and rebuilds history.json and
 TensorBoard from the checkpoint, so no epoch is missing or duplicated (see run_directory).
 """
+
 import contextlib
 import dataclasses
 import functools
@@ -100,6 +101,7 @@ class MetaTrainingConfig:
       "blocks" (one per block of about sqrt(unroll_length) steps). Same meta-gradient, less
       memory for large optimizees, about one more forward pass of time.
   """
+
   num_steps: int = 100
   unroll_length: int = 20
   epochs: int = 10
@@ -136,39 +138,49 @@ class MetaTrainingConfig:
       if int(getattr(self, name)) <= 0:
         raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
     if self.num_steps % self.unroll_length:
-      raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of unroll_length "
-                       f"({self.unroll_length})")
+      raise ValueError(
+        f"num_steps ({self.num_steps}) must be a multiple of unroll_length ({self.unroll_length})"
+      )
     if not (math.isfinite(self.meta_learning_rate) and self.meta_learning_rate > 0):
       raise ValueError(f"meta_learning_rate must be positive, got {self.meta_learning_rate}")
     if self.meta_gradient_clip < 0:
       raise ValueError(f"meta_gradient_clip must be >= 0, got {self.meta_gradient_clip}")
     resolve_jit_compile(self.jit_compile)
     if self.meta_objective not in META_OBJECTIVES:
-      raise ValueError(f"meta_objective must be one of {', '.join(META_OBJECTIVES)}, got "
-                       f"{self.meta_objective!r}")
+      raise ValueError(
+        f"meta_objective must be one of {', '.join(META_OBJECTIVES)}, got {self.meta_objective!r}"
+      )
     for stage in tuple(self.curriculum):
-      if (len(stage) != 2 or any(int(x) != x or x <= 0 for x in stage)
-          or stage[0] % stage[1]):
-        raise ValueError("curriculum stages are (num_steps, unroll_length) with num_steps a "
-                         f"positive multiple of unroll_length, got {list(self.curriculum)}")
+      if len(stage) != 2 or any(int(x) != x or x <= 0 for x in stage) or stage[0] % stage[1]:
+        raise ValueError(
+          "curriculum stages are (num_steps, unroll_length) with num_steps a "
+          f"positive multiple of unroll_length, got {list(self.curriculum)}"
+        )
     if not 0 <= int(self.validation_window) <= self.num_steps:
-      raise ValueError(f"validation_window must be in [0, num_steps], got "
-                       f"{self.validation_window}")
+      raise ValueError(f"validation_window must be in [0, num_steps], got {self.validation_window}")
     if not (math.isfinite(self.random_scale) and self.random_scale >= 1):
       raise ValueError(f"random_scale must be a finite number >= 1, got {self.random_scale}")
     if self.random_scale > 1 and self.meta_objective != "log_loss":
-      raise ValueError("random_scale needs meta_objective log_loss (the sum of losses would "
-                       "weigh instances by their random scale)")
+      raise ValueError(
+        "random_scale needs meta_objective log_loss (the sum of losses would "
+        "weigh instances by their random scale)"
+      )
     if self.validation_metric not in VALIDATION_METRICS:
-      raise ValueError(f"validation_metric must be one of {', '.join(VALIDATION_METRICS)}, got "
-                       f"{self.validation_metric!r}")
+      raise ValueError(
+        f"validation_metric must be one of {', '.join(VALIDATION_METRICS)}, got "
+        f"{self.validation_metric!r}"
+      )
     if self.recompute not in unroll_lib.RECOMPUTE_MODES:
-      raise ValueError(f"recompute must be one of {', '.join(unroll_lib.RECOMPUTE_MODES)}, got "
-                       f"{self.recompute!r}")
-    if int(self.max_consecutive_skips) != self.max_consecutive_skips or \
-        self.max_consecutive_skips < 0:
-      raise ValueError(f"max_consecutive_skips must be an integer >= 0, got "
-                       f"{self.max_consecutive_skips}")
+      raise ValueError(
+        f"recompute must be one of {', '.join(unroll_lib.RECOMPUTE_MODES)}, got {self.recompute!r}"
+      )
+    if (
+      int(self.max_consecutive_skips) != self.max_consecutive_skips
+      or self.max_consecutive_skips < 0
+    ):
+      raise ValueError(
+        f"max_consecutive_skips must be an integer >= 0, got {self.max_consecutive_skips}"
+      )
 
 
 def resolve_jit_compile(setting):
@@ -193,7 +205,8 @@ def best_epoch(history):
       return record["best_epoch"]
     # A record written before best_epoch existed: the epoch that set the best loss.
     if math.isfinite(record["validation_loss"]) and (
-        record["validation_loss"] == record["best_validation_loss"]):
+      record["validation_loss"] == record["best_validation_loss"]
+    ):
       return record["epoch"]
   return 0
 
@@ -209,16 +222,19 @@ def _write_summaries(writer, record):
 @dataclasses.dataclass
 class _Run:
   """One MetaTrainer.train call's handles on its output directory."""
+
   output_dir: str
   manager: tf.train.CheckpointManager = None
   writer: tf.summary.SummaryWriter = None
   history: list = dataclasses.field(default_factory=list)
   # Saved inside every checkpoint, so that a checkpoint and its history are one write.
   history_json: tf.Variable = dataclasses.field(
-      default_factory=lambda: tf.Variable("[]", trainable=False))
+    default_factory=lambda: tf.Variable("[]", trainable=False)
+  )
   # Meta-updates skipped in a row, across trajectories and epochs (also checkpointed).
   skip_streak: tf.Variable = dataclasses.field(
-      default_factory=lambda: tf.Variable(0, dtype=tf.int64, trainable=False))
+    default_factory=lambda: tf.Variable(0, dtype=tf.int64, trainable=False)
+  )
   first_epoch: int = 0
   start_time: float = dataclasses.field(default_factory=time.time)
 
@@ -253,8 +269,7 @@ def _identity(description):
   """A run description without its command line, which names paths (a moved run resumes),
   and without RESUMABLE_SETTINGS."""
   metadata = {k: v for k, v in description.get("metadata", {}).items() if k != "command"}
-  config = {k: v for k, v in description.get("config", {}).items()
-            if k not in RESUMABLE_SETTINGS}
+  config = {k: v for k, v in description.get("config", {}).items() if k not in RESUMABLE_SETTINGS}
   return dict(description, metadata=metadata, config=config)
 
 
@@ -276,8 +291,17 @@ class MetaTrainer:
       everywhere. The rule's variables must have been created under strategy.scope().
   """
 
-  def __init__(self, rule, problem, validation_problem, config, validation_seed=1,
-               metadata=None, log=print, strategy=None):
+  def __init__(
+    self,
+    rule,
+    problem,
+    validation_problem,
+    config,
+    validation_seed=1,
+    metadata=None,
+    log=print,
+    strategy=None,
+  ):
     config.validate()
     self.rule = rule
     families = list(problem) if isinstance(problem, (list, tuple)) else [problem]
@@ -302,11 +326,13 @@ class MetaTrainer:
     jit = resolve_jit_compile(config.jit_compile)
     # One pair of graphs per training family (their parameter shapes differ).
     if strategy is None:
-      self._start = [tf.function(functools.partial(self._start_trajectory, p), jit_compile=jit)
-                     for p in families]
+      self._start = [
+        tf.function(functools.partial(self._start_trajectory, p), jit_compile=jit) for p in families
+      ]
       self._train_unroll = [
-          tf.function(functools.partial(self._unroll_and_gradients, p), jit_compile=jit)
-          for p in families]
+        tf.function(functools.partial(self._unroll_and_gradients, p), jit_compile=jit)
+        for p in families
+      ]
       self._apply_gradients = self._apply_meta_update
     else:
       shares = [p.with_batch_size(p.batch_size // self.num_replicas) for p in families]
@@ -326,15 +352,17 @@ class MetaTrainer:
     """Refuses meta-batches that do not split evenly and rules built outside the strategy."""
     for family in families:
       distribute.check_meta_batch(family.batch_size, self.num_replicas)
-    if self.strategy and not all(self.strategy.extended.variable_created_in_scope(v.value)
-                                 for v in rule.trainable_variables):
+    if self.strategy and not all(
+      self.strategy.extended.variable_created_in_scope(v.value) for v in rule.trainable_variables
+    ):
       raise ValueError("the learned rule's variables must be created under strategy.scope()")
 
   # --- graph pieces -------------------------------------------------------------------------
 
   def _start_trajectory(self, problem, params, first_batch):
-    return unroll_lib.start_trajectory(problem, self.rule, params, first_batch,
-                                       self.config.second_derivatives)
+    return unroll_lib.start_trajectory(
+      problem, self.rule, params, first_batch, self.config.second_derivatives
+    )
 
   def _unroll_and_gradients(self, problem, trajectory, batches):
     """One device: the unroll's objective, trajectory, clipped meta-gradients and finiteness."""
@@ -344,10 +372,10 @@ class MetaTrainer:
 
   def _replicated_start(self, share, jit):
     """Starts every replica's share of a trajectory (arguments sharded by _shard)."""
-    replica_start = tf.function(functools.partial(self._start_trajectory, share),
-                                jit_compile=jit)
-    return tf.function(lambda params, first_batch: self.strategy.run(
-        replica_start, (params, first_batch)))
+    replica_start = tf.function(functools.partial(self._start_trajectory, share), jit_compile=jit)
+    return tf.function(
+      lambda params, first_batch: self.strategy.run(replica_start, (params, first_batch))
+    )
 
   def _replicated_unroll(self, share, jit):
     """_unroll_and_gradients across replicas: each unrolls its share; gradients are averaged.
@@ -357,20 +385,21 @@ class MetaTrainer:
     Returns the objective and finiteness as plain tensors, the trajectory and the meta-gradients
     per replica (what _replicated_meta_update takes).
     """
-    replica_unroll = tf.function(functools.partial(self._objective_and_gradients, share),
-                                 jit_compile=jit)
+    replica_unroll = tf.function(
+      functools.partial(self._objective_and_gradients, share), jit_compile=jit
+    )
 
     def replica_step(trajectory, batches):
       objective, trajectory, grads = replica_unroll(trajectory, batches)
       # Equal shares: the mean over replicas of per-share means is the mean over the meta-batch.
       objective, grads = tf.distribute.get_replica_context().all_reduce(
-          tf.distribute.ReduceOp.MEAN, (objective, grads))
+        tf.distribute.ReduceOp.MEAN, (objective, grads)
+      )
       grads, finite = self._checked_and_clipped(objective, grads)
       return objective, trajectory, grads, finite
 
     def step(trajectory, batches):
-      objective, trajectory, grads, finite = self.strategy.run(replica_step,
-                                                               (trajectory, batches))
+      objective, trajectory, grads, finite = self.strategy.run(replica_step, (trajectory, batches))
       local = lambda value: self.strategy.experimental_local_results(value)[0]  # all equal
       return local(objective), trajectory, grads, local(finite)
 
@@ -380,8 +409,9 @@ class MetaTrainer:
     """Per-replica shares of a meta-batch's tensors (instances along `axis`); as is on 1 device."""
     if self.strategy is None:
       return values
-    return distribute.shard_instances(self.strategy, values,
-                                      problem.batch_size // self.num_replicas, axis)
+    return distribute.shard_instances(
+      self.strategy, values, problem.batch_size // self.num_replicas, axis
+    )
 
   def _apply_meta_update(self, grads):
     self.meta_optimizer.apply_gradients(zip(grads, self.rule.trainable_variables))
@@ -409,8 +439,13 @@ class MetaTrainer:
     variables = self.rule.trainable_variables
     with tf.GradientTape() as tape:
       meta_loss, trajectory, losses = unroll_lib.unroll(
-          problem, self.rule, trajectory, batches, self.config.second_derivatives,
-          recompute=self.config.recompute)
+        problem,
+        self.rule,
+        trajectory,
+        batches,
+        self.config.second_derivatives,
+        recompute=self.config.recompute,
+      )
       if self.config.meta_objective == "log_loss":
         objective = tf.reduce_mean(tf.math.log(losses + _LOG_FLOOR))
       else:
@@ -423,10 +458,11 @@ class MetaTrainer:
 
   def validation_loss(self):
     """Mean loss of the fixed validation problems over all steps, or the last unroll's."""
-    losses = evaluation.run_trajectories(self.validation_problem, self.rule,
-                                         self.validation_seed, self.config.num_steps)
+    losses = evaluation.run_trajectories(
+      self.validation_problem, self.rule, self.validation_seed, self.config.num_steps
+    )
     if self.config.validation_metric == "final":
-      value = float(np.mean(losses[-self.config.final_window():]))
+      value = float(np.mean(losses[-self.config.final_window() :]))
     else:
       value = float(np.mean(losses[1:]))
     return value if math.isfinite(value) else math.inf
@@ -440,18 +476,22 @@ class MetaTrainer:
     params = problem.init_params(seed)
     batches = problem.sample_batches(seed, num_steps)
     first_batch = tf.nest.map_structure(lambda x: x[0], batches)
-    trajectory = self._start[family](self._shard(problem, params, axis=0),
-                                     self._shard(problem, first_batch, axis=0))
+    trajectory = self._start[family](
+      self._shard(problem, params, axis=0), self._shard(problem, first_batch, axis=0)
+    )
     objectives = []
     for start in range(1, num_steps + 1, unroll_length):
-      window = tf.nest.map_structure(lambda x, s=start: x[s:s + unroll_length], batches)
+      window = tf.nest.map_structure(lambda x, s=start: x[s : s + unroll_length], batches)
       objective, trajectory, grads, finite = self._train_unroll[family](
-          trajectory, self._shard(problem, window, axis=1))  # batches: [steps, instances, ...]
+        trajectory, self._shard(problem, window, axis=1)
+      )  # batches: [steps, instances, ...]
       if not bool(finite):
         step = int(self.meta_optimizer.iterations.numpy()) + 1
-        self.log(f"non-finite meta-loss or meta-gradient at meta-step {step} (optimizee steps "
-                 f"{start}-{start + unroll_length - 1} of trajectory seed {seed}): update "
-                 "skipped, trajectory abandoned")
+        self.log(
+          f"non-finite meta-loss or meta-gradient at meta-step {step} (optimizee steps "
+          f"{start}-{start + unroll_length - 1} of trajectory seed {seed}): update "
+          "skipped, trajectory abandoned"
+        )
         return (float(np.mean(objectives)) if objectives else math.nan), 1
       self._apply_gradients(grads)
       objectives.append(float(objective))
@@ -466,19 +506,23 @@ class MetaTrainer:
       return
     run_path = os.path.join(output_dir, run_directory.RUN_FILE)
     if not os.path.isfile(run_path):
-      raise RunDirectoryError(f"{output_dir} is not empty and holds no l2l_tf run; choose a "
-                              "new --output_dir")
+      raise RunDirectoryError(
+        f"{output_dir} is not empty and holds no l2l_tf run; choose a new --output_dir"
+      )
     try:
       with open(run_path) as f:
         previous = json.load(f)
       # A run written before a setting existed ran with that setting's default.
-      previous["config"] = {**dataclasses.asdict(MetaTrainingConfig()),
-                            **previous.get("config", {})}
+      previous["config"] = {
+        **dataclasses.asdict(MetaTrainingConfig()),
+        **previous.get("config", {}),
+      }
     except (ValueError, TypeError, AttributeError) as e:
       raise RunDirectoryError(f"{run_path}: unreadable run description ({e})") from None
     if _identity(previous) != _identity(json.loads(json.dumps(self._run_description()))):
-      raise RunDirectoryError(f"{output_dir} holds another run (different configuration); "
-                              "choose a new --output_dir")
+      raise RunDirectoryError(
+        f"{output_dir} holds another run (different configuration); choose a new --output_dir"
+      )
 
   def _run_description(self):
     """What run.json records: the configuration and the run's metadata."""
@@ -493,8 +537,10 @@ class MetaTrainer:
     self._check_output(output_dir)
     with run_directory.exclusive_lock(output_dir):
       self._check_output(output_dir)  # another process may have started a run meanwhile
-      atomic_files.atomic_write(os.path.join(output_dir, run_directory.RUN_FILE),
-                                json.dumps(self._run_description(), indent=2, sort_keys=True))
+      atomic_files.atomic_write(
+        os.path.join(output_dir, run_directory.RUN_FILE),
+        json.dumps(self._run_description(), indent=2, sort_keys=True),
+      )
       removed = run_directory.remove_leftovers(output_dir)
       if removed:
         self.log(f"removed what an interrupted run left: {', '.join(removed)}")
@@ -515,31 +561,44 @@ class MetaTrainer:
     re-run after a kill appears once, and one whose record never landed appears again.
     """
     run = _Run(output_dir)
-    saved = dict(cells=self.rule.cells, meta_optimizer=self.meta_optimizer, epoch=self.epoch,
-                 best_validation=self.best_validation, history=run.history_json,
-                 consecutive_skips=run.skip_streak)
+    saved = dict(
+      cells=self.rule.cells,
+      meta_optimizer=self.meta_optimizer,
+      epoch=self.epoch,
+      best_validation=self.best_validation,
+      history=run.history_json,
+      consecutive_skips=run.skip_streak,
+    )
     run.manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(**saved), run.path(run_directory.CHECKPOINTS), max_to_keep=2)
+      tf.train.Checkpoint(**saved), run.path(run_directory.CHECKPOINTS), max_to_keep=2
+    )
     # A damaged or missing state file (checkpoints/checkpoint) hides the checkpoints from the
     # manager; restarting from epoch 0 would then overwrite best/ with the untrained optimizer.
     latest = run.manager.latest_checkpoint or _newest_checkpoint(
-        run.path(run_directory.CHECKPOINTS))
+      run.path(run_directory.CHECKPOINTS)
+    )
     if latest:
       stored = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
       # A checkpoint from before history and consecutive_skips were saved lacks them.
-      present = {name: value for name, value in saved.items()
-                 if name in stored or name not in ("history", "consecutive_skips")}
+      present = {
+        name: value
+        for name, value in saved.items()
+        if name in stored or name not in ("history", "consecutive_skips")
+      }
       tf.train.Checkpoint(**present).restore(latest).assert_existing_objects_matched()
       run.history = self._restored_history(run, "history" in present)
       self.log(f"resuming {output_dir} at epoch {int(self.epoch.numpy())}")
     self._check_replicas_resume_together(output_dir)
-    atomic_files.atomic_write(run.path(run_directory.HISTORY_FILE),
-                              json.dumps(run.history, indent=2))
+    atomic_files.atomic_write(
+      run.path(run_directory.HISTORY_FILE), json.dumps(run.history, indent=2)
+    )
     run.writer = self._rewrite_tensorboard(run)
     if not latest:
       self._record_best(output_dir, self.validation_loss(), epoch=0)
-      self.log(f"initial validation loss {float(self.best_validation.numpy()):.4g} "
-               f"({self.initial_optimizer}, kept as best/ until an epoch improves on it)")
+      self.log(
+        f"initial validation loss {float(self.best_validation.numpy()):.4g} "
+        f"({self.initial_optimizer}, kept as best/ until an epoch improves on it)"
+      )
     run.first_epoch = int(self.epoch.numpy())
     return run
 
@@ -560,10 +619,12 @@ class MetaTrainer:
     sums = tf.function(lambda: self.strategy.run(replica_sums))()
     total, squares = self.strategy.experimental_local_results(sums)[0].numpy()
     if self.num_replicas * squares != total * total:  # the epochs' variance is not 0
-      raise ValueError(f"the workers resumed at different epochs ({output_dir} at epoch "
-                       f"{int(self.epoch.numpy())}, the mean over replicas "
-                       f"{total / self.num_replicas:g}); give every worker a copy of the same "
-                       "run directory")
+      raise ValueError(
+        f"the workers resumed at different epochs ({output_dir} at epoch "
+        f"{int(self.epoch.numpy())}, the mean over replicas "
+        f"{total / self.num_replicas:g}); give every worker a copy of the same "
+        "run directory"
+      )
 
   def _restored_history(self, run, in_checkpoint):
     if in_checkpoint:
@@ -579,8 +640,11 @@ class MetaTrainer:
   def _rewrite_tensorboard(self, run):
     """A writer whose new event file holds the history so far; the older event files go."""
     directory = run.path(run_directory.TENSORBOARD)
-    older = [name for name in (os.listdir(directory) if os.path.isdir(directory) else [])
-             if name.startswith(run_directory.EVENT_FILE_PREFIX)]
+    older = [
+      name
+      for name in (os.listdir(directory) if os.path.isdir(directory) else [])
+      if name.startswith(run_directory.EVENT_FILE_PREFIX)
+    ]
     writer = tf.summary.create_file_writer(directory)
     for record in run.history:
       _write_summaries(writer, record)
@@ -605,16 +669,22 @@ class MetaTrainer:
       self._stop_if_diverged(run, epoch, index)
       fault_injection.reach("mid_epoch", epoch + 1)
       if (index + 1) % cfg.log_every == 0:
-        self.log(f"epoch {epoch + 1}/{cfg.epochs} trajectory {index + 1}/"
-                 f"{cfg.trajectories_per_epoch} meta-loss "
-                 f"{np.mean(objectives[-cfg.log_every:]):.4g} "
-                 f"(best validation {float(self.best_validation.numpy()):.4g}) "
-                 f"{(time.time() - epoch_start) / (index + 1):.2f}s/trajectory "
-                 f"ETA {run.eta_seconds(cfg, epoch, index + 1):.0f}s")
+        self.log(
+          f"epoch {epoch + 1}/{cfg.epochs} trajectory {index + 1}/"
+          f"{cfg.trajectories_per_epoch} meta-loss "
+          f"{np.mean(objectives[-cfg.log_every :]):.4g} "
+          f"(best validation {float(self.best_validation.numpy()):.4g}) "
+          f"{(time.time() - epoch_start) / (index + 1):.2f}s/trajectory "
+          f"ETA {run.eta_seconds(cfg, epoch, index + 1):.0f}s"
+        )
     validation = self.validation_loss()
-    return {"epoch": epoch + 1, "meta_loss": float(np.mean(objectives)) if objectives else None,
-            "validation_loss": validation, "skipped_updates": skipped,
-            "epoch_seconds": time.time() - epoch_start}
+    return {
+      "epoch": epoch + 1,
+      "meta_loss": float(np.mean(objectives)) if objectives else None,
+      "validation_loss": validation,
+      "skipped_updates": skipped,
+      "epoch_seconds": time.time() - epoch_start,
+    }
 
   def _stop_if_diverged(self, run, epoch, index):
     limit = self.config.max_consecutive_skips
@@ -623,11 +693,12 @@ class MetaTrainer:
       return
     kept = best_epoch(run.history)
     raise TrainingDivergedError(
-        f"meta-training stopped in epoch {epoch + 1}, trajectory {index + 1}: {streak} "
-        "meta-updates in a row were skipped for a non-finite meta-loss or meta-gradient "
-        f"(max_consecutive_skips={limit}); the optimizer diverges with these settings (e.g. "
-        "too large an output scale or meta learning rate). best/ holds "
-        + (self.initial_optimizer if kept == 0 else f"epoch {kept}'s optimizer"))
+      f"meta-training stopped in epoch {epoch + 1}, trajectory {index + 1}: {streak} "
+      "meta-updates in a row were skipped for a non-finite meta-loss or meta-gradient "
+      f"(max_consecutive_skips={limit}); the optimizer diverges with these settings (e.g. "
+      "too large an output scale or meta learning rate). best/ holds "
+      + (self.initial_optimizer if kept == 0 else f"epoch {kept}'s optimizer")
+    )
 
   def _save_epoch(self, run, record):
     """Keeps a finished epoch; returns whether it improved on the best validation loss.
@@ -649,8 +720,9 @@ class MetaTrainer:
     with fault_injection.inside("checkpoint_shards", epoch):
       run.manager.save(checkpoint_number=epoch, options=fault_injection.checkpoint_options(epoch))
     fault_injection.reach("after_checkpoint", epoch)
-    atomic_files.atomic_write(run.path(run_directory.HISTORY_FILE),
-                              json.dumps(run.history, indent=2))
+    atomic_files.atomic_write(
+      run.path(run_directory.HISTORY_FILE), json.dumps(run.history, indent=2)
+    )
     _write_summaries(run.writer, record)
     run.writer.flush()
     return improved
@@ -659,10 +731,12 @@ class MetaTrainer:
     cfg = self.config
     meta_loss = math.nan if record["meta_loss"] is None else record["meta_loss"]
     eta = run.eta_seconds(cfg, record["epoch"] - 1, cfg.trajectories_per_epoch)
-    self.log(f"epoch {record['epoch']}/{cfg.epochs} meta-loss {meta_loss:.4g} validation "
-             f"{record['validation_loss']:.4g} (best {record['best_validation_loss']:.4g}"
-             f"{', saved' if improved else ''}) epoch {record['epoch_seconds']:.1f}s "
-             f"ETA {eta:.0f}s")
+    self.log(
+      f"epoch {record['epoch']}/{cfg.epochs} meta-loss {meta_loss:.4g} validation "
+      f"{record['validation_loss']:.4g} (best {record['best_validation_loss']:.4g}"
+      f"{', saved' if improved else ''}) epoch {record['epoch_seconds']:.1f}s "
+      f"ETA {eta:.0f}s"
+    )
 
   @property
   def initial_optimizer(self):
@@ -674,10 +748,12 @@ class MetaTrainer:
   def _record_best(self, output_dir, validation, epoch):
     """Saves the rule as best/; at epoch 0 it is the untrained optimizer, and says so."""
     self.best_validation.assign(validation)
-    metadata = dict(self.metadata, epoch=epoch,
-                    untrained=epoch == 0 and "init_from" not in self.metadata,
-                    best_validation_loss=validation if math.isfinite(validation) else None,
-                    training=dataclasses.asdict(self.config))
+    metadata = dict(
+      self.metadata,
+      epoch=epoch,
+      untrained=epoch == 0 and "init_from" not in self.metadata,
+      best_validation_loss=validation if math.isfinite(validation) else None,
+      training=dataclasses.asdict(self.config),
+    )
     with fault_injection.inside("best_swap", epoch, run_directory.BEST):
-      optimizer_format.save_rule(self.rule, os.path.join(output_dir, run_directory.BEST),
-                                 metadata)
+      optimizer_format.save_rule(self.rule, os.path.join(output_dir, run_directory.BEST), metadata)

@@ -10,6 +10,7 @@ remove_leftovers(directory) deletes the temporaries a killed run leaves: the bes
 atomic_files.atomic_write's .tmp-* files, and TensorFlow's unfinished checkpoint writes in
 checkpoints/ (ckpt-N_temp/, checkpoint.tmp<hex>). Call it only while holding the lock.
 """
+
 import contextlib
 import fcntl
 import os
@@ -51,8 +52,9 @@ def exclusive_lock(directory):
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       raise RunDirectoryError(
-          f"{directory} is in use by another training process{_holder(fd)}; wait for it to "
-          "finish or choose another --output_dir") from None
+        f"{directory} is in use by another training process{_holder(fd)}; wait for it to "
+        "finish or choose another --output_dir"
+      ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     yield
@@ -80,6 +82,8 @@ def remove_leftovers(directory):
   """Deletes a killed run's temporaries in `directory`; returns their paths (relative)."""
   removed = leftovers.clean_atomic_directory(os.path.join(directory, BEST))
   removed += _remove_matching(directory, _ATOMIC_WRITE_TEMPORARY)
-  removed += [os.path.join(CHECKPOINTS, entry) for entry in _remove_matching(
-      os.path.join(directory, CHECKPOINTS), _CHECKPOINT_TEMPORARIES)]
+  removed += [
+    os.path.join(CHECKPOINTS, entry)
+    for entry in _remove_matching(os.path.join(directory, CHECKPOINTS), _CHECKPOINT_TEMPORARIES)
+  ]
   return removed

@@ -11,6 +11,7 @@ for memory (gradient checkpointing): the backward pass reruns the forward pass o
 ("steps") or of a block of about sqrt(K) steps ("blocks") from its stored input trajectory, so
 only one trajectory per step (or block) and one step's (block's) intermediates are held.
 """
+
 import collections
 import math
 
@@ -51,8 +52,9 @@ def _with_known_gradient(params, losses, grads):
 
     def gradient(upstream):
       # d(sum_b w_b f_b)/d theta_b = w_b * grad_b, for the per-instance loss weights w.
-      return [tf.reshape(upstream, [-1] + [1] * (grads[n].shape.rank - 1)) * grads[n]
-              for n in names]
+      return [
+        tf.reshape(upstream, [-1] + [1] * (grads[n].shape.rank - 1)) * grads[n] for n in names
+      ]
 
     return tf.identity(losses), gradient
 
@@ -78,25 +80,31 @@ def unroll(problem, rule, trajectory, batches, second_derivatives=False, recompu
   A tf.while_loop, so graphs (and XLA compiles) stay the same size for any K.
   """
   if recompute not in RECOMPUTE_MODES:
-    raise ValueError(f"recompute must be one of {', '.join(RECOMPUTE_MODES)}, got "
-                     f"{recompute!r}")
+    raise ValueError(f"recompute must be one of {', '.join(RECOMPUTE_MODES)}, got {recompute!r}")
   if recompute != "none":
-    return _recomputed_unroll(problem, rule, trajectory, batches, second_derivatives,
-                              recompute)
+    return _recomputed_unroll(problem, rule, trajectory, batches, second_derivatives, recompute)
   leading = tf.nest.flatten(batches)[0]
   static_steps = leading.shape[0]  # known statically: XLA needs a bounded loop
   num_steps = tf.shape(leading)[0]
-  losses = tf.TensorArray(trajectory.loss.dtype, size=num_steps, element_shape=trajectory.loss.shape)
+  losses = tf.TensorArray(
+    trajectory.loss.dtype, size=num_steps, element_shape=trajectory.loss.shape
+  )
 
   def body(t, trajectory, losses, meta_loss):
     trajectory = _step(problem, rule, trajectory, batches, t, second_derivatives)
-    return (t + 1, trajectory, losses.write(t, trajectory.loss),
-            meta_loss + tf.reduce_mean(trajectory.loss))
+    return (
+      t + 1,
+      trajectory,
+      losses.write(t, trajectory.loss),
+      meta_loss + tf.reduce_mean(trajectory.loss),
+    )
 
   _, trajectory, losses, meta_loss = tf.while_loop(
-      lambda t, *_: t < num_steps, body,
-      (tf.constant(0), trajectory, losses, tf.zeros([], trajectory.loss.dtype)),
-      maximum_iterations=static_steps)
+    lambda t, *_: t < num_steps,
+    body,
+    (tf.constant(0), trajectory, losses, tf.zeros([], trajectory.loss.dtype)),
+    maximum_iterations=static_steps,
+  )
   return meta_loss, trajectory, losses.stack()
 
 
@@ -150,53 +158,68 @@ def _recomputed_unroll(problem, rule, trajectory, batches, second_derivatives, r
 
     losses = tf.TensorArray(current.loss.dtype, size=size, element_shape=current.loss.shape)
     with keras.StatelessScope(list(zip(weights, weight_values))):
-      _, current, losses = tf.while_loop(lambda i, *_: i < size, body,
-                                         (tf.constant(0), current, losses),
-                                         maximum_iterations=size)
+      _, current, losses = tf.while_loop(
+        lambda i, *_: i < size, body, (tf.constant(0), current, losses), maximum_iterations=size
+      )
     return tf.nest.flatten(current), losses.stack()
 
   @tf.custom_gradient
   def checkpointed_unroll(*inputs):
-    flat_trajectory, weight_values = inputs[:len(flat_start)], inputs[len(flat_start):]
+    flat_trajectory, weight_values = inputs[: len(flat_start)], inputs[len(flat_start) :]
     flat_end, losses, checkpoints = _forward_keeping_checkpoints(
-        run_block, flat_trajectory, weight_values, num_blocks,
-        tf.TensorSpec([size] + trajectory.loss.shape.as_list(), trajectory.loss.dtype))
+      run_block,
+      flat_trajectory,
+      weight_values,
+      num_blocks,
+      tf.TensorSpec([size] + trajectory.loss.shape.as_list(), trajectory.loss.dtype),
+    )
 
     def gradient(*upstream):
-      upstream = [tf.zeros_like(y) if g is None else g
-                  for g, y in zip(upstream, flat_end + [losses])]
+      upstream = [
+        tf.zeros_like(y) if g is None else g for g, y in zip(upstream, flat_end + [losses])
+      ]
       d_losses = tf.reshape(upstream[-1], [num_blocks, size, -1])
-      return _backward_from_checkpoints(run_block, checkpoints, weight_values, upstream[:-1],
-                                        d_losses)
+      return _backward_from_checkpoints(
+        run_block, checkpoints, weight_values, upstream[:-1], d_losses
+      )
 
     return flat_end + [losses], gradient
 
   outputs = checkpointed_unroll(*flat_start, *[tf.convert_to_tensor(w) for w in weights])
   losses = outputs[-1]
-  return (tf.reduce_sum(tf.reduce_mean(losses, axis=-1)),
-          tf.nest.pack_sequence_as(trajectory, outputs[:-1]), losses)
+  return (
+    tf.reduce_sum(tf.reduce_mean(losses, axis=-1)),
+    tf.nest.pack_sequence_as(trajectory, outputs[:-1]),
+    losses,
+  )
 
 
-def _forward_keeping_checkpoints(run_block, flat_trajectory, weight_values, num_blocks,
-                                 block_losses_spec):
+def _forward_keeping_checkpoints(
+  run_block, flat_trajectory, weight_values, num_blocks, block_losses_spec
+):
   """Runs the blocks in order, keeping each block's input trajectory (and nothing else).
 
   Returns (flat trajectory at the end, losses [steps, B], one TensorArray of checkpoints per
   trajectory tensor). block_losses_spec: a tf.TensorSpec of one block's losses.
   """
+
   def body(block, flat_trajectory, checkpoints, losses):
     checkpoints = [c.write(block, x) for c, x in zip(checkpoints, flat_trajectory)]
     flat_trajectory, block_losses = run_block(block, flat_trajectory, weight_values)
     return block + 1, flat_trajectory, checkpoints, losses.write(block, block_losses)
 
-  checkpoints = [tf.TensorArray(x.dtype, size=num_blocks, element_shape=x.shape)
-                 for x in flat_trajectory]
-  losses = tf.TensorArray(block_losses_spec.dtype, size=num_blocks,
-                          element_shape=block_losses_spec.shape)
+  checkpoints = [
+    tf.TensorArray(x.dtype, size=num_blocks, element_shape=x.shape) for x in flat_trajectory
+  ]
+  losses = tf.TensorArray(
+    block_losses_spec.dtype, size=num_blocks, element_shape=block_losses_spec.shape
+  )
   _, flat_end, checkpoints, losses = tf.while_loop(
-      lambda block, *_: block < num_blocks, body,
-      (tf.constant(0), list(flat_trajectory), checkpoints, losses),
-      maximum_iterations=num_blocks)
+    lambda block, *_: block < num_blocks,
+    body,
+    (tf.constant(0), list(flat_trajectory), checkpoints, losses),
+    maximum_iterations=num_blocks,
+  )
   return flat_end, losses.concat(), checkpoints
 
 
@@ -216,20 +239,29 @@ def _backward_from_checkpoints(run_block, checkpoints, weight_values, d_end, d_l
     sources = [c.read(block) for c in checkpoints] + [tf.identity(w) for w in weight_values]
     with tf.GradientTape() as tape:
       tape.watch(sources)
-      end, block_losses = run_block(block, sources[:len(checkpoints)], sources[len(checkpoints):])
-    grads = tape.gradient(end + [block_losses], sources,
-                          output_gradients=d_trajectory + [d_losses[block]],
-                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return (index + 1, grads[:len(checkpoints)],
-            [total + g for total, g in zip(d_weights, grads[len(checkpoints):])])
+      end, block_losses = run_block(block, sources[: len(checkpoints)], sources[len(checkpoints) :])
+    grads = tape.gradient(
+      end + [block_losses],
+      sources,
+      output_gradients=d_trajectory + [d_losses[block]],
+      unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    )
+    return (
+      index + 1,
+      grads[: len(checkpoints)],
+      [total + g for total, g in zip(d_weights, grads[len(checkpoints) :])],
+    )
 
   # One iteration at a time: a block's recomputation needs only its checkpoint, so the
   # executor would otherwise run up to 10 of them ahead of their cotangents, each holding a
   # block's intermediates (XLA runs loop iterations one at a time anyway).
   _, d_start, d_weights = tf.while_loop(
-      lambda index, *_: index < num_blocks, body,
-      (tf.constant(0), list(d_end), [tf.zeros_like(w) for w in weight_values]),
-      maximum_iterations=num_blocks, parallel_iterations=1)
+    lambda index, *_: index < num_blocks,
+    body,
+    (tf.constant(0), list(d_end), [tf.zeros_like(w) for w in weight_values]),
+    maximum_iterations=num_blocks,
+    parallel_iterations=1,
+  )
   return d_start + d_weights
 
 
