@@ -21,12 +21,12 @@ Prints one line per problem:
 
 import time
 
-from absl import app
 from absl import flags
 import keras
 import numpy as np
 import tensorflow as tf
 
+from l2l_tf import cli
 from l2l_tf import learned_rule
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.learned_rule import LearnedUpdateRule
@@ -135,4 +135,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -26,12 +26,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import json  # pylint: disable=g-import-not-at-top,wrong-import-position
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 import tensorflow as tf
 
 from l2l_tf import cells
+from l2l_tf import cli
 
 _LAYOUTS = {"quad_batch": (128, 10), "dense_1280": (1, 1280), "mnist": (1, 15910)}
 _LAYOUT_FLAG = flags.DEFINE_list("layouts", list(_LAYOUTS), "Coordinate layouts to measure.")
@@ -101,7 +101,7 @@ def main(argv):
   rows = []
   for layout in _LAYOUT_FLAG.value:
     if layout not in _LAYOUTS:
-      raise app.UsageError(f"unknown layout {layout!r}; choose from {sorted(_LAYOUTS)}")
+      raise ValueError(f"unknown layout {layout!r}; choose from {sorted(_LAYOUTS)}")
     shape = _LAYOUTS[layout]
     prepared, layout_rows = {}, {}
     for name, make in _cells():
@@ -163,4 +163,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -24,11 +24,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import dataclasses
 
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 import keras
 import numpy as np
 
+from l2l_tf import cli
 from l2l_tf import evaluation
 from l2l_tf import learned_rule
 from l2l_tf import optimizer_format
@@ -117,13 +117,13 @@ def _summarize(losses, reference, extra=None):
 def main(argv):
   del argv
   if _TEST.value < 100:
-    raise app.UsageError("--num_test_problems must be >= 100")
+    raise ValueError("--num_test_problems must be >= 100")
   try:
     seeds = [int(s) for s in _SEEDS.value]
   except ValueError as e:
-    raise app.UsageError(f"--seeds must be integers: {e}") from e
+    raise ValueError(f"--seeds must be integers: {e}") from e
   if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-    raise app.UsageError(f"--seeds must be distinct non-negative integers, got {_SEEDS.value}")
+    raise ValueError(f"--seeds must be distinct non-negative integers, got {_SEEDS.value}")
   config = MetaTrainingConfig(
     num_steps=_NUM_STEPS.value,
     unroll_length=_UNROLL.value,
@@ -262,4 +262,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

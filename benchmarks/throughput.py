@@ -19,11 +19,11 @@ and with --output_json=FILE writes them as JSON (results/throughput.json feeds d
 
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from l2l_tf import cli
 from l2l_tf import evaluation
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.learned_rule import LearnedUpdateRule
@@ -107,4 +107,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
