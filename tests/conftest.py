@@ -8,6 +8,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def pytest_configure(config):
+  # Tiers: `pytest -m "not slow" tests` skips the subprocess end-to-end files; CI runs all.
+  config.addinivalue_line("markers", "slow: end-to-end tests through subprocesses (minutes)")
+
+
 def _write_cifar_binary(directory, per_file=20):
   """Official-format batches: 1 label byte + 3,072 pixel bytes; pixels encode the class."""
   os.makedirs(directory, exist_ok=True)

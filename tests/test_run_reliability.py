@@ -21,6 +21,9 @@ from l2l_tf import leftovers
 from l2l_tf.training import fault_injection
 from l2l_tf.training import run_directory
 
+# Kills and restarts training subprocesses: the slow tier.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 5
 TINY_RUN = [

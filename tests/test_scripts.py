@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+# End to end through subprocesses (a TensorFlow start each): the slow tier.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DURATION = r"[\d.]+ (s|min|h)"  # as evaluation.format_duration writes it
 
