@@ -154,8 +154,6 @@ flags.DEFINE_string(
   "--strategy=tpu: the TPU's name or grpc:// address (default: the local TPU VM's or Colab's).",
 )
 FLAGS = flags.FLAGS
-# The meta-batch when --batch_size is not given (registry.make_problem's defaults).
-DEFAULT_META_BATCH = {"quadratic": 128}
 
 
 def parse_stage(spec):
@@ -230,23 +228,23 @@ def make_rule():
       or FLAGS.optimizer
     )
     return rule, optimizer_name, initial_metadata
-  if FLAGS.problem in registry.CIFAR_PROBLEMS:
-    # The paper's CIFAR setup: one optimizer network for conv parameters, one for the rest.
-    rule = learned_rule.make_rule(
-      FLAGS.optimizer, FLAGS.problem, **{k: v for k, v in cell_options.items() if v is not None}
-    )
-  else:
-    rule = learned_rule.LearnedUpdateRule(
-      registry.make_cell(FLAGS.optimizer, FLAGS.problem, **cell_options)
-    )
-  return rule, FLAGS.optimizer, None
+  # One cell per parameter group the problem declares (the paper's CIFAR setup: one network
+  # for the conv parameters, one for the rest), else one cell for every parameter.
+  return (
+    learned_rule.make_rule(FLAGS.optimizer, FLAGS.problem, **cell_options),
+    FLAGS.optimizer,
+    None,
+  )
 
 
 def start_strategy():
   """The --strategy (None for default), set up before any other TensorFlow op."""
   distribute.configure_cpu_devices(FLAGS.cpu_devices)
   strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
-  meta_batch = FLAGS.batch_size or DEFAULT_META_BATCH.get(FLAGS.problem, 1)
+  # The problem factory's own default when --batch_size is not given.
+  meta_batch = FLAGS.batch_size or registry.PROBLEMS.attributes(FLAGS.problem).get(
+    "default_batch_size", 1
+  )
   distribute.check_meta_batch(meta_batch, distribute.num_replicas(strategy))
   return strategy
 

@@ -58,10 +58,16 @@ class QuadraticProblem(base.Problem):
 
 
 # The paper's quadratic experiment feeds raw gradients and takes the network's output as is.
+# Instances per meta-batch when the caller gives none (other problems: 1).
+DEFAULT_BATCH_SIZE = 128
+
+
 @registry.PROBLEMS.register(
-  "quadratic", cell_settings={"preprocessing": "identity", "output_scale": 1.0}
+  "quadratic",
+  cell_settings={"preprocessing": "identity", "output_scale": 1.0},
+  default_batch_size=DEFAULT_BATCH_SIZE,
 )
 def make_quadratic_problem(split, batch_size, options):
   """The paper's 10-dimensional quadratics; splits differ only by the seeds drawn."""
   del split, options  # no data
-  return QuadraticProblem(batch_size=batch_size or 128)
+  return QuadraticProblem(batch_size=batch_size or DEFAULT_BATCH_SIZE)
