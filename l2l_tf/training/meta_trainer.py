@@ -8,8 +8,8 @@ kept (early stopping as in the paper).
 
 Output directory layout:
   run.json           the run's configuration (a directory holding another run is refused)
-  best/              the best optimizer so far (l2l_tf.io format), replaced atomically; until an
-                     epoch improves on it, the untrained optimizer (metadata "untrained": true)
+  best/              the best optimizer so far (l2l_tf.optimizer_format), replaced atomically; until
+                     an epoch improves on it, the untrained optimizer (metadata "untrained": true)
   checkpoints/       tf.train checkpoints: weights, meta-optimizer state, epoch, best score and
                      the history up to that epoch (so the two are one atomic write)
   history.json       per-epoch meta-loss, validation loss, time (a copy of the checkpoint's)
