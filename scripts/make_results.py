@@ -139,6 +139,12 @@ def seeds_rows(data):
   return rows
 
 
+def _short_path(path):
+  """A run's starting point by name: its last component, or RUN/best for a run's best/."""
+  parts = path.rstrip("/").split("/")
+  return "/".join(parts[-2:]) if parts[-1] == "best" and len(parts) > 1 else parts[-1] or path
+
+
 def training_rows(runs):
   """One row per training run directory: its recipe and its validation history."""
   rows = []
@@ -159,7 +165,7 @@ def training_rows(runs):
     rows.append(
       {
         "problem": name,
-        "start": os.path.basename(start.rstrip("/")) or start,
+        "start": _short_path(start),
         "stages": ", ".join(f"{t}x{u}" for t, u in stages),
         "meta_lr": config["meta_learning_rate"],
         "seed": config.get("seed", 0),
