@@ -3,7 +3,7 @@
 # Installs bazel-bootstrap with apt-get when `bazel` is missing (needs root or sudo).
 # py_test uses the python3 on PATH (or $PYTHON), which must have tensorflow and pytest.
 #
-# Usage: bash .ci/bazel_test.sh [bazel targets...]   (default: //tests:test_preprocessing)
+# Usage: bash .ci/bazel_test.sh [bazel test flags and targets...]   (default: //tests:all)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,7 +37,7 @@ fi
 export PATH="$PY_DIR:$PATH"
 
 if [ "$#" -eq 0 ]; then
-    set -- //tests:test_preprocessing
+    set -- //tests:all
 fi
 
 # Stop the Bazel server afterwards so no daemon outlives the CI job.

@@ -11,7 +11,9 @@ import pytest
 from l2l_tf import evaluation
 from l2l_tf.problems.quadratic import QuadraticProblem
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+ROOT = repo_paths.ROOT
 
 # The optimizee flags every script that calls cli.define_problem_flags() must show under --help.
 PROBLEM_FLAGS = (

@@ -15,10 +15,12 @@ import sys
 import numpy as np
 import pytest
 
+import repo_paths
+
 # Subprocesses with logical devices and local workers: the slow tier.
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = repo_paths.ROOT
 TIMEOUT_SECONDS = 240
 # A tiny run of scripts/train.py: 4 quadratics, 2 epochs of 2 trajectories of 2 unrolls.
 TINY_RUN = [

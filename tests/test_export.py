@@ -23,7 +23,9 @@ from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.cells import GlobalAveragingLSTM
 from l2l_tf.cells import NTMBFGS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+ROOT = repo_paths.ROOT
 ATOL, RTOL = 1e-6, 1e-5
 N = 7
 METADATA = {

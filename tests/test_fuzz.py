@@ -26,7 +26,9 @@ import zipfile
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+ROOT = repo_paths.ROOT
 SEED = 13
 CASES = {"optimizer": 120, "saved_model": 70, "idx": 60, "checkpoint": 40}  # 290 in all
 HEADROOM_BYTES = 2 << 30  # the worker's address-space limit: its baseline plus this

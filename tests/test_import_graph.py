@@ -14,7 +14,9 @@ import sys
 
 import pytest
 
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+PACKAGE_ROOT = repo_paths.ROOT
 
 
 def module_files(root, package):

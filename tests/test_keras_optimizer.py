@@ -22,7 +22,9 @@ from l2l_tf.cells import GlobalAveragingLSTM
 from l2l_tf.cells import NTMBFGS
 from l2l_tf.cells import NTMLBFGS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+ROOT = repo_paths.ROOT
 LEARNING_RATE = 0.7
 rng = np.random.default_rng(0)
 X = rng.normal(size=(32, 6)).astype(np.float32)

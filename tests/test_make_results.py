@@ -11,7 +11,9 @@ import pytest
 
 from l2l_tf import evaluation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+ROOT = repo_paths.ROOT
 SCRIPT = os.path.join(ROOT, "scripts", "make_results.py")
 
 

@@ -16,7 +16,9 @@ from l2l_tf import update_rules
 from l2l_tf.data import DataError
 from l2l_tf.problems import neural_art
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+ROOT = repo_paths.ROOT
 SIZE = 32  # the smallest image VGG19's five blocks reduce to a non-empty map
 
 

@@ -9,7 +9,9 @@ from l2l_tf import evaluation
 from l2l_tf import optimizer_format
 from l2l_tf import registry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+ROOT = repo_paths.ROOT
 GRID = tuple(float(x) for x in 10.0 ** np.linspace(-3, 0.5, 8))
 
 

@@ -12,7 +12,9 @@ import l2l_tf
 from l2l_tf.problems import scaled
 from l2l_tf.training import meta_trainer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+ROOT = repo_paths.ROOT
 
 
 def _config(**overrides):

@@ -14,6 +14,8 @@ from l2l_tf.problems.mlp import MLPClassificationProblem
 from l2l_tf.training import meta_trainer
 from l2l_tf.training import unroll as unroll_lib
 
+import repo_paths
+
 K = 6  # unroll length: "steps" recomputes blocks of 1 step, "blocks" blocks of 2
 
 
@@ -165,12 +167,11 @@ def test_meta_trainer_passes_recompute_to_the_unroll():
 
 
 def test_train_script_records_and_runs_recompute(tmp_path):
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = tmp_path / "run"
   result = subprocess.run(
     [
       sys.executable,
-      os.path.join(root, "scripts", "train.py"),
+      os.path.join(repo_paths.ROOT, "scripts", "train.py"),
       f"--output_dir={out}",
       "--recompute=blocks",
       "--epochs=1",

@@ -21,10 +21,12 @@ from l2l_tf import leftovers
 from l2l_tf.training import fault_injection
 from l2l_tf.training import run_directory
 
+import repo_paths
+
 # Kills and restarts training subprocesses: the slow tier.
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = repo_paths.ROOT
 EPOCHS = 5
 TINY_RUN = [
   "--problem=quadratic",

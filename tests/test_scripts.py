@@ -8,10 +8,12 @@ import sys
 
 import pytest
 
+import repo_paths
+
 # End to end through subprocesses (a TensorFlow start each): the slow tier.
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = repo_paths.ROOT
 DURATION = r"[\d.]+ (s|min|h)"  # as evaluation.format_duration writes it
 
 
