@@ -289,6 +289,8 @@ class MetaTrainer:
       or None: one device. Each replica unrolls its share of every meta-batch (which must divide
       evenly), the meta-gradients are averaged over all instances, and one meta-update applies
       everywhere. The rule's variables must have been created under strategy.scope().
+    log: called with each progress line. The default prints and flushes it, so that a log file
+      or pipe holds every line up to the moment a run is killed.
   """
 
   def __init__(
@@ -299,7 +301,7 @@ class MetaTrainer:
     config,
     validation_seed=1,
     metadata=None,
-    log=print,
+    log=functools.partial(print, flush=True),
     strategy=None,
   ):
     config.validate()
