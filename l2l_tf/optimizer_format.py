@@ -26,7 +26,7 @@ import re
 import struct
 import zipfile
 import zlib
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -665,3 +665,27 @@ def load_rule(path: str) -> Tuple[learned_rule.LearnedUpdateRule, Dict[str, Any]
   if is_saved_model(path):
     verify_saved_model(path, arrays)
   return rule, config.get("metadata", {})
+
+
+def meta_training_problems(metadata: Dict[str, Any]) -> List[Dict[str, Any]]:
+  """Every problem configuration an optimizer was meta-trained on, across its whole provenance.
+
+  Walks the metadata written by train.py and export.py: a run's `problem` and `train_networks`,
+  and those of every run it started from (`init_from`, `meta_trained_on`), so that evaluations
+  can say whether a test network was inside the meta-training distribution.
+  """
+  found = []
+
+  def visit(node):
+    if isinstance(node, dict):
+      if isinstance(node.get("problem"), dict) and "name" in node["problem"]:
+        found.append(node["problem"])
+      for entry in node.get("train_networks") or ():
+        if isinstance(entry, dict):
+          found.append(entry)
+      for value in node.values():
+        if isinstance(value, dict):
+          visit(value)
+
+  visit(metadata)
+  return found

@@ -200,24 +200,38 @@ def test_generalization_writes_table_json_and_summary(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   for progress in (
     rf"relu: tuning adam: 2/2 learning rates, {DURATION}",
-    rf"generalisation: 1/5 variants, {DURATION}, ETA {DURATION}",
-    rf"generalisation: 5/5 variants, {DURATION}",
+    rf"generalisation: 1/8 variants, {DURATION}, ETA {DURATION}",
+    rf"generalisation: 8/8 variants, {DURATION}",
   ):
     assert re.search(rf"^{progress}$", result.stdout, flags=re.MULTILINE), result.stdout
   with open(out / "generalization.json") as f:
     data = json.load(f)
   assert data.pop("provenance")["command"].startswith("python ")
-  assert list(data) == ["base", "200 steps", "40 units", "2 layers", "relu"]
-  assert [data[v]["num_steps"] for v in data] == [100, 200, 100, 100, 100]
+  assert list(data) == [
+    "base",
+    "200 steps",
+    "40 units",
+    "2 layers",
+    "relu",
+    "tanh",
+    "3 layers",
+    "80 units",
+  ]
+  assert [data[v]["num_steps"] for v in data] == [100, 200, 100, 100, 100, 100, 100, 100]
+  # The shipped optimizer was meta-trained on the base network and never on the last three.
+  seen = {name: variant["seen_in_meta_training"] for name, variant in data.items()}
+  assert seen["base"] and seen["200 steps"]
+  assert not any(seen[name] for name in ("tanh", "3 layers", "80 units"))
   rows = [
     line
     for line in (out / "generalization.md").read_text().splitlines()
     if line.startswith("| ") and not line.startswith("| variant")
   ]
-  assert len(rows) == 5
+  assert len(rows) == 8
   for row, (name, variant) in zip(rows, data.items()):
     finals = {n: r["final_loss_mean"] for n, r in variant["results"].items()}
     learned_best = finals.pop("learned") < min(finals.values())
-    assert row.startswith(f"| {name} |") and row.endswith("yes |" if learned_best else "no |")
+    assert row.startswith(f"| {name} | {'yes' if seen[name] else 'no'} |")
+    assert row.endswith("yes |" if learned_best else "no |")
   for name in ("summary.png", "base.png", "relu.png"):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
