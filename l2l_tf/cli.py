@@ -27,8 +27,8 @@ def define_problem_flags():
     "dataset_source",
     "embedded",
     ["embedded", "tfds", "idx", "binary"],
-    "Where data comes from. MNIST: the sample shipped in the package "
-    "(embedded), tensorflow-datasets, or a directory of official IDX files. "
+    "Where data comes from. MNIST (mnist, mnist_convnet): the sample shipped in "
+    "the package (embedded), tensorflow-datasets, or a directory of official IDX files. "
     "CIFAR: tfds, or a directory of CIFAR-10's binary files (binary).",
   )
   flags.DEFINE_list(

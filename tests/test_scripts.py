@@ -1,6 +1,7 @@
 """The absl scripts end to end: JSON shape, optimizer directories, one-line errors."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -108,6 +109,8 @@ def test_evaluate_refuses_a_directory_that_is_not_an_optimizer(tmp_path):
     (["--unroll_length=0"], "unroll_length"),
     (["--optimizer=adam"], "optimizer"),
     (["--meta_learning_rate=0"], "meta_learning_rate"),
+    (["--problem=mnist_convnet", "--labels=0,1"], "--labels applies to the CIFAR problems only"),
+    (["--problem=mnist_convnet", "--init_from=x"], "not supported yet for mnist_convnet"),
   ],
 )
 def test_train_bad_input_fails_without_touching_the_output(args, message, tmp_path):
@@ -186,6 +189,43 @@ def test_train_cifar_from_binary_files_uses_two_networks(tmp_path):
     config = json.load(f)
   assert set(config["cells"]) == {"conv", "fc"}
   assert config["metadata"]["problem"]["name"] == "cifar2"
+
+
+def test_mnist_convnet_meta_trains_two_networks_and_evaluates_against_baselines(tmp_path):
+  out, json_path = tmp_path / "run", tmp_path / "eval.json"
+  result = _run(
+    "train.py",
+    "--problem=mnist_convnet",  # the embedded MNIST sample
+    f"--output_dir={out}",
+    "--epochs=1",
+    "--trajectories_per_epoch=1",
+    "--num_steps=2",
+    "--unroll_length=1",
+    "--num_validation_problems=1",
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(out / "best" / "optimizer.json") as f:
+    config = json.load(f)
+  assert set(config["cells"]) == {"conv", "fc"}
+  assert config["metadata"]["problem"]["name"] == "mnist_convnet"
+  result = _run(
+    "evaluate.py",
+    "--problem=mnist_convnet",
+    f"--optimizer_path={out}",
+    "--optimizers=learned,sgd",
+    "--num_problems=2",
+    "--num_steps=2",
+    f"--output_json={json_path}",
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(json_path) as f:
+    data = json.load(f)
+  assert (data["problem"], data["num_steps"], data["num_problems"]) == ("mnist_convnet", 2, 2)
+  assert set(data["results"]) == {"learned", "sgd"}
+  for name, r in data["results"].items():
+    assert len(r["mean_loss"]) == 3 and all(math.isfinite(x) for x in r["mean_loss"]), name
+    assert (r["learning_rate"] is None) == (name == "learned")  # baselines were tuned
+  assert len({r["mean_loss"][0] for r in data["results"].values()}) == 1  # same problems
 
 
 def test_generalization_writes_table_json_and_summary(tmp_path):

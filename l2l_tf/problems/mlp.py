@@ -93,21 +93,23 @@ class MLPClassificationProblem(base.DatasetClassificationProblem):
     return config
 
 
+def load_mnist_split(split, options):
+  """MNIST (images [N, 784], labels [N]) of a problem split, from options.dataset_source.
+
+  train and validation split MNIST's training set 90% / 10% (by options.seed); test is its
+  test set.
+  """
+  load = lambda data_split: data.load_mnist(options.dataset_source, data_split, options.data_dir)
+  return data.load_problem_split(load, split, options.seed)
+
+
 @registry.PROBLEMS.register("mnist")
 def make_mnist_problem(split, batch_size, options):
   """The paper's MNIST MLP (options: dataset_source, data_dir, hidden_sizes, activation, seed).
 
   train and validation split MNIST's training set 90% / 10% (by `seed`); test is its test set.
   """
-  if split == "test":
-    images, labels = data.load_mnist(options.dataset_source, "test", options.data_dir)
-  else:
-    train, validation = data.split_train_validation(
-      *data.load_mnist(options.dataset_source, "train", options.data_dir),
-      validation_fraction=0.1,
-      seed=options.seed,
-    )
-    images, labels = train if split == "train" else validation
+  images, labels = load_mnist_split(split, options)
   return MLPClassificationProblem(
     images,
     labels,
