@@ -3,24 +3,31 @@
 # and NAG, each tuned for the final loss, on 20 held-out runs of 100 steps; prints the table and
 # RESULT learned_beats_all_baselines=true|false.
 #
-#   benchmarks/quality_mnist.sh [--retrain] [MNIST_IDX_DIR]
+# usage: benchmarks/quality_mnist.sh [--retrain] [--data_dir=MNIST_IDX_DIR]
 #
-# MNIST_IDX_DIR (the official IDX gzip files): the paper's setting, test runs on t10k. Without
-# it: the embedded 4,000-digit sample, a quick check only (100 steps memorise its 500 test
-# digits). --retrain first reproduces savedmodels/mnist's recipe in a temporary directory and
-# evaluates that optimizer: stage 1 on the embedded sample (truncated unrolls of 20), stages 2
-# (untruncated, 100 steps) and 3 (200 steps) on MNIST_IDX_DIR, which it then needs. About 75
-# minutes on a quiet 2-core CPU.
+# --data_dir=MNIST_IDX_DIR (the official IDX gzip files): the paper's setting, test runs on
+# t10k. Without it: the embedded 4,000-digit sample, a quick check only (100 steps memorise its
+# 500 test digits). --retrain first reproduces savedmodels/mnist's recipe in a temporary
+# directory and evaluates that optimizer: stage 1 on the embedded sample (truncated unrolls of
+# 20), stages 2 (untruncated, 100 steps) and 3 (200 steps) on --data_dir, which it then needs.
+# About 75 minutes on a quiet 2-core CPU.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source "$(dirname "${BASH_SOURCE[0]}")/flags.sh"
 retrain=false
-if [[ "${1:-}" == "--retrain" ]]; then retrain=true; shift; fi
-data=()
-if [[ $# -gt 0 ]]; then data=(--dataset_source=idx "--data_dir=$1"); fi
-if $retrain && [[ ${#data[@]} -eq 0 ]]; then
-  echo "error: --retrain needs MNIST_IDX_DIR (stages 2 and 3 train on full MNIST)" >&2
-  exit 2
+data_dir=""
+for arg in "$@"; do
+  case "$arg" in
+    --retrain) retrain=true ;;
+    --data_dir | --data_dir=*) set_path_flag data_dir "$arg" ;;
+    *) help_or_unknown "$arg" ;;
+  esac
+done
+if $retrain && [[ -z "$data_dir" ]]; then
+  usage_error "--retrain needs --data_dir (stages 2 and 3 train on full MNIST)"
 fi
+data=()
+if [[ -n "$data_dir" ]]; then data=(--dataset_source=idx "--data_dir=$data_dir"); fi
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="$(mktemp -d)"
 optimizer=savedmodels/mnist
 start=$(date +%s)
@@ -40,4 +47,4 @@ fi
 python scripts/evaluate.py --problem=mnist --optimizer_path="$optimizer" --num_problems=20 \
     "${data[@]}" --output_json="$out/eval.json" --output_plot="$out/eval.png"
 echo "RESULT wall_seconds=$(( $(date +%s) - start )) optimizer=$optimizer output=$out"
-python benchmarks/verdict.py "$out/eval.json"
+python benchmarks/verdict.py --eval_json="$out/eval.json"

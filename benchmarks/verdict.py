@@ -1,12 +1,24 @@
 """Prints RESULT learned_beats_all_baselines=true|false for an evaluate.py JSON (final loss).
 
-python benchmarks/verdict.py EVAL_JSON
+    python benchmarks/verdict.py --eval_json=EVAL_JSON
+
+The learned optimizer beats the baselines when its mean final loss is below every one of
+theirs. A file that is missing or not an evaluate.py result is one `error:` line.
 """
 
 import json
-import sys
+import os
 
-USAGE = "usage: python benchmarks/verdict.py EVAL_JSON (a file written by evaluate.py)"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+flags.DEFINE_string(
+  "eval_json", None, "A results file written by scripts/evaluate.py.", required=True
+)
+FLAGS = flags.FLAGS
 
 
 def verdict_line(results):
@@ -20,19 +32,21 @@ def verdict_line(results):
   )
 
 
-def main(args):
-  if args in (["-h"], ["--help"]):
-    print(USAGE)
-    return
-  if len(args) != 1 or args[0].startswith("-"):
-    sys.exit(f"error: {USAGE}")
+def verdict_for_file(path):
+  """verdict_line of an evaluate.py JSON file; ValueError naming the file if it has none."""
   try:
-    with open(args[0]) as f:
-      results = json.load(f)["results"]
-    print(verdict_line(results))
+    with open(path) as f:
+      return verdict_line(json.load(f)["results"])
   except (OSError, ValueError, KeyError, TypeError) as e:
-    sys.exit(f"error: {args[0]} is not a readable evaluate.py result ({type(e).__name__}: {e})")
+    raise ValueError(
+      f"{path} is not a readable evaluate.py result ({type(e).__name__}: {e})"
+    ) from None
+
+
+def main(argv):
+  del argv
+  print(verdict_for_file(FLAGS.eval_json))
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.run(main)

@@ -27,8 +27,8 @@ def define_problem_flags():
     "dataset_source",
     "embedded",
     ["embedded", "tfds", "idx", "binary"],
-    "Where data comes from. MNIST: the sample shipped in the package "
-    "(embedded), tensorflow-datasets, or a directory of official IDX files. "
+    "Where data comes from. MNIST (mnist, mnist_convnet): the sample shipped in "
+    "the package (embedded), tensorflow-datasets, or a directory of official IDX files. "
     "CIFAR: tfds, or a directory of CIFAR-10's binary files (binary).",
   )
   flags.DEFINE_list(
@@ -178,6 +178,18 @@ def guarded_main(main):
   return guarded
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with a bad or missing flag as one `error:` line (exit 1).
+
+  absl's own parser prints "FATAL Flags parsing error" and a second line of advice.
+  """
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {' '.join(str(e).split())} (see --help)")
+
+
 def run(main):
-  """app.run that turns expected failures (bad input, bad files) into one-line errors."""
-  app.run(guarded_main(main))
+  """app.run that turns bad flags and expected failures (bad input, bad files) into one-line
+  errors."""
+  app.run(guarded_main(main), flags_parser=parse_flags)

@@ -50,12 +50,14 @@ Also here, for scripts/export.py and scripts/serve_check.py:
       loads it in a TF1 Session as TensorFlow Serving does and runs one request.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any
 
 import keras
 import numpy as np
@@ -78,7 +80,7 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _STAGING_PREFIX = "l2l_tf_export_"
 
 
-def as_rule(rule_or_cell):
+def as_rule(rule_or_cell: learned_rule.RuleOrCell) -> learned_rule.LearnedUpdateRule:
   """A LearnedUpdateRule from a rule, a single cell, or a {group: cell} dict."""
   if isinstance(rule_or_cell, learned_rule.LearnedUpdateRule):
     return rule_or_cell
@@ -302,13 +304,9 @@ def remove_leftovers(path):
 
 
 def export_saved_model(
-  rule_or_cell: Union[
-    learned_rule.LearnedUpdateRule,
-    cells_base.LearnedOptimizerCell,
-    Mapping[str, cells_base.LearnedOptimizerCell],
-  ],
+  rule_or_cell: learned_rule.RuleOrCell,
   path: str,
-  metadata: Optional[Dict[str, Any]] = None,
+  metadata: dict[str, Any] | None = None,
   overwrite: bool = False,
 ) -> str:
   """Writes `rule_or_cell` as a SavedModel at `path` (atomically); returns the path.

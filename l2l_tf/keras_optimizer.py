@@ -57,11 +57,15 @@ skipped_steps existed loads with it at 0). Loading optimizer variables that were
 different model variables (other count, shapes or groups) is refused.
 """
 
+from __future__ import annotations
+
 import json
 import numbers
 import os
 import re
 import warnings
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -74,8 +78,11 @@ from l2l_tf.cells import base as cells_base
 
 _LAYOUT_KEY = "l2l_tf_layout"
 
+# What a Keras optimizer takes as learning_rate.
+LearningRate = float | keras.optimizers.schedules.LearningRateSchedule | Callable[[], float]
 
-def steps_each_variable_alone(cell):
+
+def steps_each_variable_alone(cell: cells_base.LearnedOptimizerCell) -> bool:
   """Whether the cell may step each model variable on its own: its declared `coordinatewise`
   (LearnedOptimizerCell declares False: stepping the whole group at once is always exact)."""
   return bool(cell.coordinatewise)
@@ -116,7 +123,9 @@ def _all_finite(tensors):
   return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
 
 
-def serialize_rule(rule, metadata=None):
+def serialize_rule(
+  rule: learned_rule.LearnedUpdateRule, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
   """A JSON-compatible dict holding the rule's configuration and weights (lists of floats)."""
   weights = {
     key: {"dtype": str(value.dtype), "shape": list(value.shape), "values": value.ravel().tolist()}
@@ -125,7 +134,9 @@ def serialize_rule(rule, metadata=None):
   return dict(optimizer_format.rule_config(rule, metadata), weights=weights)
 
 
-def deserialize_rule(config):
+def deserialize_rule(
+  config: Mapping[str, Any],
+) -> tuple[learned_rule.LearnedUpdateRule, dict[str, Any]]:
   """Inverse of serialize_rule: (LearnedUpdateRule, metadata).
 
   The config is checked and built as an optimizer file's optimizer.json is
@@ -185,8 +196,13 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   """
 
   def __init__(
-    self, rule_or_cell, learning_rate=1.0, parameter_groups=None, name="learned_optimizer", **kwargs
-  ):
+    self,
+    rule_or_cell: learned_rule.RuleOrCell | dict[str, Any],
+    learning_rate: LearningRate = 1.0,
+    parameter_groups: Mapping[str, str] | None = None,
+    name: str = "learned_optimizer",
+    **kwargs: Any,
+  ) -> None:
     if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool):
       learning_rate = float(learning_rate)
     super().__init__(learning_rate=learning_rate, name=name, **kwargs)
@@ -209,7 +225,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   # -- construction from files ------------------------------------------------------------------
 
   @classmethod
-  def from_saved_model(cls, path, **kwargs):
+  def from_saved_model(cls, path: str | os.PathLike[str], **kwargs: Any) -> LearnedOptimizer:
     """Builds the optimizer from an exported SavedModel or an l2l_tf optimizer directory.
 
     Reads the configuration and weights (the SavedModel's assets/optimizer.json and
@@ -238,10 +254,10 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   # -- groups and slots ---------------------------------------------------------------------------
 
   @property
-  def rule(self):
+  def rule(self) -> learned_rule.LearnedUpdateRule:
     return self._rule
 
-  def group_of(self, variable):
+  def group_of(self, variable: keras.Variable) -> str:
     """The rule group that steps `variable` (by its path)."""
     path = _variable_path(variable)
     if self.parameter_groups is None and len(self._cells) == 1:
@@ -258,11 +274,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     return hits[0]
 
   @property
-  def skipped_steps(self):
+  def skipped_steps(self) -> keras.Variable:
     """Steps skipped because a gradient or proposed update was not finite (int64 variable)."""
     return self._skipped_steps
 
-  def build(self, variables):
+  def build(self, variables: Sequence[keras.Variable]) -> None:
     if self.built:
       return
     variables = list(variables)
@@ -352,13 +368,15 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       )
     return slots
 
-  def state_slots(self, variable):
+  def state_slots(self, variable: keras.Variable) -> list[keras.Variable]:
     """The slot variables holding `variable`'s cell states, in the cell's state order."""
     return list(self._state_slots[self._get_variable_index(variable)])
 
   # -- the step ----------------------------------------------------------------------------
 
-  def update_step(self, gradient, variable, learning_rate):
+  def update_step(
+    self, gradient: tf.Tensor, variable: keras.Variable, learning_rate: tf.Tensor
+  ) -> None:
     raise NotImplementedError(
       "LearnedOptimizer steps whole instances; it overrides "
       "_distributed_tf_update_step, not update_step"
@@ -471,13 +489,13 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       for v, g in zip(self._trainable_variables, self._variable_groups)
     ]
 
-  def save_own_variables(self, store):
+  def save_own_variables(self, store: MutableMapping[str, Any]) -> None:
     super().save_own_variables(store)
     layout = self._layout()
     if layout is not None:
       store[_LAYOUT_KEY] = np.frombuffer(json.dumps(layout).encode("utf-8"), dtype=np.uint8)
 
-  def load_own_variables(self, store):
+  def load_own_variables(self, store: Mapping[str, Any]) -> None:
     keys = [k for k in store.keys() if k != _LAYOUT_KEY]
     if not self.built:
       warnings.warn(
@@ -510,7 +528,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     for variable, value in zip(self.variables, values):
       variable.assign(value)
 
-  def check_layout(self, saved):
+  def check_layout(self, saved: Sequence[Mapping[str, Any]]) -> None:
     """Refuses optimizer state saved for other model variables (count, shapes or groups)."""
     current = self._layout()
     describe = lambda e: f"{e['path']} {tuple(e['shape'])} (group {e['group']!r})"
@@ -527,7 +545,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
           f"{describe(new)}: refusing to load state for different variables"
         )
 
-  def get_config(self):
+  def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(
       rule_or_cell=serialize_rule(self._rule, self.metadata), parameter_groups=self.parameter_groups

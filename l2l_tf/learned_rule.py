@@ -1,7 +1,10 @@
 """The learned update rule: optimizer cells stepping groups of an optimizee's parameters."""
 
+from __future__ import annotations
+
 import re
-from typing import Dict, List, Mapping, Optional, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -18,13 +21,13 @@ class ParameterGroups:
       (re.search). Every parameter must match exactly one group.
   """
 
-  def __init__(self, patterns: Mapping[str, str]):
+  def __init__(self, patterns: Mapping[str, str]) -> None:
     if not patterns:
       raise ValueError("ParameterGroups needs at least one {group: pattern} entry")
     self.patterns = dict(patterns)
     self._compiled = {g: re.compile(p) for g, p in self.patterns.items()}
 
-  def assign(self, param_names: List[str]) -> Dict[str, List[str]]:
+  def assign(self, param_names: Sequence[str]) -> dict[str, list[str]]:
     """Returns {group: [names in order]}; refuses unmatched or doubly matched parameters."""
     groups = {g: [] for g in self.patterns}
     for name in param_names:
@@ -52,9 +55,9 @@ class LearnedUpdateRule(update_rules.UpdateRule):
 
   def __init__(
     self,
-    cells: Union[LearnedOptimizerCell, Mapping[str, LearnedOptimizerCell]],
-    groups: Optional[Union[ParameterGroups, Mapping[str, str]]] = None,
-  ):
+    cells: LearnedOptimizerCell | dict[str, LearnedOptimizerCell],
+    groups: ParameterGroups | Mapping[str, str] | None = None,
+  ) -> None:
     if not isinstance(cells, dict):
       cells = {"all": cells}
     self.cells = dict(cells)
@@ -70,13 +73,13 @@ class LearnedUpdateRule(update_rules.UpdateRule):
       )
 
   @property
-  def trainable_variables(self):
+  def trainable_variables(self) -> list[tf.Variable]:
     return [v for cell in self.cells.values() for v in cell.trainable_variables]
 
   def _assignment(self, params):
     return self.groups.assign(list(params))
 
-  def init_state(self, params):
+  def init_state(self, params: update_rules.Params) -> dict[str, list[tf.Tensor]]:
     state = {}
     for group, names in self._assignment(params).items():
       if not names:
@@ -86,7 +89,12 @@ class LearnedUpdateRule(update_rules.UpdateRule):
       state[group] = self.cells[group].get_initial_state([batch, n])
     return state
 
-  def step(self, params, grads, state):
+  def step(
+    self,
+    params: update_rules.Params,
+    grads: update_rules.Params,
+    state: Mapping[str, Sequence[tf.Tensor]],
+  ) -> tuple[update_rules.Params, dict[str, list[tf.Tensor]]]:
     new_params, new_state = {}, {}
     for group, names in self._assignment(params).items():
       if not names:
@@ -100,7 +108,11 @@ class LearnedUpdateRule(update_rules.UpdateRule):
     return new_params, new_state
 
 
-def make_rule(optimizer: str, problem_name: str, **cell_kwargs) -> LearnedUpdateRule:
+# What LearnedUpdateRule, export and the Keras optimizer accept as a rule.
+RuleOrCell = LearnedUpdateRule | LearnedOptimizerCell | dict[str, LearnedOptimizerCell]
+
+
+def make_rule(optimizer: str, problem_name: str, **cell_kwargs: Any) -> LearnedUpdateRule:
   """A fresh LearnedUpdateRule of `optimizer` cells with the paper's settings for a problem.
 
   One cell (registry.make_cell(optimizer, problem_name, **cell_kwargs)) per parameter group

@@ -17,6 +17,8 @@ read, and every weight must be finite. For an exported SavedModel, the files Ten
 failure is an OptimizerFileError (a ValueError) whose one-line message names the file.
 """
 
+from __future__ import annotations
+
 import inspect
 import json
 import math
@@ -26,7 +28,7 @@ import re
 import struct
 import zipfile
 import zlib
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import keras
 import numpy as np
@@ -98,7 +100,7 @@ def write_rule(rule, directory, metadata=None):
 
 
 def save_rule(
-  rule: learned_rule.LearnedUpdateRule, path: str, metadata: Optional[Dict[str, Any]] = None
+  rule: learned_rule.LearnedUpdateRule, path: str, metadata: dict[str, Any] | None = None
 ) -> None:
   """Saves a LearnedUpdateRule to `path` atomically."""
   with atomic_files.atomic_directory(path) as tmp:
@@ -649,7 +651,7 @@ def verify_saved_model(path, arrays):
     )
 
 
-def load_rule(path: str) -> Tuple[learned_rule.LearnedUpdateRule, Dict[str, Any]]:
+def load_rule(path: str) -> tuple[learned_rule.LearnedUpdateRule, dict[str, Any]]:
   """Loads a LearnedUpdateRule (and its metadata) saved by save_rule (or a training run).
 
   `path` may also be a SavedModel written by l2l_tf.export; its graph and variables are
@@ -665,3 +667,27 @@ def load_rule(path: str) -> Tuple[learned_rule.LearnedUpdateRule, Dict[str, Any]
   if is_saved_model(path):
     verify_saved_model(path, arrays)
   return rule, config.get("metadata", {})
+
+
+def meta_training_problems(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+  """Every problem configuration an optimizer was meta-trained on, across its whole provenance.
+
+  Walks the metadata written by train.py and export.py: a run's `problem` and `train_networks`,
+  and those of every run it started from (`init_from`, `meta_trained_on`), so that evaluations
+  can say whether a test network was inside the meta-training distribution.
+  """
+  found = []
+
+  def visit(node):
+    if isinstance(node, dict):
+      if isinstance(node.get("problem"), dict) and "name" in node["problem"]:
+        found.append(node["problem"])
+      for entry in node.get("train_networks") or ():
+        if isinstance(entry, dict):
+          found.append(entry)
+      for value in node.values():
+        if isinstance(value, dict):
+          visit(value)
+
+  visit(metadata)
+  return found

@@ -108,7 +108,8 @@ class Selection(collections.abc.Set):
 CELLS: Registry = Registry("optimizer")
 # Problem families (l2l_tf.problems): factory(split, batch_size, ProblemOptions) -> Problem.
 # Attributes: cell_settings (the paper's cell arguments for the family), parameter_groups
-# ({group: regex}: one optimizer network per group), family ("cifar": the CIFAR-10 subsets).
+# ({group: regex}: one optimizer network per group; the convnets' conv / fc), family
+# ("cifar": the CIFAR-10 subsets, which take `labels`), default_batch_size.
 PROBLEMS: Registry = Registry("problem")
 # Hand-designed update rules (l2l_tf.update_rules): classes taking learning_rate=.
 BASELINES: Registry = Registry("baseline optimizer")
@@ -159,11 +160,12 @@ def make_problem(
 
   Quadratics have no data: splits differ only by the seeds the caller draws with. MNIST
   meta-trains on the train split minus a held-out validation part (10%) and is tested on the
-  official test split, digits the optimizer never saw. CIFAR problems (CIFAR_PROBLEMS) do the
-  same with CIFAR-10's train/test splits; they need dataset_source "tfds" or "binary" and
-  take `labels` (class ids to keep, default the problem's own). neural_art splits its content
-  photos by photo (the package's, or data_dir/<split>/) and takes style (a shipped style's name
-  or an image path), image_size and feature_network (l2l_tf.problems.neural_art).
+  official test split, digits the optimizer never saw; mnist_convnet trains the CIFAR
+  problems' convnet on the same digits. CIFAR problems (CIFAR_PROBLEMS) split CIFAR-10's
+  train/test sets the same way; they need dataset_source "tfds" or "binary" and take `labels`
+  (class ids to keep, default the problem's own). neural_art splits its content photos by
+  photo (the package's, or data_dir/<split>/) and takes style (a shipped style's name or an
+  image path), image_size and feature_network (l2l_tf.problems.neural_art).
 
   Args:
     name: a registered problem (PROBLEMS).

@@ -8,14 +8,19 @@ functions of their inputs (plus, for learned rules, the network weights), so one
 every optimizer and identical problems are seen by all of them.
 """
 
+from __future__ import annotations
+
 import abc
-from typing import Any, Dict, List, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 
 from l2l_tf import registry
 
-Params = Dict[str, tf.Tensor]
+Params = dict[str, tf.Tensor]
+# A Python number, or a tf.Variable that lets one traced graph serve several rates (tuning).
+LearningRate = float | tf.Variable
 
 
 class UpdateRule(abc.ABC):
@@ -39,11 +44,11 @@ class UpdateRule(abc.ABC):
     """The state before the first step."""
 
   @abc.abstractmethod
-  def step(self, params: Params, grads: Params, state: Any) -> Tuple[Params, Any]:
+  def step(self, params: Params, grads: Params, state: Any) -> tuple[Params, Any]:
     """(new parameters, new state) after one update with gradients `grads`."""
 
   @property
-  def trainable_variables(self) -> List[tf.Variable]:
+  def trainable_variables(self) -> list[tf.Variable]:
     return []
 
 
@@ -79,13 +84,13 @@ class SGD(UpdateRule):
 
   name = "sgd"
 
-  def __init__(self, learning_rate=0.01):
+  def __init__(self, learning_rate: LearningRate = 0.01) -> None:
     self.learning_rate = _rate(learning_rate)
 
-  def init_state(self, params):
+  def init_state(self, params: Params) -> tuple[()]:
     return ()
 
-  def step(self, params, grads, state):
+  def step(self, params: Params, grads: Params, state: tuple[()]) -> tuple[Params, tuple[()]]:
     return {n: p - _cast(self.learning_rate, p) * grads[n] for n, p in params.items()}, state
 
 
@@ -96,16 +101,20 @@ class _SlotRule(UpdateRule):
   values), which steps one parameter alone.
   """
 
-  slots: Tuple[str, ...] = ()
+  slots: tuple[str, ...] = ()
 
   @abc.abstractmethod
-  def update_one(self, p, g, *slot_values):
+  def update_one(
+    self, p: tf.Tensor, g: tf.Tensor, *slot_values: tf.Tensor
+  ) -> tuple[tf.Tensor, ...]:
     """(new parameter, *new slot values) of one parameter p with gradient g."""
 
-  def init_state(self, params):
+  def init_state(self, params: Params) -> dict[str, Params]:
     return {slot: _zeros_like(params) for slot in self.slots}
 
-  def step(self, params, grads, state):
+  def step(
+    self, params: Params, grads: Params, state: Mapping[str, Params]
+  ) -> tuple[Params, dict[str, Params]]:
     new_params, new_slots = _step_each(
       params, grads, [state[s] for s in self.slots], self.update_one
     )
@@ -119,12 +128,14 @@ class RMSprop(_SlotRule):
   name = "rmsprop"
   slots = ("velocity",)
 
-  def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7):
+  def __init__(
+    self, learning_rate: LearningRate = 0.001, rho: float = 0.9, epsilon: float = 1e-7
+  ) -> None:
     self.learning_rate = _rate(learning_rate)
     self.rho = float(rho)
     self.epsilon = float(epsilon)
 
-  def update_one(self, p, g, v):
+  def update_one(self, p: tf.Tensor, g: tf.Tensor, v: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     v = self.rho * v + (1 - self.rho) * tf.square(g)
     return p - _cast(self.learning_rate, p) * g / tf.sqrt(v + self.epsilon), v
 
@@ -135,17 +146,25 @@ class Adam(UpdateRule):
 
   name = "adam"
 
-  def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+  def __init__(
+    self,
+    learning_rate: LearningRate = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+  ) -> None:
     self.learning_rate = _rate(learning_rate)
     self.beta_1 = float(beta_1)
     self.beta_2 = float(beta_2)
     self.epsilon = float(epsilon)
 
-  def init_state(self, params):
+  def init_state(self, params: Params) -> dict[str, Any]:
     dtype = next(iter(params.values())).dtype
     return {"step": tf.zeros([], dtype), "m": _zeros_like(params), "v": _zeros_like(params)}
 
-  def step(self, params, grads, state):
+  def step(
+    self, params: Params, grads: Params, state: Mapping[str, Any]
+  ) -> tuple[Params, dict[str, Any]]:
     t = state["step"] + 1
     alpha = (
       _cast(self.learning_rate, t)
@@ -169,11 +188,11 @@ class NAG(_SlotRule):
   name = "nag"
   slots = ("momentum",)
 
-  def __init__(self, learning_rate=0.01, momentum=0.9):
+  def __init__(self, learning_rate: LearningRate = 0.01, momentum: float = 0.9) -> None:
     self.learning_rate = _rate(learning_rate)
     self.momentum = float(momentum)
 
-  def update_one(self, p, g, m):
+  def update_one(self, p: tf.Tensor, g: tf.Tensor, m: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     lr_g = _cast(self.learning_rate, p) * g
     m = m * self.momentum - lr_g
     return p + (m * self.momentum - lr_g), m
@@ -186,7 +205,7 @@ class ScaledUpdateRule(UpdateRule):
   rate sensitivity study of a learned optimizer).
   """
 
-  def __init__(self, rule, scale):
+  def __init__(self, rule: UpdateRule, scale: LearningRate) -> None:
     self.rule = rule
     self.scale = _rate(scale)  # a tf.Variable lets one traced graph serve several scales
     self.name = (
@@ -195,18 +214,18 @@ class ScaledUpdateRule(UpdateRule):
       else f"{rule.name}_x{self.scale:g}"
     )
 
-  def init_state(self, params):
+  def init_state(self, params: Params) -> Any:
     return self.rule.init_state(params)
 
-  def step(self, params, grads, state):
+  def step(self, params: Params, grads: Params, state: Any) -> tuple[Params, Any]:
     new_params, new_state = self.rule.step(params, grads, state)
     return {n: p + _cast(self.scale, p) * (new_params[n] - p) for n, p in params.items()}, new_state
 
   @property
-  def trainable_variables(self):
+  def trainable_variables(self) -> list[tf.Variable]:
     return self.rule.trainable_variables
 
 
-def make_baseline(name: str, learning_rate) -> UpdateRule:
+def make_baseline(name: str, learning_rate: LearningRate) -> UpdateRule:
   """The registered baseline `name` (registry.BASELINES) with this learning rate."""
   return registry.BASELINES.get(name)(learning_rate=learning_rate)

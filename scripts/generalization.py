@@ -1,11 +1,15 @@
 """The paper's MNIST generalisation experiments (Figures 5 and 6) for one trained optimizer.
 
-The optimizer meta-trained on the base MLP (784-20-10, sigmoid, 100 steps) is run unchanged on
-variants of the optimizee, each against baselines tuned for that variant, on the same held-out
-test problems (digits the optimizer never saw):
+A trained MNIST optimizer runs unchanged on variants of the optimizee (the paper's base: a
+784-20-10 sigmoid MLP, 100 steps), each against baselines tuned for that variant, on the same
+held-out test problems (digits the optimizer never saw):
 
-  base (100 steps), 200 steps, 40 hidden units, 2 hidden layers, ReLU, and (--sweep) the grid
-  of 5-50 hidden units x 1-2 layers.
+  base (100 steps), 200 steps, 40 hidden units, 2 hidden layers, ReLU (the paper's), tanh,
+  3 hidden layers and 80 hidden units (ours), and (--sweep) the grid of 5-50 hidden units x 1-2
+  layers.
+
+Each variant's network (widths and activation) is marked "seen" when the optimizer's metadata
+shows it was meta-trained on it (--train_networks): only unseen ones measure generalisation.
 
   python scripts/generalization.py --optimizer_path=savedmodels/mnist --output_dir=runs/gen
 
@@ -78,6 +82,9 @@ def variants(sweep):
     "40 units": dict(base, hidden_sizes=(40,)),
     "2 layers": dict(base, hidden_sizes=(20, 20)),
     "relu": dict(base, activation="relu"),
+    "tanh": dict(base, activation="tanh"),
+    "3 layers": dict(base, hidden_sizes=(20, 20, 20)),
+    "80 units": dict(base, hidden_sizes=(80,)),
   }
   if sweep:
     for layers in (1, 2):
@@ -86,9 +93,24 @@ def variants(sweep):
   return out
 
 
+def network(config):
+  """The (hidden sizes, activation) of a variant or of an MNIST problem configuration."""
+  return tuple(config["hidden_sizes"]), config["activation"]
+
+
+def seen_networks(metadata):
+  """The MNIST networks the optimizer was meta-trained on, from its provenance."""
+  return {
+    network(c)
+    for c in optimizer_format.meta_training_problems(metadata)
+    if c.get("name") == "mnist" and "hidden_sizes" in c and "activation" in c
+  }
+
+
 def main(argv):
   del argv
   rule, metadata = optimizer_format.load_rule(FLAGS.optimizer_path)
+  seen = seen_networks(metadata)
   grid = tuple(float(x) for x in 10.0 ** np.linspace(-4, 1, FLAGS.grid_points))
   table, everything = [], {}
   todo = variants(FLAGS.sweep)
@@ -110,7 +132,9 @@ def main(argv):
       log=lambda line, variant=name: evaluation.print_now(f"{variant}: {line}"),
     )
     everything[name] = dict(
-      results, variant={k: list(x) if isinstance(x, tuple) else x for k, x in v.items()}
+      results,
+      variant={k: list(x) if isinstance(x, tuple) else x for k, x in v.items()},
+      seen_in_meta_training=network(v) in seen,
     )
     evaluation.plot(
       results,
@@ -121,7 +145,7 @@ def main(argv):
     finals = {n: results["results"][n]["final_loss_mean"] for n in NAMES}
     best_baseline = min(finals[n] for n in NAMES[1:])
     row = (
-      f"| {name} | {v['num_steps']} | "
+      f"| {name} | {'yes' if network(v) in seen else 'no'} | {v['num_steps']} | "
       + " | ".join(
         f"{finals[n]:.3g}"
         + (
@@ -139,7 +163,10 @@ def main(argv):
     print(row, flush=True)
     progress.advance()
   header = (
-    "| variant | steps | " + " | ".join(NAMES) + " | learned best? |\n|" + "---|" * (len(NAMES) + 3)
+    "| variant | seen in meta-training? | steps | "
+    + " | ".join(NAMES)
+    + " | learned best? |\n|"
+    + "---|" * (len(NAMES) + 4)
   )
   text = (
     f"Final training loss, mean of {FLAGS.num_problems} held-out runs (paper's value in "

@@ -228,7 +228,7 @@ def make_rule():
       or FLAGS.optimizer
     )
     return rule, optimizer_name, initial_metadata
-  # One cell per parameter group the problem declares (the paper's CIFAR setup: one network
+  # One cell per parameter group the problem declares (the paper's convnet setup: one network
   # for the conv parameters, one for the rest), else one cell for every parameter.
   return (
     learned_rule.make_rule(FLAGS.optimizer, FLAGS.problem, **cell_options),
@@ -283,8 +283,11 @@ def main(argv):
         f"--init_from takes the cell configuration from {FLAGS.init_from}; "
         f"drop {', '.join(clashing)}"
       )
-    if FLAGS.problem in registry.CIFAR_PROBLEMS:
-      raise ValueError("--init_from is not supported for the two-network CIFAR problems yet")
+    if "parameter_groups" in registry.PROBLEMS.attributes(FLAGS.problem):
+      raise ValueError(
+        f"--init_from is not supported yet for {FLAGS.problem}, whose optimizer has one "
+        "network per parameter group"
+      )
   strategy = start_strategy()
   keras.utils.set_random_seed(FLAGS.seed)  # the optimizer's initial weights follow --seed
   problem = training_problems()

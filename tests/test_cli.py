@@ -70,6 +70,7 @@ HELP_FLAGS = {
   "benchmarks/throughput.py": ("problems", "jit", "unroll_length"),
   "benchmarks/validation_baselines.py": PROBLEM_FLAGS
   + ("num_validation_problems", "horizons", "validation_window"),
+  "benchmarks/verdict.py": ("eval_json",),
 }
 
 

@@ -402,3 +402,25 @@ def test_export_refuses_a_foreign_directory_and_leaves_it_intact(tmp_path, cell)
   export.export_optimizer_directory(str(optimizer_dir), str(tmp_path / "ours"))
   export.export_optimizer_directory(str(optimizer_dir), str(foreign), overwrite=True)
   assert optimizer_format.is_saved_model(str(foreign)) and not (foreign / "notes.txt").exists()
+
+
+def test_meta_training_problems_walks_the_whole_provenance():
+  """Problems of every stage: exported (meta_trained_on), resumed (init_from), network mixes."""
+  sigmoid_20 = {"name": "mnist", "hidden_sizes": [20], "activation": "sigmoid"}
+  relu_20 = {"name": "mnist", "hidden_sizes": [20], "activation": "relu"}
+  tanh_40 = {"name": "mnist", "hidden_sizes": [40], "activation": "tanh"}
+  quadratic = {"name": "quadratic", "num_dims": 10}
+  metadata = {
+    "problem": sigmoid_20,
+    "train_networks": [sigmoid_20, relu_20],
+    "init_from": {
+      "metadata": {"meta_trained_on": {"problem": tanh_40, "init_from": {"metadata": {}}}},
+      "path": "somewhere",
+    },
+    "export": {"problem": quadratic},
+  }
+  found = optimizer_format.meta_training_problems(metadata)
+  assert sorted(map(json.dumps, found)) == sorted(
+    map(json.dumps, [sigmoid_20, sigmoid_20, relu_20, tanh_40, quadratic])
+  )
+  assert optimizer_format.meta_training_problems({"command": "x"}) == []

@@ -139,8 +139,18 @@ def test_mnist_files_feed_their_panels_with_the_papers_values(tmp_path):
   _write(tmp_path, "results/mnist_paper_setting.json", {"horizons": horizons})
   variants = {
     name: _evaluation(100, {"learned": (None, mean, 0.5), "nag": (1.0, 0.7, 0.1)})
-    for name, mean in (("base", 0.1), ("40 units", 0.05), ("2 layers", 1.5), ("relu", 0.6))
+    for name, mean in (
+      ("base", 0.1),
+      ("40 units", 0.05),
+      ("2 layers", 1.5),
+      ("relu", 0.6),
+      ("tanh", 0.4),
+      ("3 layers", 1.9),
+      ("80 units", 0.3),
+    )
   }
+  variants["2 layers"]["seen_in_meta_training"] = True
+  variants["tanh"]["seen_in_meta_training"] = False
   _write(
     tmp_path,
     "results/mnist_generalization/generalization.json",
@@ -161,10 +171,14 @@ def test_mnist_files_feed_their_panels_with_the_papers_values(tmp_path):
     "0.21",
   ]
   assert _table_rows(_section(text, "mnist_2_layers")) == [
-    ["learned", "-", "100", "3", "1.5", "0.5", "0.32"],
+    ["learned (meta-trained on this network)", "-", "100", "3", "1.5", "0.5", "0.32"],
     ["nag", "1", "100", "3", "0.7", "0.1", "0.76"],
   ]
   assert _table_rows(_section(text, "mnist_relu"))[0][-1] == "fails (~2.3+)"
+  assert _table_rows(_section(text, "mnist_relu"))[0][0] == "learned"  # not recorded: no label
+  tanh = _table_rows(_section(text, "mnist_tanh"))
+  assert tanh[0][:5] == ["learned (network held out)", "-", "100", "3", "0.4"]
+  assert _table_rows(_section(text, "mnist_3_layers"))[0][4] == "1.9"
 
 
 def test_sharing_std_is_pooled_over_seeds_and_problems(tmp_path):

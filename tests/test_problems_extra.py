@@ -1,5 +1,6 @@
 """Tests of the CIFAR convnet optimizee, its two optimizer networks, the CIFAR problems of the
-registry (binary files from conftest.py's cifar_dir, tfds mocked) and KerasModelProblem."""
+registry (binary files from conftest.py's cifar_dir, tfds mocked), the same convnet on MNIST
+digits (the embedded sample) and KerasModelProblem."""
 
 import keras
 import numpy as np
@@ -226,7 +227,7 @@ def test_unmatched_or_doubly_matched_parameter_is_refused():
       names
     )
   with pytest.raises(ValueError, match=r"'extra/w' is matched by no group"):
-    learned_rule.ParameterGroups(convnet.CIFAR_PARAMETER_GROUPS).assign(names + ["extra/w"])
+    learned_rule.ParameterGroups(convnet.CONVNET_PARAMETER_GROUPS).assign(names + ["extra/w"])
 
 
 # ------------------------------------------------------------------ CIFAR through the registry
@@ -303,6 +304,48 @@ def test_cifar10_from_mocked_tfds():
   assert subset.images.shape[0] == int(np.isin(labels, [0, 1]).sum())
   losses = problem.loss(problem.init_params(0), {"indices": tf.range(8)[None]})
   assert np.isfinite(losses[0])
+
+
+# ------------------------------------------------------------------ the convnet on MNIST digits
+
+
+def test_mnist_convnet_reads_the_mnist_splits_as_28x28_images():
+  for split in registry.SPLITS:
+    problem = registry.make_problem("mnist_convnet", split)
+    mlp_problem = registry.make_problem("mnist", split)  # the same loader and 90/10 split
+    n = problem.images.shape[0]
+    assert problem.images.shape == (n, 28, 28, 1) and n > 0
+    # The MLP's digits in the same order, each row-major [784] vector as a 28x28 image.
+    np.testing.assert_array_equal(problem.images.numpy().reshape(n, 784), mlp_problem.images)
+    np.testing.assert_array_equal(problem.labels, mlp_problem.labels)
+    assert set(problem.labels.numpy()) == set(range(10))
+    assert problem.num_classes == 10 and problem.name == "mnist_convnet"
+    assert problem.flat_size == 4 * 4 * 16  # 28 -> 14 -> 7 -> 4 after three 2x2 poolings
+    assert problem.init_params(0)["fc_1/w"].shape == (1, 32, 10)
+
+
+def test_mnist_convnet_gets_the_two_optimizer_networks_but_is_not_cifar():
+  assert "mnist_convnet" not in registry.CIFAR_PROBLEMS  # --labels stays CIFAR-only
+  rule = learned_rule.make_rule("lstm", "mnist_convnet")
+  problem = registry.make_problem("mnist_convnet", "validation")
+  assert rule.groups.assign(list(problem.init_params(0))) == {"conv": CONV_NAMES, "fc": FC_NAMES}
+
+
+def test_mnist_convnet_starts_near_chance_and_sgd_lowers_its_loss():
+  problem = registry.make_problem("mnist_convnet", "train", 3)
+  images, labels = problem.images[:512], problem.labels[:512]
+  params = problem.init_params(0)
+  initial, _ = problem.evaluate(params, images, labels)
+  # Chance level; fan-in scaled random logits put it a little above log(10) (2.45-2.58 here).
+  np.testing.assert_allclose(initial, np.log(10.0), atol=0.4)
+  batches = problem.sample_batches(0, num_steps=20)
+  for step in range(20):
+    _, grads = unroll_lib.value_and_grad(
+      problem, params, tf.nest.map_structure(lambda t, i=step: t[i], batches)
+    )
+    params = {name: value - 0.1 * grads[name] for name, value in params.items()}
+  final, _ = problem.evaluate(params, images, labels)
+  assert np.all(final.numpy() < 0.6 * initial.numpy()), (initial, final)  # 1.02-1.08 here
 
 
 # ------------------------------------------------------------------ any Keras model

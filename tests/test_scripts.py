@@ -1,6 +1,7 @@
 """The absl scripts end to end: JSON shape, optimizer directories, one-line errors."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -110,6 +111,8 @@ def test_evaluate_refuses_a_directory_that_is_not_an_optimizer(tmp_path):
     (["--unroll_length=0"], "unroll_length"),
     (["--optimizer=adam"], "optimizer"),
     (["--meta_learning_rate=0"], "meta_learning_rate"),
+    (["--problem=mnist_convnet", "--labels=0,1"], "--labels applies to the CIFAR problems only"),
+    (["--problem=mnist_convnet", "--init_from=x"], "not supported yet for mnist_convnet"),
   ],
 )
 def test_train_bad_input_fails_without_touching_the_output(args, message, tmp_path):
@@ -190,6 +193,43 @@ def test_train_cifar_from_binary_files_uses_two_networks(tmp_path):
   assert config["metadata"]["problem"]["name"] == "cifar2"
 
 
+def test_mnist_convnet_meta_trains_two_networks_and_evaluates_against_baselines(tmp_path):
+  out, json_path = tmp_path / "run", tmp_path / "eval.json"
+  result = _run(
+    "train.py",
+    "--problem=mnist_convnet",  # the embedded MNIST sample
+    f"--output_dir={out}",
+    "--epochs=1",
+    "--trajectories_per_epoch=1",
+    "--num_steps=2",
+    "--unroll_length=1",
+    "--num_validation_problems=1",
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(out / "best" / "optimizer.json") as f:
+    config = json.load(f)
+  assert set(config["cells"]) == {"conv", "fc"}
+  assert config["metadata"]["problem"]["name"] == "mnist_convnet"
+  result = _run(
+    "evaluate.py",
+    "--problem=mnist_convnet",
+    f"--optimizer_path={out}",
+    "--optimizers=learned,sgd",
+    "--num_problems=2",
+    "--num_steps=2",
+    f"--output_json={json_path}",
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(json_path) as f:
+    data = json.load(f)
+  assert (data["problem"], data["num_steps"], data["num_problems"]) == ("mnist_convnet", 2, 2)
+  assert set(data["results"]) == {"learned", "sgd"}
+  for name, r in data["results"].items():
+    assert len(r["mean_loss"]) == 3 and all(math.isfinite(x) for x in r["mean_loss"]), name
+    assert (r["learning_rate"] is None) == (name == "learned")  # baselines were tuned
+  assert len({r["mean_loss"][0] for r in data["results"].values()}) == 1  # same problems
+
+
 def test_generalization_writes_table_json_and_summary(tmp_path):
   out = tmp_path / "gen"
   result = _run(
@@ -202,24 +242,38 @@ def test_generalization_writes_table_json_and_summary(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   for progress in (
     rf"relu: tuning adam: 2/2 learning rates, {DURATION}",
-    rf"generalisation: 1/5 variants, {DURATION}, ETA {DURATION}",
-    rf"generalisation: 5/5 variants, {DURATION}",
+    rf"generalisation: 1/8 variants, {DURATION}, ETA {DURATION}",
+    rf"generalisation: 8/8 variants, {DURATION}",
   ):
     assert re.search(rf"^{progress}$", result.stdout, flags=re.MULTILINE), result.stdout
   with open(out / "generalization.json") as f:
     data = json.load(f)
   assert data.pop("provenance")["command"].startswith("python ")
-  assert list(data) == ["base", "200 steps", "40 units", "2 layers", "relu"]
-  assert [data[v]["num_steps"] for v in data] == [100, 200, 100, 100, 100]
+  assert list(data) == [
+    "base",
+    "200 steps",
+    "40 units",
+    "2 layers",
+    "relu",
+    "tanh",
+    "3 layers",
+    "80 units",
+  ]
+  assert [data[v]["num_steps"] for v in data] == [100, 200, 100, 100, 100, 100, 100, 100]
+  # The shipped optimizer was meta-trained on the base network and never on the last three.
+  seen = {name: variant["seen_in_meta_training"] for name, variant in data.items()}
+  assert seen["base"] and seen["200 steps"]
+  assert not any(seen[name] for name in ("tanh", "3 layers", "80 units"))
   rows = [
     line
     for line in (out / "generalization.md").read_text().splitlines()
     if line.startswith("| ") and not line.startswith("| variant")
   ]
-  assert len(rows) == 5
+  assert len(rows) == 8
   for row, (name, variant) in zip(rows, data.items()):
     finals = {n: r["final_loss_mean"] for n, r in variant["results"].items()}
     learned_best = finals.pop("learned") < min(finals.values())
-    assert row.startswith(f"| {name} |") and row.endswith("yes |" if learned_best else "no |")
+    assert row.startswith(f"| {name} | {'yes' if seen[name] else 'no'} |")
+    assert row.endswith("yes |" if learned_best else "no |")
   for name in ("summary.png", "base.png", "relu.png"):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

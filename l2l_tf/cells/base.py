@@ -10,8 +10,11 @@ states have shape [..., n, units], and shared states (a memory) have shapes of t
 Weights never depend on n, so one cell steps any number of coordinates.
 """
 
+from __future__ import annotations
+
 import abc
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import keras
 import tensorflow as tf
@@ -19,12 +22,17 @@ import tensorflow as tf
 from l2l_tf import preprocessing as preprocessing_lib
 from l2l_tf import registry
 
+# What get_initial_state builds states for: n coordinates, or a shape such as [B, n] whose
+# entries may be scalar tensors (a batch size read from a traced tensor).
+CoordinateShape = int | tf.Tensor | Sequence[int | tf.Tensor]
+_CellClass = TypeVar("_CellClass", bound=type)
 
-def register_cell(name: str):
+
+def register_cell(name: str) -> Callable[[_CellClass], _CellClass]:
   """Class decorator: the cell becomes `--optimizer=name` (registry.CELLS) and Keras-serializable
   (package "l2l_tf"), which the optimizer file format and keras.saving need."""
 
-  def declare(cell_class):
+  def declare(cell_class: _CellClass) -> _CellClass:
     keras.saving.register_keras_serializable(package="l2l_tf")(cell_class)
     return registry.CELLS.register(name)(cell_class)
 
@@ -59,36 +67,36 @@ class LearnedOptimizerCell(keras.layers.Layer, abc.ABC):
 
   def __init__(
     self,
-    preprocessing: Union[str, Dict[str, Any], preprocessing_lib.Preprocessor] = "log_sign",
+    preprocessing: str | dict[str, Any] | preprocessing_lib.Preprocessor = "log_sign",
     output_scale: float = 0.1,
-    **kwargs,
-  ):
+    **kwargs: Any,
+  ) -> None:
     super().__init__(**kwargs)
     self.preprocessor = preprocessing_lib.get_preprocessor(preprocessing)
     self.output_scale = float(output_scale)
 
   @property
   @abc.abstractmethod
-  def state_size(self) -> List[Optional[int]]:
+  def state_size(self) -> list[int | None]:
     """Trailing size of each state tensor, in the order of the state list."""
 
   @property
   @abc.abstractmethod
-  def state_names(self) -> List[str]:
+  def state_names(self) -> list[str]:
     """A name for each state tensor (used by exports and the Keras optimizer's slots)."""
 
   @abc.abstractmethod
   def call(
     self, inputs: tf.Tensor, states: Sequence[tf.Tensor]
-  ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+  ) -> tuple[tf.Tensor, list[tf.Tensor]]:
     """(updates [..., n, 1], new states) for gradients [..., n, 1] and the current states."""
 
-  def get_initial_state(self, batch_size) -> List[tf.Tensor]:
+  def get_initial_state(self, batch_size: CoordinateShape) -> list[tf.Tensor]:
     """Zero states for `batch_size` coordinates: an int n or a shape such as (B, n)."""
     shape = list(batch_size) if isinstance(batch_size, (list, tuple)) else [batch_size]
     return [tf.zeros(shape + [size], dtype=self.compute_dtype) for size in self.state_size]
 
-  def get_config(self) -> Dict[str, Any]:
+  def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(preprocessing=self.preprocessor.get_config(), output_scale=self.output_scale)
     return config

@@ -1,5 +1,10 @@
 """The paper's coordinatewise LSTM optimizer (Section 2.1)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -118,14 +123,14 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
 
   coordinatewise = True  # each coordinate's update depends on its own gradients only
 
-  def __init__(self, hidden_sizes=(20, 20), **kwargs):
+  def __init__(self, hidden_sizes: Sequence[int] = (20, 20), **kwargs: Any) -> None:
     super().__init__(**kwargs)
     self.hidden_sizes = tuple(int(units) for units in hidden_sizes)
     if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
       raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}")
     self.build()
 
-  def build(self, input_shape=None):
+  def build(self, input_shape: Sequence[int | None] | None = None) -> None:
     if self.built:
       return
     top = self.build_lstm_layers(self.preprocessor.num_features)
@@ -135,7 +140,7 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
     self.output_bias = self.add_weight(name="output_bias", shape=(1,), initializer="zeros")
     self.built = True
 
-  def build_lstm_layers(self, in_features):
+  def build_lstm_layers(self, in_features: int) -> int:
     """Creates the stacked LSTM's weights; returns the top layer's width."""
     self.lstm_weights = []
     for layer, units in enumerate(self.hidden_sizes):
@@ -158,16 +163,18 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
     return in_features
 
   @property
-  def state_size(self):
+  def state_size(self) -> list[int | None]:
     return [units for units in self.hidden_sizes for _ in ("h", "c")]
 
   @property
-  def state_names(self):
+  def state_names(self) -> list[str]:
     return [
       f"lstm_{layer}_{kind}" for layer in range(len(self.hidden_sizes)) for kind in ("h", "c")
     ]
 
-  def run_lstm_layers(self, x, states, shape):
+  def run_lstm_layers(
+    self, x: tf.Tensor, states: Sequence[tf.Tensor], shape: tf.Tensor
+  ) -> tuple[tf.Tensor, list[tf.Tensor]]:
     """The stacked LSTM on rows x [rows, features]; returns (top h [rows, units], new states).
 
     states: the cell's state list, whose first 2 * layers entries are each layer's (h, c)
@@ -184,7 +191,9 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
       x = h
     return x, new_states
 
-  def call(self, inputs, states):
+  def call(
+    self, inputs: tf.Tensor, states: Sequence[tf.Tensor]
+  ) -> tuple[tf.Tensor, list[tf.Tensor]]:
     shape = tf.shape(inputs)
     x, new_states = self.run_lstm_layers(
       self.preprocessor(tf.reshape(inputs, [-1, 1])), states, shape
@@ -195,12 +204,12 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
     )
     return tf.reshape(updates, shape), [per_coordinate(s, shape) for s in new_states]
 
-  def transform_hidden(self, h, shape, layer):
+  def transform_hidden(self, h: tf.Tensor, shape: tf.Tensor, layer: int) -> tf.Tensor:
     """Hook for subclasses: the activations layer `layer` emits, upwards and to itself."""
     del shape, layer
     return h
 
-  def get_config(self):
+  def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(hidden_sizes=list(self.hidden_sizes))
     return config

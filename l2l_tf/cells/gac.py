@@ -13,8 +13,12 @@ Which units are GACs: the LAST k units of each layer (k per layer, from
 only the emitted h is averaged. GACs add no weights.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -120,16 +124,21 @@ class GlobalAveragingLSTM(coordinatewise_lstm.CoordinatewiseLSTM):
 
   coordinatewise = False  # GACs average over all coordinates of the instance
 
-  def __init__(self, global_averaging_units=None, global_averaging_fraction=None, **kwargs):
+  def __init__(
+    self,
+    global_averaging_units: int | Sequence[int] | None = None,
+    global_averaging_fraction: float | Sequence[float] | None = None,
+    **kwargs: Any,
+  ) -> None:
     super().__init__(**kwargs)
     self.global_averaging_units = resolve_global_averaging_units(
       self.hidden_sizes, global_averaging_units, global_averaging_fraction
     )
 
-  def transform_hidden(self, h, shape, layer):
+  def transform_hidden(self, h: tf.Tensor, shape: tf.Tensor, layer: int) -> tf.Tensor:
     return global_average(h, shape, self.global_averaging_units[layer])
 
-  def get_config(self):
+  def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(global_averaging_units=list(self.global_averaging_units))
     return config

@@ -48,8 +48,12 @@ then the memory:
 coordinate; see get_initial_state).
 """
 
+from __future__ import annotations
+
 import abc
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -80,13 +84,13 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
       GACs (global_averaging_units or global_averaging_fraction), preprocessing, output_scale.
   """
 
-  def __init__(self, num_read_heads=1, num_write_heads=3, **kwargs):
+  def __init__(self, num_read_heads: int = 1, num_write_heads: int = 3, **kwargs: Any) -> None:
     # Set before the base constructor: it builds the weights, whose shapes depend on them.
     self.num_read_heads = _check_int("num_read_heads", num_read_heads, 1)
     self.num_write_heads = _check_int("num_write_heads", num_write_heads, 1)
     super().__init__(**kwargs)
 
-  def build(self, input_shape=None):
+  def build(self, input_shape: Sequence[int | None] | None = None) -> None:
     if self.built:
       return
     gradient_features = self.preprocessor.num_features
@@ -126,24 +130,26 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
 
   @property
   @abc.abstractmethod
-  def memory_state_size(self):
+  def memory_state_size(self) -> list[int | None]:
     """Trailing size of each memory state (None: n)."""
 
   @property
   @abc.abstractmethod
-  def memory_state_names(self):
+  def memory_state_names(self) -> list[str]:
     """A name for each memory state."""
 
   @abc.abstractmethod
-  def initial_memory(self, shape):
+  def initial_memory(self, shape: list[int | tf.Tensor]) -> list[tf.Tensor]:
     """Zero memory states for a [..., n] coordinate shape (a list of ints / scalar tensors)."""
 
   @abc.abstractmethod
-  def read_memory(self, memory, keys):
+  def read_memory(self, memory: Sequence[tf.Tensor], keys: tf.Tensor) -> tf.Tensor:
     """i = M r for keys [..., n, R]; returns [..., n, R]."""
 
   @abc.abstractmethod
-  def write_memory(self, memory, a, b):
+  def write_memory(
+    self, memory: Sequence[tf.Tensor], a: tf.Tensor, b: tf.Tensor
+  ) -> list[tf.Tensor]:
     """Memory states holding M + A B^T, for write vectors a, b [..., n, W]."""
 
   # -- cell protocol ----------------------------------------------------------------------------
@@ -153,7 +159,7 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
     return 2 * len(self.hidden_sizes)
 
   @property
-  def state_size(self):
+  def state_size(self) -> list[int | None]:
     return (
       [units for units in self.hidden_sizes for _ in ("h", "c")]
       + [self.num_read_heads]
@@ -161,14 +167,14 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
     )
 
   @property
-  def state_names(self):
+  def state_names(self) -> list[str]:
     return (
       [f"lstm_{layer}_{kind}" for layer in range(len(self.hidden_sizes)) for kind in ("h", "c")]
       + ["read"]
       + list(self.memory_state_names)
     )
 
-  def get_initial_state(self, batch_size):
+  def get_initial_state(self, batch_size: base.CoordinateShape) -> list[tf.Tensor]:
     shape = list(batch_size) if isinstance(batch_size, (list, tuple)) else [batch_size]
     memory = self.initial_memory(shape)  # first: it may refuse the size before any allocation
     per_coordinate = [
@@ -177,7 +183,9 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
     ]
     return per_coordinate + memory
 
-  def controller_step(self, inputs, states):
+  def controller_step(
+    self, inputs: tf.Tensor, states: Sequence[tf.Tensor]
+  ) -> dict[str, tf.Tensor | list[tf.Tensor]]:
     """Runs the controller and heads (no memory access).
 
     Args:
@@ -209,7 +217,9 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
       "lstm_states": [per_coordinate(s) for s in lstm_states],
     }
 
-  def call(self, inputs, states):
+  def call(
+    self, inputs: tf.Tensor, states: Sequence[tf.Tensor]
+  ) -> tuple[tf.Tensor, list[tf.Tensor]]:
     states = list(states)
     step = self.controller_step(inputs, states)
     memory = states[self._num_lstm_states + 1 :]
@@ -220,7 +230,7 @@ class NeuralTuringMachineCell(gac.GlobalAveragingLSTM):
     )  # not tf.cast: that rounds 0.1 to float32 first
     return updates, step["lstm_states"] + [read] + list(new_memory)
 
-  def get_config(self):
+  def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(num_read_heads=self.num_read_heads, num_write_heads=self.num_write_heads)
     return config
@@ -237,16 +247,18 @@ class NTMBFGS(NeuralTuringMachineCell):
     **kwargs: NeuralTuringMachineCell's.
   """
 
-  def __init__(self, max_dense_coordinates=DEFAULT_MAX_DENSE_COORDINATES, **kwargs):
+  def __init__(
+    self, max_dense_coordinates: int = DEFAULT_MAX_DENSE_COORDINATES, **kwargs: Any
+  ) -> None:
     self.max_dense_coordinates = _check_int("max_dense_coordinates", max_dense_coordinates, 1)
     super().__init__(**kwargs)
 
   @property
-  def memory_state_size(self):
+  def memory_state_size(self) -> list[int | None]:
     return [None]  # trailing size n: the memory is [..., n, n]
 
   @property
-  def memory_state_names(self):
+  def memory_state_names(self) -> list[str]:
     return ["memory"]
 
   def _refusal(self, n=None):
@@ -262,7 +274,7 @@ class NTMBFGS(NeuralTuringMachineCell):
       "or raise max_dense_coordinates."
     )
 
-  def initial_memory(self, shape):
+  def initial_memory(self, shape: list[int | tf.Tensor]) -> list[tf.Tensor]:
     n = shape[-1]
     static_n = tf.get_static_value(n) if tf.is_tensor(n) else n
     if static_n is not None:
@@ -277,13 +289,15 @@ class NTMBFGS(NeuralTuringMachineCell):
     with tf.control_dependencies([check]):
       return [tf.zeros(shape + [n], dtype=self.compute_dtype)]
 
-  def read_memory(self, memory, keys):
+  def read_memory(self, memory: Sequence[tf.Tensor], keys: tf.Tensor) -> tf.Tensor:
     return tf.matmul(memory[0], keys)
 
-  def write_memory(self, memory, a, b):
+  def write_memory(
+    self, memory: Sequence[tf.Tensor], a: tf.Tensor, b: tf.Tensor
+  ) -> list[tf.Tensor]:
     return [memory[0] + tf.matmul(a, b, transpose_b=True)]
 
-  def get_config(self):
+  def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(max_dense_coordinates=self.max_dense_coordinates)
     return config
@@ -298,30 +312,32 @@ class NTMLBFGS(NeuralTuringMachineCell):
     **kwargs: NeuralTuringMachineCell's.
   """
 
-  def __init__(self, window_size=10, **kwargs):
+  def __init__(self, window_size: int = 10, **kwargs: Any) -> None:
     self.window_size = _check_int("window_size", window_size, 1)
     super().__init__(**kwargs)
 
   @property
-  def memory_state_size(self):
+  def memory_state_size(self) -> list[int | None]:
     return [self.window_size * self.num_write_heads] * 2
 
   @property
-  def memory_state_names(self):
+  def memory_state_names(self) -> list[str]:
     return ["write_a_window", "write_b_window"]
 
-  def initial_memory(self, shape):
+  def initial_memory(self, shape: list[int | tf.Tensor]) -> list[tf.Tensor]:
     return [tf.zeros(shape + [size], dtype=self.compute_dtype) for size in self.memory_state_size]
 
-  def read_memory(self, memory, keys):
+  def read_memory(self, memory: Sequence[tf.Tensor], keys: tf.Tensor) -> tf.Tensor:
     window_a, window_b = memory
     return tf.matmul(window_a, tf.matmul(window_b, keys, transpose_a=True))
 
-  def write_memory(self, memory, a, b):
+  def write_memory(
+    self, memory: Sequence[tf.Tensor], a: tf.Tensor, b: tf.Tensor
+  ) -> list[tf.Tensor]:
     heads = self.num_write_heads
     return [tf.concat([window[..., heads:], new], axis=-1) for window, new in zip(memory, (a, b))]
 
-  def get_config(self):
+  def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(window_size=self.window_size)
     return config

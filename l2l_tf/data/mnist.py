@@ -209,3 +209,22 @@ def split_train_validation(images, labels, validation_fraction=0.1, seed=0):
   order = np.random.default_rng(seed).permutation(n)
   val, train = order[:n_val], order[n_val:]
   return (images[train], labels[train]), (images[val], labels[val])
+
+
+def load_problem_split(load, split, seed=0, validation_fraction=0.1):
+  """(images, labels) of a problem's split: the test set, or part of the training set.
+
+  "test" is load("test"); "train" and "validation" are the two parts of load("train") that
+  split_train_validation draws from `seed` (90% / 10% by default), so that validation
+  examples are never trained on.
+
+  Args:
+    load: a function of a dataset split ("train" or "test") -> (images, labels).
+    split: "train", "validation" or "test".
+  """
+  if split == "test":
+    return load("test")
+  train, validation = split_train_validation(
+    *load("train"), validation_fraction=validation_fraction, seed=seed
+  )
+  return train if split == "train" else validation

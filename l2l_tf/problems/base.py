@@ -6,13 +6,22 @@ graph (the quadratic batch of the paper; 20 MNIST runs of an evaluation). Nothin
 variable: learned optimizers rebuild the optimizee from parameter tensors at every step.
 """
 
+from __future__ import annotations
+
 import abc
 import copy
-from typing import Any, Dict
+from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
-Params = Dict[str, tf.Tensor]
+Params = dict[str, tf.Tensor]
+# A problem seed: a Python int, or a scalar integer tensor inside a traced graph.
+Seed = int | tf.Tensor
+# What tf.as_dtype accepts: "float32", tf.float32, np.float32, ...
+DTypeLike = str | tf.dtypes.DType | np.dtype | type[np.generic]
+# Data handed to a problem: numpy arrays or tensors.
+ArrayLike = np.ndarray | tf.Tensor
 
 
 def stateless_seed(seed, stream):
@@ -48,25 +57,25 @@ class Problem(abc.ABC):
 
   name: str = None
 
-  def __init__(self, batch_size: int = 1, dtype: Any = "float32"):
+  def __init__(self, batch_size: int = 1, dtype: DTypeLike = "float32") -> None:
     if int(batch_size) <= 0:
       raise ValueError(f"batch_size must be positive, got {batch_size}")
     self.batch_size = int(batch_size)
     self.dtype = tf.as_dtype(dtype)
 
   @abc.abstractmethod
-  def init_params(self, seed) -> Params:
+  def init_params(self, seed: Seed) -> Params:
     """Initial parameters of the `batch_size` instances that `seed` picks."""
 
   @abc.abstractmethod
-  def sample_batches(self, seed, num_steps: int) -> Any:
+  def sample_batches(self, seed: Seed, num_steps: int) -> Any:
     """The data of steps 0..num_steps (leading axis num_steps + 1) for the same seed."""
 
   @abc.abstractmethod
   def loss(self, params: Params, batch: Any) -> tf.Tensor:
     """[batch_size] losses of every instance on one step's batch."""
 
-  def with_batch_size(self, batch_size: int) -> "Problem":
+  def with_batch_size(self, batch_size: int) -> Problem:
     """This family stepping `batch_size` instances at a time (a replica's share of a meta-batch).
 
     Shares everything else (data, networks); the losses of its instances are those of the same
@@ -81,7 +90,7 @@ class Problem(abc.ABC):
     params = self.init_params(0)
     return sum(int(p.shape[1:].num_elements()) for p in params.values())
 
-  def get_config(self) -> Dict[str, Any]:
+  def get_config(self) -> dict[str, Any]:
     return {"name": self.name, "batch_size": self.batch_size, "dtype": self.dtype.name}
 
 
@@ -97,7 +106,7 @@ class DatasetClassificationProblem(Problem):
   labels: tf.Tensor
   minibatch_size: int
 
-  def set_dataset(self, images, labels) -> None:
+  def set_dataset(self, images: ArrayLike, labels: ArrayLike) -> None:
     """Stores the dataset (images in the problem's dtype, labels int32)."""
     # Kept as tensors: a tf.function captures them by reference, and minibatches are gathered
     # from pre-sampled indices, so a whole unroll's data is ready before it starts.
@@ -108,14 +117,14 @@ class DatasetClassificationProblem(Problem):
   def logits(self, params: Params, x: tf.Tensor) -> tf.Tensor:
     """x: [batch_size, M, ...] examples -> logits [batch_size, M, classes]."""
 
-  def sample_batches(self, seed, num_steps: int) -> Dict[str, tf.Tensor]:
+  def sample_batches(self, seed: Seed, num_steps: int) -> dict[str, tf.Tensor]:
     return {
       "indices": minibatch_indices(
         seed, num_steps, self.batch_size, self.minibatch_size, self.images.shape[0]
       )
     }
 
-  def loss(self, params: Params, batch: Dict[str, tf.Tensor]) -> tf.Tensor:
+  def loss(self, params: Params, batch: dict[str, tf.Tensor]) -> tf.Tensor:
     x = tf.gather(self.images, batch["indices"])
     y = tf.gather(self.labels, batch["indices"])
     xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=self.logits(params, x))

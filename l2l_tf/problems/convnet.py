@@ -1,5 +1,8 @@
 """Convolutional classifiers as optimizees: the paper's CIFAR-10 / CIFAR-5 / CIFAR-2 experiment.
 
+mnist_convnet is the same network on MNIST digits ([28, 28, 1], flattened 4 * 4 * 16 too):
+the real-image substitute for the CIFAR panel where CIFAR-10 cannot be downloaded.
+
 The network (defaults follow the paper and the authors' released code where they agree):
 
     image [32, 32, 3]
@@ -43,7 +46,7 @@ this is a plain convolution.
 
 Parameter names: conv_{i}/w [kh, kw, c_in, c_out], conv_{i}/gamma, conv_{i}/beta [c_out];
 fc_0/w [256, 32], fc_0/gamma, fc_0/beta [32]; fc_1/w [32, classes], fc_1/b [classes] (the
-classifier) -- each with a leading batch_size axis. CIFAR_PARAMETER_GROUPS splits them
+classifier) -- each with a leading batch_size axis. CONVNET_PARAMETER_GROUPS splits them
 between the paper's two optimizer networks.
 """
 
@@ -56,10 +59,12 @@ import tensorflow as tf
 from l2l_tf import data
 from l2l_tf import registry
 from l2l_tf.data import cifar
+from l2l_tf.data import mnist
 from l2l_tf.problems import base
+from l2l_tf.problems import mlp
 
 # The paper's two optimizer networks: one for the conv layers, one for the fully connected.
-CIFAR_PARAMETER_GROUPS = {"conv": r"^conv_", "fc": r"^fc_"}
+CONVNET_PARAMETER_GROUPS = {"conv": r"^conv_", "fc": r"^fc_"}
 # The named CIFAR problems, from tfds or CIFAR-10's binary files. CIFAR-5 and CIFAR-2 are label
 # subsets, renumbered 0..k-1: CIFAR-5 = classes 0-4 (airplane, automobile, bird, cat, deer),
 # CIFAR-2 = classes 0-1 (airplane, automobile).
@@ -335,13 +340,7 @@ def make_cifar_problem(name, split, batch_size, options):
   load = lambda data_split: data.load_cifar10(
     options.dataset_source, data_split, options.data_dir, labels=labels
   )
-  if split == "test":
-    images, targets = load("test")
-  else:
-    train, validation = data.split_train_validation(
-      *load("train"), validation_fraction=0.1, seed=options.seed
-    )
-    images, targets = train if split == "train" else validation
+  images, targets = data.load_problem_split(load, split, options.seed)
   return ConvNetClassificationProblem(
     images,
     targets,
@@ -353,6 +352,23 @@ def make_cifar_problem(name, split, batch_size, options):
 
 
 for _name in CIFAR_LABELS:
-  registry.PROBLEMS.register(_name, family="cifar", parameter_groups=CIFAR_PARAMETER_GROUPS)(
+  registry.PROBLEMS.register(_name, family="cifar", parameter_groups=CONVNET_PARAMETER_GROUPS)(
     functools.partial(make_cifar_problem, _name)
+  )
+
+
+@registry.PROBLEMS.register("mnist_convnet", parameter_groups=CONVNET_PARAMETER_GROUPS)
+def make_mnist_convnet_problem(split, batch_size, options):
+  """The CIFAR convnet and its two optimizer networks on MNIST digits [28, 28, 1], 10 classes.
+
+  Data as the MNIST MLP's (mlp.load_mnist_split: options.dataset_source embedded, idx or
+  tfds; train and validation split the training set 90% / 10% by options.seed; test is
+  t10k).
+  """
+  images, labels = mlp.load_mnist_split(split, options)
+  return ConvNetClassificationProblem(
+    images.reshape((-1,) + mnist.MNIST_IMAGE_SHAPE + (1,)),
+    labels,
+    batch_size=batch_size or 1,
+    name="mnist_convnet",
   )

@@ -43,18 +43,31 @@ Semantics, in one place:
     and yield (x, y) pairs; it is read once, up to max_examples examples.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from l2l_tf.problems import base
 
+# A model input or target: an array, or a nested structure of arrays for multi-input models.
+NestedArrays = Any
+# init=callable: one instance's weights, in model.trainable_variables order or by path.
+WeightsInit = Callable[[int], Sequence[base.ArrayLike] | Mapping[str, base.ArrayLike]]
+LossLike = str | keras.losses.Loss | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
 INITS = ("model", "reinitialize")
 _SEED_STATE = "seed_generator_state"  # the name Keras gives SeedGenerator state variables
 _MAX_SEED = 2**31 - 1
 
 
-def materialize_dataset(dataset, max_examples):
+def materialize_dataset(
+  dataset: tf.data.Dataset, max_examples: int
+) -> tuple[NestedArrays, NestedArrays]:
   """Reads a finite tf.data.Dataset of (x, y) into (x, y) numpy structures.
 
   A dataset whose components all have an unknown leading dimension (what .batch() makes) is
@@ -127,17 +140,17 @@ class KerasModelProblem(base.Problem):
 
   def __init__(
     self,
-    model,
-    x,
-    y=None,
-    loss=None,
-    minibatch_size=128,
-    batch_size=1,
-    init="model",
-    training=True,
-    max_examples=1_000_000,
-    name=None,
-  ):
+    model: keras.Model,
+    x: NestedArrays | tf.data.Dataset,
+    y: base.ArrayLike | None = None,
+    loss: LossLike | None = None,
+    minibatch_size: int = 128,
+    batch_size: int = 1,
+    init: str | WeightsInit = "model",
+    training: bool = True,
+    max_examples: int = 1_000_000,
+    name: str | None = None,
+  ) -> None:
     if not isinstance(model, keras.Model):
       raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
     if not model.built or not model.trainable_variables:
@@ -280,7 +293,7 @@ class KerasModelProblem(base.Problem):
       out[name] = value
     return out
 
-  def init_params(self, seed):
+  def init_params(self, seed: base.Seed) -> base.Params:
     if isinstance(self.init, str) and self.init == "model":
       instances = [self._model_weights] * self.batch_size
     else:
@@ -293,7 +306,7 @@ class KerasModelProblem(base.Problem):
           instances.append(self._reinitialized_weights(instance_seed))
     return {n: tf.stack([w[n] for w in instances]) for n in self.names}
 
-  def sample_batches(self, seed, num_steps):
+  def sample_batches(self, seed: base.Seed, num_steps: int) -> dict[str, tf.Tensor]:
     batches = {
       "indices": base.minibatch_indices(
         seed, num_steps, self.batch_size, self.minibatch_size, self.num_examples
@@ -310,7 +323,13 @@ class KerasModelProblem(base.Problem):
       batches["seed_states"] = states
     return batches
 
-  def instance_loss(self, weights, x, y, seed_states=None):
+  def instance_loss(
+    self,
+    weights: Mapping[str, tf.Tensor],
+    x: NestedArrays,
+    y: tf.Tensor,
+    seed_states: tf.Tensor | None = None,
+  ) -> tf.Tensor:
     """The loss of one instance: weights {name: tensor without the batch axis}."""
     non_trainable = list(self._non_trainable)
     for k, slot in enumerate(self._seed_slots):
@@ -328,7 +347,7 @@ class KerasModelProblem(base.Problem):
 
   # Plain Python over static structure: nothing for autograph to convert (saves tracing time).
   @tf.autograph.experimental.do_not_convert
-  def loss(self, params, batch):
+  def loss(self, params: base.Params, batch: Mapping[str, tf.Tensor]) -> tf.Tensor:
     losses = []
     for b in range(self.batch_size):
       indices = batch["indices"][b]
@@ -338,7 +357,7 @@ class KerasModelProblem(base.Problem):
       losses.append(self.instance_loss({n: params[n][b] for n in self.names}, x, y, seeds))
     return tf.cast(tf.stack(losses), self.dtype)
 
-  def get_config(self):
+  def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(
       model=self.model.name,

@@ -1,5 +1,10 @@
 """MLP classifiers as optimizees: the paper's MNIST experiment and its generalisation variants."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import tensorflow as tf
 
 from l2l_tf import data
@@ -26,16 +31,16 @@ class MLPClassificationProblem(base.DatasetClassificationProblem):
 
   def __init__(
     self,
-    images,
-    labels,
-    hidden_sizes=(20,),
-    activation="sigmoid",
-    num_classes=10,
-    minibatch_size=128,
-    batch_size=1,
-    init_stddev=0.01,
-    dtype="float32",
-  ):
+    images: base.ArrayLike,
+    labels: base.ArrayLike,
+    hidden_sizes: Sequence[int] = (20,),
+    activation: str = "sigmoid",
+    num_classes: int = 10,
+    minibatch_size: int = 128,
+    batch_size: int = 1,
+    init_stddev: float = 0.01,
+    dtype: base.DTypeLike = "float32",
+  ) -> None:
     super().__init__(batch_size=batch_size, dtype=dtype)
     if activation not in ACTIVATIONS:
       raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
@@ -54,7 +59,7 @@ class MLPClassificationProblem(base.DatasetClassificationProblem):
     self.init_stddev = float(init_stddev)
     self.layer_sizes = (self.images.shape[1],) + self.hidden_sizes + (self.num_classes,)
 
-  def init_params(self, seed):
+  def init_params(self, seed: base.Seed) -> base.Params:
     params = {}
     for layer, (fan_in, fan_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
       for kind, shape in (("w", [fan_in, fan_out]), ("b", [fan_out])):
@@ -66,7 +71,7 @@ class MLPClassificationProblem(base.DatasetClassificationProblem):
         )
     return params
 
-  def logits(self, params, x):
+  def logits(self, params: base.Params, x: tf.Tensor) -> tf.Tensor:
     """x: [batch_size, M, features] -> logits [batch_size, M, classes]."""
     activation = ACTIVATIONS[self.activation]
     num_layers = len(self.layer_sizes) - 1
@@ -76,7 +81,7 @@ class MLPClassificationProblem(base.DatasetClassificationProblem):
         x = activation(x)
     return x
 
-  def get_config(self):
+  def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(
       hidden_sizes=list(self.hidden_sizes),
@@ -88,21 +93,23 @@ class MLPClassificationProblem(base.DatasetClassificationProblem):
     return config
 
 
+def load_mnist_split(split, options):
+  """MNIST (images [N, 784], labels [N]) of a problem split, from options.dataset_source.
+
+  train and validation split MNIST's training set 90% / 10% (by options.seed); test is its
+  test set.
+  """
+  load = lambda data_split: data.load_mnist(options.dataset_source, data_split, options.data_dir)
+  return data.load_problem_split(load, split, options.seed)
+
+
 @registry.PROBLEMS.register("mnist")
 def make_mnist_problem(split, batch_size, options):
   """The paper's MNIST MLP (options: dataset_source, data_dir, hidden_sizes, activation, seed).
 
   train and validation split MNIST's training set 90% / 10% (by `seed`); test is its test set.
   """
-  if split == "test":
-    images, labels = data.load_mnist(options.dataset_source, "test", options.data_dir)
-  else:
-    train, validation = data.split_train_validation(
-      *data.load_mnist(options.dataset_source, "train", options.data_dir),
-      validation_fraction=0.1,
-      seed=options.seed,
-    )
-    images, labels = train if split == "train" else validation
+  images, labels = load_mnist_split(split, options)
   return MLPClassificationProblem(
     images,
     labels,

@@ -1,5 +1,9 @@
 """The paper's quadratic family: f(theta) = ||W theta - y||^2 with Gaussian W and y."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import tensorflow as tf
 
 from l2l_tf import registry
@@ -17,14 +21,20 @@ class QuadraticProblem(base.Problem):
 
   name = "quadratic"
 
-  def __init__(self, dim=10, batch_size=128, init_stddev=0.01, dtype="float32"):
+  def __init__(
+    self,
+    dim: int = 10,
+    batch_size: int = 128,
+    init_stddev: float = 0.01,
+    dtype: base.DTypeLike = "float32",
+  ) -> None:
     super().__init__(batch_size=batch_size, dtype=dtype)
     if int(dim) <= 0:
       raise ValueError(f"dim must be positive, got {dim}")
     self.dim = int(dim)
     self.init_stddev = float(init_stddev)
 
-  def init_params(self, seed):
+  def init_params(self, seed: base.Seed) -> base.Params:
     theta = tf.random.stateless_normal(
       [self.batch_size, self.dim],
       base.stateless_seed(seed, 0),
@@ -33,7 +43,7 @@ class QuadraticProblem(base.Problem):
     )
     return {"theta": theta}
 
-  def sample_batches(self, seed, num_steps):
+  def sample_batches(self, seed: base.Seed, num_steps: int) -> dict[str, tf.Tensor]:
     # One fixed function per trajectory: every step sees the same W and y.
     w = tf.random.stateless_normal(
       [self.batch_size, self.dim, self.dim], base.stateless_seed(seed, 1), dtype=self.dtype
@@ -47,11 +57,11 @@ class QuadraticProblem(base.Problem):
       "y": tf.broadcast_to(y, [steps] + y.shape.as_list()),
     }
 
-  def loss(self, params, batch):
+  def loss(self, params: base.Params, batch: dict[str, tf.Tensor]) -> tf.Tensor:
     residual = tf.linalg.matvec(batch["w"], params["theta"]) - batch["y"]
     return tf.reduce_sum(tf.square(residual), axis=-1)
 
-  def get_config(self):
+  def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(dim=self.dim, init_stddev=self.init_stddev)
     return config

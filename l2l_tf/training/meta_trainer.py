@@ -21,6 +21,8 @@ from the last checkpoint, removes the killed run's temporaries and rebuilds hist
 TensorBoard from the checkpoint, so no epoch is missing or duplicated (see run_directory).
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import functools
@@ -29,6 +31,8 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -36,7 +40,9 @@ import tensorflow as tf
 
 from l2l_tf import atomic_files
 from l2l_tf import evaluation
+from l2l_tf import learned_rule
 from l2l_tf import optimizer_format
+from l2l_tf.problems import base as problems_base
 from l2l_tf.problems import scaled
 from l2l_tf.training import distribute
 from l2l_tf.training import fault_injection
@@ -120,11 +126,11 @@ class MetaTrainingConfig:
   max_consecutive_skips: int = 10
   recompute: str = "none"
 
-  def final_window(self):
+  def final_window(self) -> int:
     """Steps that the "final" validation metric averages (default: one unroll)."""
     return int(self.validation_window) or self.unroll_length
 
-  def stage(self, epoch):
+  def stage(self, epoch: int) -> tuple[int, int]:
     """(num_steps, unroll_length) of the training trajectories of 0-based `epoch`."""
     stages = tuple(self.curriculum)
     if not stages:
@@ -132,7 +138,7 @@ class MetaTrainingConfig:
     num_steps, unroll_length = stages[min(epoch * len(stages) // self.epochs, len(stages) - 1)]
     return int(num_steps), int(unroll_length)
 
-  def validate(self):
+  def validate(self) -> None:
     """Raises ValueError with a one-line message for inconsistent settings."""
     for name in ("num_steps", "unroll_length", "epochs", "trajectories_per_epoch", "log_every"):
       if int(getattr(self, name)) <= 0:
@@ -183,7 +189,7 @@ class MetaTrainingConfig:
       )
 
 
-def resolve_jit_compile(setting):
+def resolve_jit_compile(setting: str | bool) -> bool:
   """'auto' -> XLA when a GPU or TPU is present (on CPU plain graphs measured faster)."""
   setting = str(setting).lower()
   if setting not in ("auto", "true", "false"):
@@ -193,12 +199,12 @@ def resolve_jit_compile(setting):
   return setting == "true"
 
 
-def trajectory_seed(seed, epoch, index):
+def trajectory_seed(seed: int, epoch: int, index: int) -> int:
   """Training seeds, disjoint from the small seeds used for validation and test problems."""
   return int((seed * 1_000_003 + epoch * 10_007 + index) % (2**31 - 1)) + 1_000_000
 
 
-def best_epoch(history):
+def best_epoch(history: Sequence[Mapping[str, Any]]) -> int:
   """The epoch whose optimizer best/ holds, per a run's history; 0 is the untrained one."""
   for record in reversed(history):
     if "best_epoch" in record:
@@ -273,37 +279,43 @@ def _identity(description):
   return dict(description, metadata=metadata, config=config)
 
 
+# One training problem family, or a list or tuple of families to draw from.
+TrainingProblems = (
+  problems_base.Problem | list[problems_base.Problem] | tuple[problems_base.Problem, ...]
+)
+
+
 class MetaTrainer:
   """Meta-trains a LearnedUpdateRule on a problem family.
 
   Args:
     rule: the LearnedUpdateRule whose cells are trained (in place).
     problem: training problem family (its batch_size instances form one meta-batch), or a
-      sequence of families (e.g. MLPs of several widths and activations): each trajectory
-      then draws one of them, uniformly, from its seed.
+      list or tuple of families (e.g. MLPs of several widths and activations): each
+      trajectory then draws one of them, uniformly, from its seed.
     validation_problem: fixed validation problems (drawn with validation_seed).
     config: MetaTrainingConfig.
     validation_seed: seed of the validation problems.
     metadata: extra JSON-able facts stored with the best optimizer (problem config, ...).
+    log: called with each progress line. The default prints and flushes it, so that a log file
+      or pipe holds every line up to the moment a run is killed.
     strategy: a tf.distribute.Strategy for data-parallel meta-training (distribute.make_strategy),
       or None: one device. Each replica unrolls its share of every meta-batch (which must divide
       evenly), the meta-gradients are averaged over all instances, and one meta-update applies
       everywhere. The rule's variables must have been created under strategy.scope().
-    log: called with each progress line. The default prints and flushes it, so that a log file
-      or pipe holds every line up to the moment a run is killed.
   """
 
   def __init__(
     self,
-    rule,
-    problem,
-    validation_problem,
-    config,
-    validation_seed=1,
-    metadata=None,
-    log=functools.partial(print, flush=True),
-    strategy=None,
-  ):
+    rule: learned_rule.LearnedUpdateRule,
+    problem: TrainingProblems,
+    validation_problem: problems_base.Problem,
+    config: MetaTrainingConfig,
+    validation_seed: int = 1,
+    metadata: Mapping[str, Any] | None = None,
+    log: Callable[[str], object] = functools.partial(print, flush=True),
+    strategy: tf.distribute.Strategy | None = None,
+  ) -> None:
     config.validate()
     self.rule = rule
     families = list(problem) if isinstance(problem, (list, tuple)) else [problem]
@@ -343,7 +355,7 @@ class MetaTrainer:
       self._apply_gradients = tf.function(self._replicated_meta_update)
 
   @property
-  def num_replicas(self):
+  def num_replicas(self) -> int:
     """Replicas that share each meta-batch (1 without a strategy)."""
     return distribute.num_replicas(self.strategy)
 
@@ -458,7 +470,7 @@ class MetaTrainer:
 
   # --- training loop ------------------------------------------------------------------------
 
-  def validation_loss(self):
+  def validation_loss(self) -> float:
     """Mean loss of the fixed validation problems over all steps, or the last unroll's."""
     losses = evaluation.run_trajectories(
       self.validation_problem, self.rule, self.validation_seed, self.config.num_steps
@@ -469,7 +481,7 @@ class MetaTrainer:
       value = float(np.mean(losses[1:]))
     return value if math.isfinite(value) else math.inf
 
-  def train_trajectory(self, seed):
+  def train_trajectory(self, seed: int) -> tuple[float, int]:
     """One trajectory of truncated BPTT; returns (mean meta-loss, number of skipped updates)."""
     cfg = self.config
     family = seed % len(self.problems)  # seeds are consecutive within an epoch
@@ -530,7 +542,7 @@ class MetaTrainer:
     """What run.json records: the configuration and the run's metadata."""
     return {"config": dataclasses.asdict(self.config), "metadata": self.metadata}
 
-  def train(self, output_dir):
+  def train(self, output_dir: str) -> list[dict[str, Any]]:
     """Runs meta-training; resumes from output_dir's checkpoint if it holds this same run.
 
     One process at a time trains into a directory: a second one gets RunDirectoryError
@@ -741,7 +753,7 @@ class MetaTrainer:
     )
 
   @property
-  def initial_optimizer(self):
+  def initial_optimizer(self) -> str:
     """What best/ holds before any epoch improves on it."""
     if "init_from" in self.metadata:
       return f"the starting optimizer {self.metadata['init_from'].get('path', '')}".rstrip()
