@@ -8,7 +8,8 @@ validation problems for the best final mean loss (the paper's protocol), then ru
 problems. Results have the JSON shape the scripts write:
   {"problem", "num_steps", "num_problems",
    "results": {name: {"learning_rate", "mean_loss" [num_steps + 1], "final_loss_mean",
-                      "final_loss_std"}}}
+                      "final_loss_std", "final_losses" [num_problems]}}}
+The per-run final losses allow paired comparisons: every optimizer runs the same problems.
 """
 
 import collections
@@ -166,6 +167,7 @@ def summarize(losses, learning_rate=None):
     "mean_loss": [float(x) for x in np.mean(losses, axis=1)],
     "final_loss_mean": float(np.mean(final)),
     "final_loss_std": float(np.std(final)),
+    "final_losses": [float(x) for x in final],
   }
 
 

@@ -22,6 +22,7 @@ import sys
 from typing import Callable, Optional
 
 from absl import flags
+import numpy as np
 
 from l2l_tf import atomic_files
 from l2l_tf import cli
@@ -84,8 +85,27 @@ def evaluation_rows(results):
       "runs": runs,
       "mean": r["final_loss_mean"],
       "std": r["final_loss_std"],
+      "finals": r.get("final_losses"),
     }
     for name, r in results["results"].items()
+  ]
+
+
+def paired_difference_line(rows):
+  """Learned minus the best tuned baseline, run by run (the same problems): mean and its
+  standard error. Empty when the result file has no per-run losses."""
+  learned = [r for r in rows if r["learning_rate"] is None and r.get("finals")]
+  baselines = [r for r in rows if r["learning_rate"] is not None and r.get("finals")]
+  if not (learned and baselines) or len(learned[0]["finals"]) != len(baselines[0]["finals"]):
+    return []
+  diff = np.subtract(learned[0]["finals"], baselines[0]["finals"])
+  error = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else math.nan
+  return [
+    f"Paired over the {len(diff)} runs, {learned[0]['optimizer']} minus "
+    f"{baselines[0]['optimizer']}: {format_number(float(np.mean(diff)))} (standard error "
+    f"{format_number(error)}; below 0: the learned optimizer is lower; "
+    f"{int(np.sum(diff < 0))} of {len(diff)} runs lower).",
+    "",
   ]
 
 
@@ -408,16 +428,17 @@ PANELS = (
   ),
   Panel(
     "mnist_seeds",
-    "MNIST, meta-training seeds of the shipped recipe",
+    "MNIST, meta-training seeds of stages 1-3 of the shipped recipe",
     "results/mnist_seeds.json",
     "python benchmarks/mnist_seeds.py --problem=mnist " + MNIST_FULL + " --optimizer_paths="
-    "savedmodels/mnist,results/training/ship_s1_stage3/best,"
+    "results/training/ft200/best,results/training/ship_s1_stage3/best,"
     "results/training/ship_s2_stage3/best --output_json=results/mnist_seeds.json",
     seeds_rows,
     summarize=False,
-    note="Stages 2 and 3 of savedmodels/mnist's recipe rerun with --seed=1 and --seed=2 "
-    "(stage 1, savedmodels/mnist_sample, shared); the same 20 t10k runs as the MNIST "
-    "panels, whose tuned baselines apply.",
+    note="The optimizer after stage 3 of savedmodels/mnist's five stages (seed 0: ft200), and "
+    "stages 2 and 3 rerun with --seed=1 and --seed=2 (stage 1, savedmodels/mnist_sample, "
+    "shared); the same 20 t10k runs as the MNIST panels, whose tuned baselines apply. "
+    "Stages 4 and 5 have one seed so far (netmix_s1 and netmix_s2 are stage 4 in progress).",
   ),
   Panel(
     "mnist_meta_training",
@@ -429,7 +450,8 @@ PANELS = (
     columns=TRAINING_COLUMNS,
     note="Each run directory as scripts/train.py left it (run.json, history.json, "
     "checkpoints: resumable). Validation: 16 problems of the held-out 10% of the "
-    "train split, mean loss over the last 20 steps of 100 (200 for ft200). Tuned "
+    "train split, mean loss over the last 20 steps of 100 (of 200 for runs with "
+    "--num_steps=200). Tuned "
     "baselines on the same problems: `python benchmarks/validation_baselines.py "
     "--problem=mnist " + MNIST_FULL + " --horizons=100,200`.",
   ),
@@ -561,7 +583,10 @@ def panel_section(root, output_dir, panel, data):
   features = (data.get("problem_config") or {}).get("feature_network_description")
   if features:  # neural art: say which feature network ran
     lines += [f"Features: {features}", ""]
-  lines += markdown_table(panel.columns, panel_rows(panel, data)) + [""]
+  rows = panel_rows(panel, data)
+  lines += markdown_table(panel.columns, rows) + [""]
+  if panel.columns is LOSS_COLUMNS:
+    lines += paired_difference_line(rows)
   if panel.figure and os.path.exists(os.path.join(root, panel.figure)):
     link = os.path.relpath(os.path.join(root, panel.figure), output_dir)
     lines += [f"![{panel.title}]({link})", ""]

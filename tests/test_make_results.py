@@ -425,3 +425,34 @@ def test_seed_keras_fit_and_training_panels_read_their_files(tmp_path):
     3.0,
     "0.4000 (epoch 2)",
   )
+
+
+def test_paired_difference_of_learned_and_best_baseline_from_per_run_losses(tmp_path):
+  runs = {
+    "learned": [0.1, 0.3, 0.2, 0.6],
+    "nag": [0.2, 0.2, 0.4, 0.5],  # best baseline (mean 0.325)
+    "adam": [0.5, 0.5, 0.5, 0.5],
+  }
+  data = _evaluation(
+    100,
+    {
+      name: (None if name == "learned" else 0.1, float(np.mean(x)), float(np.std(x)))
+      for name, x in runs.items()
+    },
+    num_problems=4,
+  )
+  for name, losses in runs.items():
+    data["results"][name]["final_losses"] = losses
+  _write(tmp_path, "results/quadratic.json", data)
+  section = "\n".join(_section(make_results.render(str(tmp_path)), "quadratic"))
+  diff = np.subtract(runs["learned"], runs["nag"])  # -0.1, 0.1, -0.2, 0.1
+  error = np.std(diff, ddof=1) / 2
+  assert (
+    f"Paired over the 4 runs, learned minus nag: {np.mean(diff):.4g} (standard error "
+    f"{error:.4g}; below 0: the learned optimizer is lower; 2 of 4 runs lower)." in section
+  )
+  # Without per-run losses (older result files) there is no such line.
+  for name in runs:
+    del data["results"][name]["final_losses"]
+  _write(tmp_path, "results/quadratic.json", data)
+  assert "Paired over" not in make_results.render(str(tmp_path))

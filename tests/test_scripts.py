@@ -71,8 +71,17 @@ def test_evaluate_writes_the_documented_json_shape(trained, tmp_path):
   assert (data["problem"], data["num_steps"], data["num_problems"]) == ("quadratic", 10, 5)
   assert set(data["results"]) == {"learned", "sgd", "rmsprop", "adam", "nag"}
   for name, r in data["results"].items():
-    assert set(r) == {"learning_rate", "mean_loss", "final_loss_mean", "final_loss_std"}
+    assert set(r) == {
+      "learning_rate",
+      "mean_loss",
+      "final_loss_mean",
+      "final_loss_std",
+      "final_losses",
+    }
     assert len(r["mean_loss"]) == 11
+    assert len(r["final_losses"]) == 5
+    assert np.isclose(np.mean(r["final_losses"]), r["final_loss_mean"])
+    assert np.isclose(np.std(r["final_losses"]), r["final_loss_std"])
     assert r["final_loss_mean"] == pytest.approx(r["mean_loss"][-1])
     assert (r["learning_rate"] is None) == (name == "learned")
   # Every optimizer starts from the same problems.
