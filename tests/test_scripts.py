@@ -183,12 +183,17 @@ def test_train_cifar_from_binary_files_uses_two_networks(tmp_path):
   for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
     records = np.concatenate([rng.integers(0, 10, (40, 1)), rng.integers(0, 256, (40, 3072))], 1)
     (tmp_path / name).write_bytes(records.astype(np.uint8).tobytes())
-  out = tmp_path / "run"
+  _train_two_network_optimizer(
+    tmp_path / "run", "cifar2", "--dataset_source=binary", f"--data_dir={tmp_path}"
+  )
+
+
+def _train_two_network_optimizer(out, problem, *flags):
+  """A tiny train.py run of a convnet problem; checks it wrote one network per group."""
   result = _run(
     "train.py",
-    "--problem=cifar2",
-    "--dataset_source=binary",
-    f"--data_dir={tmp_path}",
+    f"--problem={problem}",
+    *flags,
     f"--output_dir={out}",
     "--epochs=1",
     "--trajectories_per_epoch=1",
@@ -200,26 +205,12 @@ def test_train_cifar_from_binary_files_uses_two_networks(tmp_path):
   with open(out / "best" / "optimizer.json") as f:
     config = json.load(f)
   assert set(config["cells"]) == {"conv", "fc"}
-  assert config["metadata"]["problem"]["name"] == "cifar2"
+  assert config["metadata"]["problem"]["name"] == problem
 
 
 def test_mnist_convnet_meta_trains_two_networks_and_evaluates_against_baselines(tmp_path):
   out, json_path = tmp_path / "run", tmp_path / "eval.json"
-  result = _run(
-    "train.py",
-    "--problem=mnist_convnet",  # the embedded MNIST sample
-    f"--output_dir={out}",
-    "--epochs=1",
-    "--trajectories_per_epoch=1",
-    "--num_steps=2",
-    "--unroll_length=1",
-    "--num_validation_problems=1",
-  )
-  assert result.returncode == 0, result.stderr[-2000:]
-  with open(out / "best" / "optimizer.json") as f:
-    config = json.load(f)
-  assert set(config["cells"]) == {"conv", "fc"}
-  assert config["metadata"]["problem"]["name"] == "mnist_convnet"
+  _train_two_network_optimizer(out, "mnist_convnet")  # the embedded MNIST sample
   result = _run(
     "evaluate.py",
     "--problem=mnist_convnet",
