@@ -91,22 +91,47 @@ def evaluation_rows(results):
   ]
 
 
-def paired_difference_line(rows):
-  """Learned minus the best tuned baseline, run by run (the same problems): mean and its
-  standard error. Empty when the result file has no per-run losses."""
+def paired_difference(rows):
+  """Learned minus the best tuned baseline, run by run (every optimizer ran the same problems):
+  (learned row, baseline row, differences), or None without per-run losses."""
   learned = [r for r in rows if r["learning_rate"] is None and r.get("finals")]
   baselines = [r for r in rows if r["learning_rate"] is not None and r.get("finals")]
   if not (learned and baselines) or len(learned[0]["finals"]) != len(baselines[0]["finals"]):
+    return None
+  if len(learned[0]["finals"]) < 2:
+    return None
+  return learned[0], baselines[0], np.subtract(learned[0]["finals"], baselines[0]["finals"])
+
+
+def standard_error(diff):
+  return float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
+
+
+def paired_difference_line(rows):
+  """The paired difference's mean, standard error and sign count; empty without per-run
+  losses (older result files)."""
+  paired = paired_difference(rows)
+  if paired is None:
     return []
-  diff = np.subtract(learned[0]["finals"], baselines[0]["finals"])
-  error = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else math.nan
+  learned, baseline, diff = paired
   return [
-    f"Paired over the {len(diff)} runs, {learned[0]['optimizer']} minus "
-    f"{baselines[0]['optimizer']}: {format_number(float(np.mean(diff)))} (standard error "
-    f"{format_number(error)}; below 0: the learned optimizer is lower; "
+    f"Paired over the {len(diff)} runs, {learned['optimizer']} minus "
+    f"{baseline['optimizer']}: {format_number(float(np.mean(diff)))} (standard error "
+    f"{format_number(standard_error(diff))}; below 0: the learned optimizer is lower; "
     f"{int(np.sum(diff < 0))} of {len(diff)} runs lower).",
     "",
   ]
+
+
+def verdict(rows, learned, best):
+  """ "yes" / "**no**" by the means; "tie" when the paired difference is within two standard
+  errors of zero."""
+  paired = paired_difference(rows)
+  if paired is not None:
+    diff = paired[2]
+    if abs(float(np.mean(diff))) < 2 * standard_error(diff):
+      return "tie (paired difference within 2 standard errors)"
+  return "yes" if _sort_key(learned["mean"]) < _sort_key(best["mean"]) else "**no**"
 
 
 def generalization_rows(variant):
@@ -607,11 +632,7 @@ def summary_row(panel, data):
   paper_best = min((v for k, v in paper.items() if k != "learned"), default=None)
   ours = f"{learned[0]['optimizer']} {format_number(learned[0]['mean'])}" if learned else "-"
   theirs = f"{best['optimizer']} {format_number(best['mean'])}" if best else "-"
-  wins = (
-    "-"
-    if not (learned and best)
-    else ("yes" if _sort_key(learned[0]["mean"]) < _sort_key(best["mean"]) else "**no**")
-  )
+  wins = "-" if not (learned and best) else verdict(rows, learned[0], best)
   return (
     f"| [{panel.title}](#{panel.key}) | {ours} | {theirs} | {wins} | "
     f"{format_number(paper.get('learned'))} | {format_number(paper_best)} |"

@@ -451,6 +451,15 @@ def test_paired_difference_of_learned_and_best_baseline_from_per_run_losses(tmp_
     f"Paired over the 4 runs, learned minus nag: {np.mean(diff):.4g} (standard error "
     f"{error:.4g}; below 0: the learned optimizer is lower; 2 of 4 runs lower)." in section
   )
+  summary = "| [Quadratics](#quadratic) | learned 0.3 | nag 0.325 | "
+  text = make_results.render(str(tmp_path))
+  assert f"{summary}tie (paired difference within 2 standard errors) |" in text
+  # Lower on every run by much more than the spread of the differences: a win.
+  data["results"]["learned"]["final_losses"] = [
+    x - 0.1 + 0.001 * i for i, x in enumerate(runs["nag"])
+  ]
+  _write(tmp_path, "results/quadratic.json", data)
+  assert f"{summary}yes |" in make_results.render(str(tmp_path))
   # Without per-run losses (older result files) there is no such line.
   for name in runs:
     del data["results"][name]["final_losses"]
