@@ -100,6 +100,20 @@ flags.DEFINE_float(
   "log-uniform constant in [1/x, x] per trajectory (Lv et al. 2017); needs "
   "--meta_objective=log_loss. 1: off.",
 )
+flags.DEFINE_string(
+  "imitate",
+  None,
+  "Warm start: before meta-training, train the optimizer to reproduce this "
+  "baseline's updates, NAME:LEARNING_RATE, e.g. adam:0.03 or nag:1 (Chen et al. "
+  "2020), for --imitation_trajectories trajectories of --num_steps. Runs once, "
+  "when the run starts without a checkpoint (a resumed run does not imitate again).",
+)
+flags.DEFINE_integer(
+  "imitation_trajectories",
+  0,
+  "Trajectories of --imitate (0: off). Uses --meta_learning_rate and --meta_gradient_clip.",
+  lower_bound=0,
+)
 flags.DEFINE_list(
   "train_networks",
   [],
@@ -272,6 +286,8 @@ def main(argv):
     validation_window=FLAGS.validation_window,
     max_consecutive_skips=FLAGS.max_consecutive_skips,
     recompute=FLAGS.recompute,
+    imitate=FLAGS.imitate or "",
+    imitation_trajectories=FLAGS.imitation_trajectories,
   )
   config.validate()  # before any data is loaded or directory touched
   if FLAGS.init_from:

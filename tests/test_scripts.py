@@ -123,6 +123,10 @@ def test_evaluate_refuses_a_directory_that_is_not_an_optimizer(tmp_path):
     (["--meta_learning_rate=0"], "meta_learning_rate"),
     (["--problem=mnist_convnet", "--labels=0,1"], "--labels applies to the CIFAR problems only"),
     (["--problem=mnist_convnet", "--init_from=x"], "not supported yet for mnist_convnet"),
+    (["--imitate=adagrad:0.1", "--imitation_trajectories=1"], "Unknown baseline optimizer"),
+    (["--imitate=adam", "--imitation_trajectories=1"], "NAME:LEARNING_RATE"),
+    (["--imitate=adam:-0.1", "--imitation_trajectories=1"], "NAME:LEARNING_RATE"),
+    (["--imitation_trajectories=2"], "imitate and imitation_trajectories"),
   ],
 )
 def test_train_bad_input_fails_without_touching_the_output(args, message, tmp_path):

@@ -46,6 +46,7 @@ from l2l_tf.problems import base as problems_base
 from l2l_tf.problems import scaled
 from l2l_tf.training import distribute
 from l2l_tf.training import fault_injection
+from l2l_tf.training import imitation
 from l2l_tf.training import run_directory
 from l2l_tf.training import unroll as unroll_lib
 
@@ -106,6 +107,11 @@ class MetaTrainingConfig:
       (unroll.RECOMPUTE_MODES): "none" (fastest), "steps" (keeps one trajectory per step) or
       "blocks" (one per block of about sqrt(unroll_length) steps). Same meta-gradient, less
       memory for large optimizees, about one more forward pass of time.
+    imitate: "NAME:LEARNING_RATE" of a registered baseline (e.g. "adam:0.03") that the learned
+      rule imitates before meta-training (Chen et al., NeurIPS 2020; see imitation.py), once,
+      when the run starts without a checkpoint. "": no imitation.
+    imitation_trajectories: trajectories (num_steps steps, cut into unroll_length windows) of
+      imitation; 0 with imitate "" is off.
   """
 
   num_steps: int = 100
@@ -125,6 +131,8 @@ class MetaTrainingConfig:
   validation_window: int = 0
   max_consecutive_skips: int = 10
   recompute: str = "none"
+  imitate: str = ""
+  imitation_trajectories: int = 0
 
   def final_window(self) -> int:
     """Steps that the "final" validation metric averages (default: one unroll)."""
@@ -140,6 +148,7 @@ class MetaTrainingConfig:
 
   def validate(self) -> None:
     """Raises ValueError with a one-line message for inconsistent settings."""
+    self._validate_imitation()
     for name in ("num_steps", "unroll_length", "epochs", "trajectories_per_epoch", "log_every"):
       if int(getattr(self, name)) <= 0:
         raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -187,6 +196,15 @@ class MetaTrainingConfig:
       raise ValueError(
         f"max_consecutive_skips must be an integer >= 0, got {self.max_consecutive_skips}"
       )
+
+  def _validate_imitation(self) -> None:
+    trajectories = self.imitation_trajectories
+    if int(trajectories) != trajectories or trajectories < 0:
+      raise ValueError(f"imitation_trajectories must be an integer >= 0, got {trajectories}")
+    if bool(self.imitate) != bool(trajectories):
+      raise ValueError("imitate and imitation_trajectories > 0 go together (one without the other)")
+    if self.imitate:
+      imitation.parse_teacher(self.imitate)
 
 
 def resolve_jit_compile(setting: str | bool) -> bool:
@@ -324,6 +342,8 @@ class MetaTrainer:
     if config.random_scale > 1:
       families = [scaled.RandomlyScaledProblem(p, config.random_scale) for p in families]
     self.strategy = strategy
+    if strategy is not None and config.imitation_trajectories:
+      raise ValueError("imitation runs on one device; drop the strategy or the imitation")
     self._check_replicas(rule, families)
     self.problems = families
     self.problem = families[0]
@@ -608,6 +628,7 @@ class MetaTrainer:
     )
     run.writer = self._rewrite_tensorboard(run)
     if not latest:
+      self._imitate()  # here, so that a resumed run does not imitate again
       self._record_best(output_dir, self.validation_loss(), epoch=0)
       self.log(
         f"initial validation loss {float(self.best_validation.numpy()):.4g} "
@@ -615,6 +636,22 @@ class MetaTrainer:
       )
     run.first_epoch = int(self.epoch.numpy())
     return run
+
+  def _imitate(self):
+    """The imitation warm start (config.imitate), on seeds no training trajectory uses."""
+    cfg = self.config
+    if not cfg.imitation_trajectories:
+      return
+    warm_start = imitation.Imitation(
+      self.rule,
+      imitation.make_teacher(cfg.imitate),
+      cfg.meta_learning_rate,
+      cfg.meta_gradient_clip,
+      self.log,
+    )
+    # Epoch -1: below every training epoch's seeds (trajectory_seed spaces epochs 10,007 apart).
+    seeds = [trajectory_seed(cfg.seed, -1, i) for i in range(cfg.imitation_trajectories)]
+    warm_start.run(self.problems, seeds, cfg.num_steps, cfg.unroll_length, cfg.log_every)
 
   def _check_replicas_resume_together(self, output_dir):
     """Refuses to go on when the workers of a multi-worker run restored different epochs.
@@ -757,6 +794,8 @@ class MetaTrainer:
     """What best/ holds before any epoch improves on it."""
     if "init_from" in self.metadata:
       return f"the starting optimizer {self.metadata['init_from'].get('path', '')}".rstrip()
+    if self.config.imitation_trajectories:
+      return f"the optimizer imitating {self.config.imitate}"
     return "the untrained optimizer"
 
   def _record_best(self, output_dir, validation, epoch):
@@ -765,7 +804,9 @@ class MetaTrainer:
     metadata = dict(
       self.metadata,
       epoch=epoch,
-      untrained=epoch == 0 and "init_from" not in self.metadata,
+      untrained=epoch == 0
+      and "init_from" not in self.metadata
+      and not self.config.imitation_trajectories,
       best_validation_loss=validation if math.isfinite(validation) else None,
       training=dataclasses.asdict(self.config),
     )
