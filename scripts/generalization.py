@@ -118,6 +118,7 @@ def main(argv):
     "generalisation", len(todo), "variants", evaluation.print_now, interval=0
   )
   for name, v in todo.items():
+    seen_here = network(v) in seen
     make = lambda split, n: registry.make_problem(  # pylint: disable=cell-var-from-loop
       "mnist", split, n, FLAGS.dataset_source, FLAGS.data_dir, v["hidden_sizes"], v["activation"]
     )
@@ -134,7 +135,7 @@ def main(argv):
     everything[name] = dict(
       results,
       variant={k: list(x) if isinstance(x, tuple) else x for k, x in v.items()},
-      seen_in_meta_training=network(v) in seen,
+      seen_in_meta_training=seen_here,
     )
     evaluation.plot(
       results,
@@ -145,7 +146,7 @@ def main(argv):
     finals = {n: results["results"][n]["final_loss_mean"] for n in NAMES}
     best_baseline = min(finals[n] for n in NAMES[1:])
     row = (
-      f"| {name} | {'yes' if network(v) in seen else 'no'} | {v['num_steps']} | "
+      f"| {name} | {'yes' if seen_here else 'no'} | {v['num_steps']} | "
       + " | ".join(
         f"{finals[n]:.3g}"
         + (
