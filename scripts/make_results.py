@@ -96,9 +96,10 @@ def paired_difference(rows):
   (learned row, baseline row, differences), or None without per-run losses."""
   learned = [r for r in rows if r["learning_rate"] is None and r.get("finals")]
   baselines = [r for r in rows if r["learning_rate"] is not None and r.get("finals")]
-  if not (learned and baselines) or len(learned[0]["finals"]) != len(baselines[0]["finals"]):
+  if not (learned and baselines):
     return None
-  if len(learned[0]["finals"]) < 2:
+  runs = len(learned[0]["finals"])
+  if runs < 2 or runs != len(baselines[0]["finals"]):  # no standard error / not the same runs
     return None
   return learned[0], baselines[0], np.subtract(learned[0]["finals"], baselines[0]["finals"])
 
@@ -115,8 +116,8 @@ def paired_difference_line(rows):
     return []
   learned, baseline, diff = paired
   return [
-    f"Paired over the {len(diff)} runs, {learned['optimizer']} minus "
-    f"{baseline['optimizer']}: {format_number(float(np.mean(diff)))} (standard error "
+    f"Paired over the {len(diff)} runs, {optimizer_label(learned)} minus "
+    f"{optimizer_label(baseline)}: {format_number(float(np.mean(diff)))} (standard error "
     f"{format_number(standard_error(diff))}; below 0: the learned optimizer is lower; "
     f"{int(np.sum(diff < 0))} of {len(diff)} runs lower).",
     "",
@@ -142,7 +143,7 @@ def generalization_rows(variant):
   if seen is not None:
     for row in rows:
       if row["learning_rate"] is None:
-        row["optimizer"] += " (meta-trained on this network)" if seen else " (network held out)"
+        row["note"] = "meta-trained on this network" if seen else "network held out"
   return rows
 
 
@@ -156,7 +157,8 @@ def keras_fit_rows(data):
     rate = r.get("learning_rate", 0.001 if name == "adam_default" else None)
     rows.append(
       {
-        "optimizer": f"{name} (test accuracy {r['test_accuracy']:.4f})",
+        "optimizer": name,
+        "note": f"test accuracy {r['test_accuracy']:.4f}",
         "learning_rate": rate,
         "steps": f"{data['epochs']} epoch(s)",
         "runs": len(losses),
@@ -172,7 +174,8 @@ def seeds_rows(data):
   runs = data["num_problems"]
   rows = [
     {
-      "optimizer": f"{path} (step {step})",
+      "optimizer": path,
+      "note": f"step {step}",
       "learning_rate": None,
       "steps": int(step),
       "runs": runs,
@@ -184,7 +187,8 @@ def seeds_rows(data):
   ]
   rows += [
     {
-      "optimizer": f"mean over the {len(data['optimizers'])} (std: across them, step {step})",
+      "optimizer": f"mean over the {len(data['optimizers'])}",
+      "note": f"std: across them, step {step}",
       "learning_rate": None,
       "steps": int(step),
       "runs": runs,
@@ -285,13 +289,18 @@ def format_number(x):
   return f"{x:.4g}"
 
 
+def optimizer_label(row):
+  """The optimizer's name with the row's note, if any: "learned (network held out)"."""
+  return f"{row['optimizer']} ({row['note']})" if row.get("note") else row["optimizer"]
+
+
 def _rate(x):
   return "-" if x is None else f"{x:.3g}"
 
 
 # (header, row -> cell) of the two kinds of tables.
 LOSS_COLUMNS = (
-  ("optimizer", lambda r: r["optimizer"]),
+  ("optimizer", lambda r: optimizer_label(r)),
   ("learning rate (tuned)", lambda r: _rate(r["learning_rate"])),
   ("step", lambda r: str(r["steps"])),
   ("runs", lambda r: str(r["runs"])),
@@ -554,10 +563,10 @@ def panel_rows(panel, data):
   paper = PAPER.get(panel.key, {})
   for row in rows:
     if "optimizer" in row:
-      row["paper"] = paper.get(row["optimizer"].split(" (")[0])  # "learned (...)" -> "learned"
+      row["paper"] = paper.get(row["optimizer"])
   if panel.columns is LOSS_COLUMNS:  # learned optimizers first, then by mean loss
     return sorted(
-      rows, key=lambda r: (r["learning_rate"] is not None, _sort_key(r["mean"]), r["optimizer"])
+      rows, key=lambda r: (r["learning_rate"] is not None, _sort_key(r["mean"]), optimizer_label(r))
     )
   return sorted(rows, key=lambda r: (r["problem"], str(r["jit_compile"])))
 
@@ -570,7 +579,9 @@ def markdown_table(columns, rows):
   lines = ["| " + " | ".join(header for header, _ in columns) + " |", "|" + "---|" * len(columns)]
   lines += ["| " + " | ".join(cell(row) for _, cell in columns) + " |" for row in rows]
   if any(row.get("detail") for row in rows):
-    lines += [""] + [f"- {row['optimizer']}: {row['detail']}" for row in rows if row.get("detail")]
+    lines += [""] + [
+      f"- {optimizer_label(row)}: {row['detail']}" for row in rows if row.get("detail")
+    ]
   return lines
 
 
@@ -630,8 +641,8 @@ def summary_row(panel, data):
   best = baselines[0] if baselines else None
   paper = PAPER.get(panel.key, {})
   paper_best = min((v for k, v in paper.items() if k != "learned"), default=None)
-  ours = f"{learned[0]['optimizer']} {format_number(learned[0]['mean'])}" if learned else "-"
-  theirs = f"{best['optimizer']} {format_number(best['mean'])}" if best else "-"
+  ours = f"{optimizer_label(learned[0])} {format_number(learned[0]['mean'])}" if learned else "-"
+  theirs = f"{optimizer_label(best)} {format_number(best['mean'])}" if best else "-"
   wins = "-" if not (learned and best) else verdict(rows, learned[0], best)
   return (
     f"| [{panel.title}](#{panel.key}) | {ours} | {theirs} | {wins} | "

@@ -370,7 +370,7 @@ def test_seed_keras_fit_and_training_panels_read_their_files(tmp_path):
     "spread": {"100": {"mean": 0.26, "std": 0.01, "min": 0.25, "max": 0.27}},
   }
   rows = make_results.seeds_rows(seeds)
-  assert [(r["optimizer"], r["steps"], r["mean"]) for r in rows] == [
+  assert [(make_results.optimizer_label(r), r["steps"], r["mean"]) for r in rows] == [
     ("a (step 100)", 100, 0.25),
     ("a (step 200)", 200, 0.2),
     ("b (step 100)", 100, 0.27),
@@ -387,7 +387,7 @@ def test_seed_keras_fit_and_training_panels_read_their_files(tmp_path):
       "adam_default": {"test_accuracy": 0.8, "runs": [{"train_loss_last": 0.6}] * 2},
     },
   }
-  rows = {r["optimizer"]: r for r in make_results.keras_fit_rows(fit)}
+  rows = {make_results.optimizer_label(r): r for r in make_results.keras_fit_rows(fit)}
   assert rows["learned (test accuracy 0.9000)"]["mean"] == pytest.approx(0.3)
   assert rows["learned (test accuracy 0.9000)"]["std"] == pytest.approx(0.1)
   assert rows["adam_default (test accuracy 0.8000)"]["learning_rate"] == 0.001
