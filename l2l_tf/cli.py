@@ -75,24 +75,33 @@ def parse_ints(values, flag):
     raise ValueError(f"{flag} must be integers, got {list(values)}") from None
 
 
+# The problem flags that only some problems read: a flag given for another problem is refused
+# rather than silently ignored.
+_PROBLEM_SPECIFIC_FLAGS = {
+  "hidden_sizes": ("mnist",),
+  "activation": ("mnist",),
+  "labels": registry.CIFAR_PROBLEMS,
+  "style": ("neural_art",),
+  "image_size": ("neural_art",),
+  "feature_network": ("neural_art",),
+}
+
+
 def problem_from_flags(split, batch_size=None):
-  try:
-    hidden_sizes = [int(h) for h in FLAGS.hidden_sizes]
-  except ValueError:
-    raise ValueError(f"--hidden_sizes must be integers, got {FLAGS.hidden_sizes}") from None
+  _check_problem_specific_flags()
+  hidden_sizes = parse_ints(FLAGS.hidden_sizes, "--hidden_sizes")
+  labels = None if FLAGS.labels is None else parse_ints(FLAGS.labels, "--labels")
+  if FLAGS.problem == "neural_art" and FLAGS.dataset_source != "embedded":
+    raise ValueError(
+      "--problem=neural_art reads the package's photos or --data_dir (with "
+      "train/, validation/, test/ subdirectories); drop --dataset_source"
+    )
   if (
     FLAGS.problem != "quadratic"
     and FLAGS.dataset_source in ("idx", "binary")
     and not FLAGS.data_dir
   ):
     raise ValueError(f"--dataset_source={FLAGS.dataset_source} needs --data_dir")
-  try:
-    labels = None if FLAGS.labels is None else [int(x) for x in FLAGS.labels]
-  except ValueError:
-    raise ValueError(f"--labels must be integers, got {FLAGS.labels}") from None
-  if labels is not None and FLAGS.problem not in registry.CIFAR_PROBLEMS:
-    raise ValueError("--labels applies to the CIFAR problems only")
-  _check_neural_art_flags()
   return registry.make_problem(
     FLAGS.problem,
     split,
@@ -108,21 +117,21 @@ def problem_from_flags(split, batch_size=None):
   )
 
 
-def _check_neural_art_flags():
-  """neural_art reads images from the package or --data_dir; its flags apply to it alone."""
-  if FLAGS.problem == "neural_art":
-    if FLAGS.dataset_source != "embedded":
-      raise ValueError(
-        "--problem=neural_art reads the package's photos or --data_dir (with "
-        "train/, validation/, test/ subdirectories); drop --dataset_source"
+def _check_problem_specific_flags():
+  """One error line for every given flag that --problem does not read."""
+  ignored = {}
+  for name, problems in _PROBLEM_SPECIFIC_FLAGS.items():
+    if FLAGS[name].present and FLAGS.problem not in problems:
+      ignored.setdefault(tuple(problems), []).append(f"--{name}")
+  if ignored:
+    raise ValueError(
+      "; ".join(
+        f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to "
+        f"--problem={'|'.join(problems)} only"
+        for problems, given in ignored.items()
       )
-    return
-  given = [
-    f"--{name}" for name in ("style", "image_size", "feature_network") if FLAGS[name].present
-  ]
-  if given:
-    verb = "applies" if len(given) == 1 else "apply"
-    raise ValueError(f"{', '.join(given)} {verb} to --problem=neural_art only")
+      + f", not --problem={FLAGS.problem}"
+    )
 
 
 _CHECKPOINT_READER = "py_checkpoint_reader.py"  # tensorflow/python/training/

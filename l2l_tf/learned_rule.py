@@ -55,10 +55,10 @@ class LearnedUpdateRule(update_rules.UpdateRule):
 
   def __init__(
     self,
-    cells: LearnedOptimizerCell | dict[str, LearnedOptimizerCell],
+    cells: LearnedOptimizerCell | Mapping[str, LearnedOptimizerCell],
     groups: ParameterGroups | Mapping[str, str] | None = None,
   ) -> None:
-    if not isinstance(cells, dict):
+    if not isinstance(cells, Mapping):
       cells = {"all": cells}
     self.cells = dict(cells)
     if groups is None:

@@ -121,7 +121,15 @@ def test_evaluate_refuses_a_directory_that_is_not_an_optimizer(tmp_path):
     (["--unroll_length=0"], "unroll_length"),
     (["--optimizer=adam"], "optimizer"),
     (["--meta_learning_rate=0"], "meta_learning_rate"),
-    (["--problem=mnist_convnet", "--labels=0,1"], "--labels applies to the CIFAR problems only"),
+    (
+      ["--problem=mnist_convnet", "--labels=0,1"],
+      "--labels applies to --problem=cifar10|cifar5|cifar2 only, not --problem=mnist_convnet",
+    ),
+    (
+      ["--problem=mnist_convnet", "--hidden_sizes=30", "--activation=relu", "--style=x.png"],
+      "--hidden_sizes, --activation apply to --problem=mnist only; --style applies to "
+      "--problem=neural_art only, not --problem=mnist_convnet",
+    ),
     (["--problem=mnist_convnet", "--init_from=x"], "not supported yet for mnist_convnet"),
     (["--imitate=adagrad:0.1", "--imitation_trajectories=1"], "Unknown baseline optimizer"),
     (["--imitate=adam", "--imitation_trajectories=1"], "NAME:LEARNING_RATE"),

@@ -1,5 +1,7 @@
 """Truncated unrolls: meta-gradients against finite differences, carried and reset state."""
 
+import types
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -150,3 +152,13 @@ def test_each_trajectory_starts_from_zero_state():
   fresh_rule.cells["all"].set_weights(rule.cells["all"].get_weights())
   trainer.train_trajectory(11)
   assert trainer.train_trajectory(12) == pytest.approx(fresh.train_trajectory(12), rel=1e-6)
+
+
+def test_learned_rule_takes_any_mapping_of_cells_and_refuses_mismatched_groups():
+  cell = l2l_tf.CoordinatewiseLSTM(hidden_sizes=(3,), preprocessing="identity")
+  rule = l2l_tf.LearnedUpdateRule(types.MappingProxyType({"theta": cell}), {"theta": ".*"})
+  assert rule.cells == {"theta": cell}
+  with pytest.raises(ValueError, match="mismatched: \\['other', 'theta'\\]"):
+    l2l_tf.LearnedUpdateRule({"theta": cell}, {"other": ".*"})
+  with pytest.raises(ValueError, match="Several cells need ParameterGroups"):
+    l2l_tf.LearnedUpdateRule({"a": cell, "b": cell})
