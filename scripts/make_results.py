@@ -226,6 +226,7 @@ def training_rows(runs):
     rows.append(
       {
         "problem": name,
+        "network": metadata.get("optimizer", "lstm"),
         "start": _short_path(start),
         "stages": ", ".join(f"{t}x{u}" for t, u in stages),
         "meta_lr": config["meta_learning_rate"],
@@ -310,6 +311,7 @@ LOSS_COLUMNS = (
 )
 TRAINING_COLUMNS = (
   ("run", lambda r: r["problem"]),
+  ("optimizer network", lambda r: r["network"]),
   ("starts from", lambda r: r["start"]),
   ("stages (steps x unroll)", lambda r: r["stages"]),
   ("meta lr", lambda r: f"{r['meta_lr']:g}"),

@@ -404,7 +404,7 @@ def test_seed_keras_fit_and_training_panels_read_their_files(tmp_path):
           "num_steps": 100,
           "unroll_length": 20,
         },
-        "metadata": {"command": "train.py --init_from=savedmodels/x"},
+        "metadata": {"command": "train.py --init_from=savedmodels/x", "optimizer": "lstm_gac"},
       }
     )
   )
@@ -418,7 +418,10 @@ def test_seed_keras_fit_and_training_panels_read_their_files(tmp_path):
   )
   panel = next(p for p in make_results.PANELS if p.key == "mnist_meta_training")
   (row,) = make_results.training_rows(make_results.load_result(str(tmp_path), panel))
-  assert (row["start"], row["stages"], row["trajectories"], row["minutes"], row["best"]) == (
+  assert (row["network"], row["start"], row["stages"], row["trajectories"], row["minutes"]) + (
+    row["best"],
+  ) == (
+    "lstm_gac",
     "x",
     "100x20, 100x100",
     10,
