@@ -510,6 +510,23 @@ PANELS = (
   ),
   _cifar_panel("cifar10", "CIFAR-10"),
   _cifar_panel("cifar2", "CIFAR-2"),
+  Panel(
+    "mnist_convnet",
+    "Two-network convnet on MNIST digits (substitute for the paper's CIFAR panels)",
+    "results/mnist_convnet.json",
+    _evaluate_command(
+      "--problem=mnist_convnet --optimizer_path=results/convnet_training/mconv_s0/best "
+      f"{MNIST_FULL} --num_problems=20 --num_tuning_problems=4 "
+      "--optimizers=learned,adam,nag,rmsprop",
+      "mnist_convnet",
+    ),
+    evaluation_rows,
+    figure="docs/figures/mnist_convnet.png",
+    note="The CIFAR convnet (conv and fully connected parameters stepped by two optimizer "
+    "networks) on full MNIST (t10k digits), 100 steps. The optimizer is "
+    "results/convnet_training/mconv_s0 after 6 of its 20 epochs (unrolls of 20, "
+    "120 trajectories); baselines tuned on 4 validation problems; SGD not run.",
+  ),
   _neural_art_panel("neural_art_64", "Neural Art, 64x64", ""),
   _neural_art_panel("neural_art_128", "Neural Art, 128x128", " --image_size=128"),
   _neural_art_panel("neural_art_second_style", "Neural Art, second style", " --style=brick"),
