@@ -65,6 +65,7 @@ HELP_FLAGS = {
   "benchmarks/mnist_seeds.py": PROBLEM_FLAGS + ("optimizer_paths", "horizons", "num_problems"),
   "benchmarks/mnist_paper_setting.py": PROBLEM_FLAGS
   + ("optimizer_path", "horizons", "num_problems", "scales"),
+  "benchmarks/peer_speed.py": ("peers_dir", "torch_python", "jax_python", "problem", "iters"),
   "benchmarks/sharing_cost.py": ("layouts", "repeats", "windows"),
   "benchmarks/sharing_quadratic.py": ("optimizers", "num_steps", "seeds"),
   "benchmarks/throughput.py": ("problems", "jit", "unroll_length"),
