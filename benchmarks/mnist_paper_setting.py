@@ -27,7 +27,7 @@ from l2l_tf import evaluation  # pylint: disable=g-import-not-at-top,wrong-impor
 from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import update_rules  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-cli.define_problem_flags()
+cli.define_problem_flags(default_problem="mnist")
 flags.DEFINE_string("optimizer_path", None, "The trained optimizer.", required=True)
 flags.DEFINE_list("horizons", ["100", "200"], "Steps of each evaluation.")
 flags.DEFINE_integer("num_problems", 20, "Held-out runs per evaluation.", lower_bound=1)

@@ -20,7 +20,7 @@ from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-posit
 from l2l_tf import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-cli.define_problem_flags()
+cli.define_problem_flags(default_problem="mnist")
 flags.DEFINE_list("optimizer_paths", None, "Trained optimizers to compare.", required=True)
 flags.DEFINE_list("horizons", ["100", "200"], "Steps at which the mean loss is reported.")
 flags.DEFINE_integer("num_problems", 20, "Held-out runs.", lower_bound=1)

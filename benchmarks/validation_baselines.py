@@ -20,7 +20,7 @@ from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-posit
 from l2l_tf import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-cli.define_problem_flags()
+cli.define_problem_flags(default_problem="mnist")
 flags.DEFINE_integer("num_validation_problems", 16, "As train.py's flag.", lower_bound=1)
 flags.DEFINE_list("horizons", ["100"], "Trajectory lengths.")
 flags.DEFINE_integer(

@@ -20,9 +20,10 @@ FLAGS = flags.FLAGS
 flags.disclaim_key_flags()
 
 
-def define_problem_flags():
-  """Defines the optimizee flags shared by the scripts (--problem, --num_steps, --seed, ...)."""
-  flags.DEFINE_enum("problem", "quadratic", list(registry.PROBLEMS), "Optimizee family.")
+def define_problem_flags(default_problem: str = "quadratic"):
+  """Defines the optimizee flags shared by the scripts (--problem, --num_steps, --seed, ...);
+  a benchmark of one problem family makes it the default."""
+  flags.DEFINE_enum("problem", default_problem, list(registry.PROBLEMS), "Optimizee family.")
   flags.DEFINE_enum(
     "dataset_source",
     "embedded",

@@ -205,3 +205,20 @@ def test_compare_logs_a_line_per_tuning_grid_point(monkeypatch):
     assert re.fullmatch(rf"tuning adam: {done}/3 learning rates, \d+ s, ETA \d+ s", line), line
   assert re.fullmatch(r"tuning adam: 3/3 learning rates, \d+ s", lines[2]), lines[2]
   assert lines[3].startswith("tuned adam: learning_rate=")
+
+
+@pytest.mark.parametrize(
+  "program",
+  [
+    "benchmarks/mnist_paper_setting.py",
+    "benchmarks/mnist_seeds.py",
+    "benchmarks/validation_baselines.py",
+  ],
+)
+def test_mnist_benchmarks_default_to_the_mnist_problem(program):
+  result = _python(program, "--help")
+  assert re.search(
+    r"^  --problem: <[^>]*>:\s+Optimizee family\.\s+\(default: 'mnist'\)",
+    result.stdout,
+    flags=re.MULTILINE,
+  ), result.stdout
