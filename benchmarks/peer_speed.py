@@ -69,13 +69,9 @@ def run_contender(name, command):
 
 
 def contenders():
-  """(name, command) of l2l_tf and of every peer whose interpreter was given."""
-  out = [
-    (
-      "l2l_tf",
-      [sys.executable, _THROUGHPUT, f"--problems={_PROBLEM.value}", f"--repeats={_REPEATS.value}"],
-    )
-  ]
+  """(name, command) of every peer whose interpreter was given, then l2l_tf (last, so that a
+  peer that cannot run fails before the longest timing)."""
+  out = []
   for name, (python, script, extra) in PEERS.items():
     if python.value:
       path = os.path.join(_PEERS_DIR.value, script)
@@ -83,9 +79,10 @@ def contenders():
         raise ValueError(f"--peers_dir={_PEERS_DIR.value} has no {script}")
       args = [f"--problem={_PROBLEM.value}", f"--iters={_ITERS.value}", *extra]
       out.append((name, [python.value, path, *args]))
-  if len(out) == 1:
+  if not out:
     raise ValueError("give --torch_python and/or --jax_python: there is no peer to compare with")
-  return out
+  throughput = [sys.executable, _THROUGHPUT, f"--problems={_PROBLEM.value}"]
+  return out + [("l2l_tf", throughput + [f"--repeats={_REPEATS.value}"])]
 
 
 def main(argv):

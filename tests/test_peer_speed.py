@@ -79,3 +79,4 @@ def test_refuses_without_peers_and_names_a_failing_peer_in_one_line(tmp_path):
   assert result.returncode != 0
   assert "jax failed (exit status 1): ModuleNotFoundError: No module named 'jax'" in result.stderr
   assert "Traceback" not in result.stderr
+  assert "contender=l2l_tf" not in result.stdout  # the peers run first: no timing was wasted

@@ -45,11 +45,12 @@ def make_teacher(spec: str) -> update_rules.UpdateRule:
   return update_rules.make_baseline(*parse_teacher(spec))
 
 
-def _squared_difference(params, learned, taught):
-  """Sum over every coordinate of (learned update - teacher update)^2, and the count."""
+def _squared_difference(learned, taught):
+  """Sum over every coordinate of (learned - taught)^2, and the count. Both rules stepped from
+  the same parameters, so their new parameters differ exactly as their updates do."""
   total, count = 0.0, 0
-  for name, p in params.items():
-    total += tf.reduce_sum(tf.square(learned[name] - taught[name]))
+  for name, p in learned.items():
+    total += tf.reduce_sum(tf.square(p - taught[name]))
     count += tf.size(p)
   return total, count
 
@@ -96,11 +97,7 @@ class Imitation:
         _, grads = unroll_lib.value_and_grad(problem, params, batch)
         taught, teacher_state = self.teacher.step(params, grads, teacher_state)
         learned, rule_state = self.rule.step(params, grads, rule_state)
-        squares, size = _squared_difference(
-          params,
-          {n: learned[n] - params[n] for n in params},
-          {n: taught[n] - params[n] for n in params},
-        )
+        squares, size = _squared_difference(learned, taught)
         total, count = total + squares, count + size
         params = taught  # the teacher drives the trajectory
       loss = total / tf.cast(count, total.dtype)
