@@ -281,6 +281,45 @@ def throughput_rows(data):
   return [dict(r, unroll_length=data["unroll_length"]) for r in data["results"]]
 
 
+def sensitivity_rows(data):
+  """Rows of benchmarks/mnist_paper_setting.py's step-size study: the learned update and Adam's
+  tuned learning rate multiplied by each scale, on the test runs of its first horizon."""
+  step = next(iter(data["horizons"]))  # the study runs at the first of --horizons
+  runs = data["horizons"][step]["num_problems"]
+  return [
+    {"scale": s["scale"], "steps": step, "runs": runs, "learned": s["learned"], "adam": s["adam"]}
+    for s in data.get("sensitivity", [])  # none when run with --scales=''
+  ]
+
+
+def runs_by_column_rows(files, columns):
+  """One row per optimizer of benchmarks/mnist_seeds.py files (files: {path: JSON}), with its
+  mean loss in each of columns ((header, result file, step), ...); None where a file lacks it.
+
+  Unlike seeds_rows, no mean over the optimizers: these are different recipes, not seeds."""
+  rows = {}
+  for header, path, step in columns:
+    for name, losses in files[path]["optimizers"].items():
+      row = rows.setdefault(name, {"optimizer": _short_path(name), "losses": {}})
+      row["losses"][header] = losses.get(step)
+  return list(rows.values())
+
+
+def peer_speed_rows(data):
+  """Rows of benchmarks/peer_speed.py's JSON: each implementation's meta-training throughput and
+  l2l_tf's throughput divided by it (below 1: l2l_tf is slower)."""
+  speeds = data["coord_steps_per_s"]
+  return [
+    {
+      "implementation": name,
+      "problem": data["problem"],
+      "coord_steps_per_s": speed,
+      "l2l_tf_ratio": speeds["l2l_tf"] / speed,
+    }
+    for name, speed in speeds.items()
+  ]
+
+
 def format_number(x):
   """4 significant digits, the same on every machine ("-" for none)."""
   if x is None:
@@ -329,6 +368,27 @@ SPEED_COLUMNS = (
   ("coord-steps/s", lambda r: f"{r['coord_steps_per_s']:,.0f}"),
   ("compile s", lambda r: f"{r['compile_s']:.1f}"),
 )
+SENSITIVITY_COLUMNS = (
+  ("scale", lambda r: f"{r['scale']:g}"),
+  ("step", lambda r: str(r["steps"])),
+  ("runs", lambda r: str(r["runs"])),
+  ("learned (update x scale)", lambda r: format_number(r["learned"])),
+  ("adam (tuned rate x scale)", lambda r: format_number(r["adam"])),
+)
+PEER_SPEED_COLUMNS = (
+  ("implementation", lambda r: r["implementation"]),
+  ("problem", lambda r: r["problem"]),
+  ("coord-steps/s", lambda r: f"{r['coord_steps_per_s']:,.0f}"),
+  ("l2l_tf / this", lambda r: format_number(r["l2l_tf_ratio"])),
+)
+
+
+def runs_by_column_columns(columns):
+  """The table of runs_by_column_rows: the optimizer, then one column per (header, file, step)."""
+  return (("optimizer", lambda r: r["optimizer"]),) + tuple(
+    (header, lambda r, header=header: format_number(r["losses"].get(header)))
+    for header, _, _ in columns
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,6 +405,12 @@ class Panel:
   note: str = ""
   columns: tuple = LOSS_COLUMNS
   summarize: bool = True  # False: the index links to the table without picking a row
+  more_files: tuple = ()  # further result files of one table: rows then get {path: JSON}
+  order: Optional[Callable] = None  # row -> sort key, for tables other than LOSS_COLUMNS
+
+  @property
+  def files(self):
+    return (self.result_file,) + self.more_files
 
 
 def _evaluate_command(problem_flags, name, steps_flag=""):
@@ -385,19 +451,89 @@ def _mnist_panel(key, title, horizon):
   )
 
 
+def _seeds_command(result_file, runs, extra_flags="--horizons=100,200"):
+  """benchmarks/mnist_seeds.py over results/training/RUN/best of each run."""
+  paths = ",".join(f"results/training/{run}/best" for run in runs)
+  return (
+    f"python benchmarks/mnist_seeds.py --problem=mnist {MNIST_FULL} --optimizer_paths={paths} "
+    f"{extra_flags} --output_json=results/{result_file}"
+  )
+
+
 def _seeds_panel(key, title, result_file, runs, what):
   """benchmarks/mnist_seeds.py over results/training/RUN/best of each meta-training seed."""
-  paths = ",".join(f"results/training/{run}/best" for run in runs)
   return Panel(
     key,
     title,
     f"results/{result_file}",
-    f"python benchmarks/mnist_seeds.py --problem=mnist {MNIST_FULL} --optimizer_paths={paths} "
-    f"--horizons=100,200 --output_json=results/{result_file}",
+    _seeds_command(result_file, runs),
     seeds_rows,
     summarize=False,
     note=f"Rows: {what}; the same 20 t10k runs as the MNIST panels, whose tuned baselines apply.",
   )
+
+
+def _runs_by_column_panel(key, title, columns, commands, note):
+  """One table of mnist_seeds.py results: a row per optimizer, a column per (header, result
+  file, step) of columns; commands write the files."""
+  files = tuple(dict.fromkeys(path for _, path, _ in columns))  # each once, in column order
+  first = columns[0][0]
+  return Panel(
+    key,
+    title,
+    files[0],
+    "\n".join(commands),
+    lambda data: runs_by_column_rows(data if len(files) > 1 else {files[0]: data}, columns),
+    note=note,
+    columns=runs_by_column_columns(columns),
+    more_files=files[1:],
+    order=lambda r: (_sort_key(r["losses"][first]), r["optimizer"]),  # best first
+  )
+
+
+def _sensitivity_panel(key, title, result_file, extra_flags=""):
+  """The step-size study of benchmarks/mnist_paper_setting.py (its --scales)."""
+  return Panel(
+    key,
+    title,
+    f"results/{result_file}",
+    "python benchmarks/mnist_paper_setting.py --optimizer_path=savedmodels/mnist "
+    f"{MNIST_FULL}{extra_flags} --output_json=results/{result_file}",
+    sensitivity_rows,
+    note="The shipped optimizer's update and tuned Adam's learning rate multiplied by the same "
+    "scale (what LearnedOptimizer's learning_rate does), on the same t10k test runs as the "
+    "MNIST panels; scale 1 is each as trained or tuned.",
+    columns=SENSITIVITY_COLUMNS,
+    order=lambda r: r["scale"],
+  )
+
+
+# The runs that competed to become stage 4 (the training table has each run's recipe), on the
+# shipped network and its variants: (column, result file, step).
+STAGE4_CANDIDATES = ("ft200", "full200", "netmix", "netmix200")
+STAGE4_COLUMNS = (
+  ("step 100", "results/mnist_stage4_candidates.json", "100"),
+  ("step 200", "results/mnist_stage4_candidates.json", "200"),
+  ("2 layers, step 100", "results/mnist_stage4_candidates_2_layers.json", "100"),
+  ("ReLU, step 100", "results/mnist_stage4_candidates_relu.json", "100"),
+  ("tanh (held out), step 100", "results/mnist_stage4_candidates_tanh.json", "100"),
+)
+STAGE4_COMMANDS = (
+  _seeds_command(
+    "mnist_stage4_candidates.json", ("ft200", "s200_lowlr", "full200", "netmix", "netmix200")
+  ),
+  _seeds_command(
+    "mnist_stage4_candidates_2_layers.json",
+    STAGE4_CANDIDATES,
+    "--horizons=100 --hidden_sizes=20,20",
+  ),
+  _seeds_command(
+    "mnist_stage4_candidates_relu.json", STAGE4_CANDIDATES, "--horizons=100 --activation=relu"
+  ),
+  _seeds_command(
+    "mnist_stage4_candidates_tanh.json", STAGE4_CANDIDATES, "--horizons=100 --activation=tanh"
+  ),
+)
 
 
 def _cifar_panel(key, title):
@@ -446,12 +582,25 @@ PANELS = (
   ),
   _mnist_panel("mnist", "MNIST", 100),
   _mnist_panel("mnist_200_steps", "MNIST, step 200", 200),
+  _sensitivity_panel("mnist_step_size", "MNIST, step-size sensitivity", "mnist_paper_setting.json"),
   _generalization_panel("mnist_40_units", "MNIST, 40 hidden units", "40 units"),
   _generalization_panel("mnist_2_layers", "MNIST, 2 hidden layers", "2 layers"),
   _generalization_panel("mnist_relu", "MNIST, ReLU", "relu"),
   _generalization_panel("mnist_tanh", "MNIST, tanh", "tanh"),
   _generalization_panel("mnist_3_layers", "MNIST, 3 hidden layers", "3 layers"),
   _generalization_panel("mnist_80_units", "MNIST, 80 hidden units", "80 units"),
+  _sensitivity_panel(
+    "mnist_relu_step_size",
+    "MNIST, ReLU: step-size sensitivity",
+    "mnist_relu_sensitivity.json",
+    " --activation=relu --horizons=100 --scales=0.5,1",
+  ),
+  _sensitivity_panel(
+    "mnist_tanh_step_size",
+    "MNIST, tanh: step-size sensitivity",
+    "mnist_tanh_sensitivity.json",
+    " --activation=tanh --horizons=100 --scales=0.5,1",
+  ),
   Panel(
     "mnist_1000_steps",
     "MNIST, 1,000 steps (10x the training horizon)",
@@ -492,6 +641,42 @@ PANELS = (
     ("ft200", "ship_s1_stage3", "ship_s2_stage3"),
     "the optimizer after stage 3 of the five (seed 0: ft200), and stages 2 and 3 rerun with "
     "--seed=1 and --seed=2",
+  ),
+  _runs_by_column_panel(
+    "mnist_stage4_candidates",
+    "MNIST, candidates for stage 4 of the shipped recipe",
+    STAGE4_COLUMNS,
+    STAGE4_COMMANDS,
+    "Each run's best optimizer (results/training/RUN/best; its recipe is in the training "
+    "table) on the same 20 t10k runs as the MNIST panels, whose tuned baselines apply: the "
+    "784-20-10 sigmoid MLP, then its 2-layer, ReLU and tanh variants. The network mix of "
+    "netmix and netmix200 has 2 layers and ReLU; no run was meta-trained on tanh. "
+    "s200_lowlr ran on the sigmoid MLP only.",
+  ),
+  _runs_by_column_panel(
+    "mnist_stage6_candidate",
+    "MNIST, a 1,000-step stage after the shipped recipe",
+    tuple(
+      (f"step {step}", "results/mnist_stage6_candidate.json", step)
+      for step in ("100", "200", "1000")
+    ),
+    (
+      _seeds_command(
+        "mnist_stage6_candidate.json", ("netmix200", "long1000"), "--horizons=100,200,1000"
+      ),
+    ),
+    "The shipped optimizer (netmix200) and long1000, fine-tuned from it on 1,000-step "
+    "trajectories, on the same 20 t10k runs as the MNIST panels; tuned baselines at step "
+    "1,000: the 1,000-step panel.",
+  ),
+  _runs_by_column_panel(
+    "mnist_gac_vs_lstm",
+    "MNIST, LSTM+GAC against the LSTM (same recipe, seed and budget)",
+    tuple((f"step {step}", "results/mnist_gac_vs_lstm.json", step) for step in ("100", "200")),
+    (_seeds_command("mnist_gac_vs_lstm.json", ("curr_s0", "gac_curr_s0")),),
+    "curr_s0 (LSTM) and gac_curr_s0 (LSTM+GAC), meta-trained with the same curriculum, seed "
+    "and number of trajectories (the training table), on the same 20 t10k runs as the MNIST "
+    "panels.",
   ),
   Panel(
     "mnist_meta_training",
@@ -551,12 +736,36 @@ PANELS = (
     columns=SPEED_COLUMNS,
     note="One unroll of the coordinatewise LSTM, forward and backward.",
   ),
+  Panel(
+    "peer_speed",
+    "Speed beside the PyTorch and JAX peers",
+    "results/peer_speed.json",
+    "python benchmarks/peer_speed.py --peers_dir=../shared/peers --torch_python=VENV/bin/python "
+    "--jax_python=VENV/bin/python --output_json=results/peer_speed.json",
+    peer_speed_rows,
+    columns=PEER_SPEED_COLUMNS,
+    order=lambda r: -r["coord_steps_per_s"],  # fastest first
+    note="One meta-training iteration of the same coordinatewise LSTM (a 20-step unroll, its "
+    "backward pass, one Adam step) in each implementation, each in a fresh process, one "
+    "after another; l2l_tf is timed by benchmarks/throughput.py. Last column: l2l_tf's "
+    "throughput over this one's (below 1: l2l_tf is slower). One run: a shared machine "
+    "slows the peers more than l2l_tf.",
+  ),
 )
 
 
 def load_result(root, panel):
-  """The panel's result file as JSON, or None when it does not exist."""
-  path = os.path.join(root, panel.result_file)
+  """The panel's result file as JSON ({path: JSON} for a panel of several files), or None when
+  one does not exist."""
+  if not panel.more_files:
+    return _load_path(root, panel.result_file)
+  files = {file: _load_path(root, file) for file in panel.files}
+  return None if None in files.values() else files
+
+
+def _load_path(root, result_file):
+  """One result file (or directory of training runs) as JSON, or None when it does not exist."""
+  path = os.path.join(root, result_file)
   if not os.path.exists(path):
     return None
   if os.path.isdir(path):  # training run directories (run.json + history.json each)
@@ -576,7 +785,7 @@ def load_result(root, panel):
     with open(path) as f:
       return json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ResultFileError(f"{panel.result_file}: not valid JSON ({e})") from None
+    raise ResultFileError(f"{result_file}: not valid JSON ({e})") from None
 
 
 @contextlib.contextmanager
@@ -604,7 +813,7 @@ def panel_rows(panel, data):
     return sorted(
       rows, key=lambda r: (r["learning_rate"] is not None, _sort_key(r["mean"]), optimizer_label(r))
     )
-  return sorted(rows, key=lambda r: (r["problem"], str(r["jit_compile"])))
+  return sorted(rows, key=panel.order or (lambda r: (r["problem"], str(r["jit_compile"]))))
 
 
 def _sort_key(x):
@@ -639,19 +848,36 @@ def format_provenance(provenance):
   ]
 
 
+def _file_list(files):
+  return ", ".join(f"`{file}`" for file in files)
+
+
+def provenance_lines(panel, data):
+  """format_provenance of the panel's result file, or of each of its files."""
+  if not panel.more_files:
+    return format_provenance(data.get("provenance"))
+  lines = []
+  for file in panel.files:
+    lines += [f"`{file}`:", ""] + format_provenance(data[file].get("provenance")) + [""]
+  return lines[:-1]
+
+
 def panel_section(root, output_dir, panel, data):
   lines = [f"## {panel.title}", ""]
   if panel.note:
     lines += [panel.note, ""]
   if data is None:
+    missing = [f for f in panel.files if not os.path.exists(os.path.join(root, f))]
+    are = "is" if len(missing) == 1 else "are"
+    written = "it is" if len(panel.files) == 1 else "the panel's files are"
     return lines + [
-      f"**Not run yet.** `{panel.result_file}` is missing; it is written by:",
+      f"**Not run yet.** {_file_list(missing)} {are} missing; {written} written by:",
       "",
       f"```sh\n{panel.command}\n```",
       "",
     ]
   step = f"; the paper's values at step {panel.paper_step}" if panel.paper_step else ""
-  lines += [f"From `{panel.result_file}`{step}.", ""]
+  lines += [f"From {_file_list(panel.files)}{step}.", ""]
   features = (data.get("problem_config") or {}).get("feature_network_description")
   if features:  # neural art: say which feature network ran
     lines += [f"Features: {features}", ""]
@@ -662,7 +888,7 @@ def panel_section(root, output_dir, panel, data):
   if panel.figure and os.path.exists(os.path.join(root, panel.figure)):
     link = os.path.relpath(os.path.join(root, panel.figure), output_dir)
     lines += [f"![{panel.title}]({link})", ""]
-  return lines + format_provenance(data.get("provenance")) + [""]
+  return lines + provenance_lines(panel, data) + [""]
 
 
 def summary_row(panel, data):

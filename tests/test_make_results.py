@@ -126,8 +126,12 @@ def test_missing_panels_are_listed_with_their_commands(tmp_path):
   for panel in missing:
     assert f"| [{panel.title}](#{panel.key}) | not run yet | | | | |" in text.splitlines()
     section = _section(text, panel.key)
-    assert f"**Not run yet.** `{panel.result_file}` is missing; it is written by:" in section
-    assert panel.command in section
+    if panel.more_files:  # a table of several files: all missing here
+      files = ", ".join(f"`{file}`" for file in panel.files)
+      assert f"**Not run yet.** {files} are missing; the panel's files are written by:" in section
+    else:
+      assert f"**Not run yet.** `{panel.result_file}` is missing; it is written by:" in section
+    assert all(line in section for line in panel.command.splitlines())
   assert "not recorded in the result file" in "\n".join(_section(text, "quadratic"))
 
 
@@ -468,3 +472,101 @@ def test_paired_difference_of_learned_and_best_baseline_from_per_run_losses(tmp_
     del data["results"][name]["final_losses"]
   _write(tmp_path, "results/quadratic.json", data)
   assert "Paired over" not in make_results.render(str(tmp_path))
+
+
+def _sensitivity(first_horizon_runs, study):
+  """A mnist_paper_setting.py result: study [(scale, learned, adam)] at the first horizon."""
+  return {
+    "horizons": {"100": {"num_problems": first_horizon_runs}, "200": {"num_problems": 99}},
+    "sensitivity": [
+      {"scale": scale, "learned": learned, "adam": adam} for scale, learned, adam in study
+    ],
+    "provenance": PROVENANCE,
+  }
+
+
+def test_sensitivity_panels_show_the_learned_and_adam_at_each_scale(tmp_path):
+  study = [(1.0, 0.3412, 0.2423), (0.5, 0.2516, 0.257)]  # learned and adam cross over
+  _write(tmp_path, "results/mnist_relu_sensitivity.json", _sensitivity(7, study))
+  _write(tmp_path, "results/mnist_tanh_sensitivity.json", _sensitivity(20, [(3.0, 0.33, 0.64)]))
+  text = make_results.render(str(tmp_path))
+  assert _table_rows(_section(text, "mnist_relu_step_size")) == [  # by scale
+    ["0.5", "100", "7", "0.2516", "0.257"],
+    ["1", "100", "7", "0.3412", "0.2423"],
+  ]
+  assert _table_rows(_section(text, "mnist_tanh_step_size")) == [["3", "100", "20", "0.33", "0.64"]]
+  assert f"Command: `{PROVENANCE['command']}`" in _section(text, "mnist_relu_step_size")
+
+
+def _seeds_file(losses, command):
+  """A mnist_seeds.py result: losses {optimizer path: {step: mean loss}}."""
+  return {
+    "num_problems": 20,
+    "optimizers": losses,
+    "spread": {"100": {"mean": 9.0, "std": 9.0, "min": 9.0, "max": 9.0}},  # must not show
+    "provenance": dict(PROVENANCE, command=command),
+  }
+
+
+def test_stage4_candidates_are_one_table_of_four_files(tmp_path):
+  def path(run):
+    return f"results/training/{run}/best"
+
+  files = {
+    "": {path("ft200"): {"100": 0.24, "200": 0.217}, path("netmix"): {"100": 0.21, "200": 0.2}},
+    "_2_layers": {path("ft200"): {"100": 1.3}, path("netmix"): {"100": 1.0}},
+    "_relu": {path("ft200"): {"100": 0.5}, path("netmix"): {"100": 0.34}},
+    "_tanh": {path("netmix"): {"100": 0.2417}},  # ft200 left out: "-"
+  }
+  for suffix, losses in files.items():
+    _write(
+      tmp_path,
+      f"results/mnist_stage4_candidates{suffix}.json",
+      _seeds_file(losses, f"command{suffix}"),
+    )
+  section = _section(make_results.render(str(tmp_path)), "mnist_stage4_candidates")
+  assert _table_rows(section) == [  # best at step 100 first
+    ["netmix/best", "0.21", "0.2", "1", "0.34", "0.2417"],
+    ["ft200/best", "0.24", "0.217", "1.3", "0.5", "-"],
+  ]
+  for suffix in files:  # each file's command, after its name
+    file = f"results/mnist_stage4_candidates{suffix}.json"
+    assert section[section.index(f"`{file}`:") + 2] == f"Command: `command{suffix}`"
+  (tmp_path / "results" / "mnist_stage4_candidates_relu.json").unlink()
+  section = _section(make_results.render(str(tmp_path)), "mnist_stage4_candidates")
+  assert (
+    "**Not run yet.** `results/mnist_stage4_candidates_relu.json` is missing; "
+    "the panel's files are written by:"
+  ) in section
+
+
+def test_one_file_run_comparisons_have_a_column_per_step(tmp_path):
+  losses = {
+    "results/training/netmix200/best": {"100": 0.2093, "200": 0.1984, "1000": 0.115},
+    "results/training/long1000/best": {"100": 0.2101, "200": 0.2019, "1000": 0.09147},
+  }
+  _write(tmp_path, "results/mnist_stage6_candidate.json", _seeds_file(losses, "c"))
+  section = _section(make_results.render(str(tmp_path)), "mnist_stage6_candidate")
+  assert _table_rows(section) == [
+    ["netmix200/best", "0.2093", "0.1984", "0.115"],
+    ["long1000/best", "0.2101", "0.2019", "0.09147"],
+  ]
+
+
+def test_peer_speed_rows_give_l2l_tfs_ratio_to_each(tmp_path):
+  _write(
+    tmp_path,
+    "results/peer_speed.json",  # as benchmarks/peer_speed.py --output_json
+    {
+      "problem": "mnist",
+      "coord_steps_per_s": {"l2l_tf": 1_000_000.0, "torch_compile": 1_250_000.0, "jax": 500_000.0},
+      "fastest_peer": "torch_compile",
+      "l2l_tf_over_fastest_peer": 0.8,
+      "provenance": PROVENANCE,
+    },
+  )
+  assert _table_rows(_section(make_results.render(str(tmp_path)), "peer_speed")) == [
+    ["torch_compile", "mnist", "1,250,000", "0.8"],  # fastest first
+    ["l2l_tf", "mnist", "1,000,000", "1"],
+    ["jax", "mnist", "500,000", "2"],
+  ]
