@@ -5,7 +5,8 @@ r"""Writes docs/RESULTS.md from the result files in results/, the only source of
 
 Every experiment panel of the paper (and our extra panels) names the JSON file its experiment
 command writes (results/<file>, exactly as written, with the "provenance" block that
-evaluation.write_json adds: command, wall time, machine, date). For each panel the page shows
+evaluation.write_json adds: command, wall time, machine, date), or the few files one table
+combines (then each file's provenance is shown). For each panel the page shows
 our learned optimizer's and each tuned baseline's mean and spread (std over the held-out runs)
 beside the paper's value, the figure if present, the command, its wall time and machine.
 Panels whose file is missing are listed as "not run yet" with the command that makes them.
@@ -338,7 +339,7 @@ def _rate(x):
   return "-" if x is None else f"{x:.3g}"
 
 
-# (header, row -> cell) of the two kinds of tables.
+# (header, row -> cell) of each kind of table.
 LOSS_COLUMNS = (
   ("optimizer", lambda r: optimizer_label(r)),
   ("learning rate (tuned)", lambda r: _rate(r["learning_rate"])),
@@ -398,7 +399,7 @@ class Panel:
   key: str  # anchor, and the PAPER entry if the paper has the panel
   title: str
   result_file: str  # relative to the repository root
-  command: str  # what writes result_file (shown when it is missing or records no command)
+  command: str  # what writes the panel's files (shown when one is missing)
   rows: Callable  # result file's JSON -> table rows
   figure: Optional[str] = None  # relative to the repository root
   paper_step: Optional[str] = None  # the step the paper's values are read at
@@ -483,6 +484,7 @@ def _runs_by_column_panel(key, title, columns, commands, note):
     title,
     files[0],
     "\n".join(commands),
+    # load_result gives {path: JSON} for several files, the JSON itself for one
     lambda data: runs_by_column_rows(data if len(files) > 1 else {files[0]: data}, columns),
     note=note,
     columns=runs_by_column_columns(columns),
@@ -509,9 +511,9 @@ def _sensitivity_panel(key, title, result_file, extra_flags=""):
 
 
 # The runs that competed to become stage 4 (the training table has each run's recipe), on the
-# shipped network and its variants: (column, result file, step).
+# shipped network and its variants; s200_lowlr only on the shipped network.
 STAGE4_CANDIDATES = ("ft200", "full200", "netmix", "netmix200")
-STAGE4_COLUMNS = (
+STAGE4_COLUMNS = (  # (column, result file, step)
   ("step 100", "results/mnist_stage4_candidates.json", "100"),
   ("step 200", "results/mnist_stage4_candidates.json", "200"),
   ("2 layers, step 100", "results/mnist_stage4_candidates_2_layers.json", "100"),
