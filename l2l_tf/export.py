@@ -367,13 +367,21 @@ def export_saved_model(
   return os.path.abspath(path)
 
 
-def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None, overwrite=False):
+def export_optimizer_directory(
+  optimizer_path,
+  output_path,
+  evaluation_json=None,
+  overwrite=False,
+  load=optimizer_format.load_rule,
+):
   """scripts/export.py: an l2l_tf optimizer directory -> SavedModel; returns the metadata.
 
   optimizer_path is an optimizer directory (scripts/train.py's <output_dir>/best, or
   <output_dir> itself). Its stored metadata (problem, training command and settings, best
   validation loss) becomes "meta_trained_on"; evaluation_json (scripts/evaluate.py's
-  --output_json) becomes "evaluation". Raises ValueError (OptimizerFileError) on bad input.
+  --output_json) becomes "evaluation". `load` reads (rule, metadata) from optimizer_path
+  (meta_trainer.load_checkpoint_rule exports a checkpoint instead of best/). Raises ValueError
+  (OptimizerFileError) on bad input.
   """
   if not optimizer_path:
     raise ValueError("--optimizer_path is required")
@@ -387,8 +395,8 @@ def export_optimizer_directory(optimizer_path, output_path, evaluation_json=None
   source = os.path.abspath(optimizer_format.resolve_path(optimizer_path))
   if os.path.abspath(output_path) in (source, os.path.abspath(optimizer_path)):
     raise ValueError(f"{output_path}: the output would replace the optimizer being exported")
-  rule, stored = optimizer_format.load_rule(optimizer_path)
-  metadata = {"meta_trained_on": stored, "exported_from": source}
+  rule, stored = load(optimizer_path)
+  metadata = {"meta_trained_on": stored, "exported_from": stored.get("checkpoint", source)}
   if evaluation_json:
     try:
       with open(evaluation_json) as f:

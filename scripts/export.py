@@ -4,7 +4,9 @@ r"""Exports a trained optimizer as a TensorFlow SavedModel (signatures initial_s
       [--evaluation_json=runs/mnist/eval.json]
 
 --optimizer_path is an l2l_tf optimizer directory (scripts/train.py's <output_dir>/best, or the
-training output directory itself, whose best/ is then used). The SavedModel keeps the
+training output directory itself, whose best/ is then used). With --checkpoint=latest (or a
+checkpoint prefix) the run's newest (or that) epoch is exported instead of the best-validating
+one, e.g. to evaluate it on networks the validation did not cover. The SavedModel keeps the
 optimizer's metadata (problem, training command and settings, best validation loss) under
 "meta_trained_on", and the evaluation numbers of --evaluation_json (scripts/evaluate.py's
 output) under "evaluation". The write is atomic: the target is replaced only when complete. An
@@ -12,6 +14,7 @@ existing --output_path is replaced only if it is empty or an earlier export; any
 needs --overwrite.
 """
 
+import functools
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
@@ -20,6 +23,8 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 
 from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import export  # pylint: disable=g-import-not-at-top,wrong-import-position
+from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top,wrong-import-position
+from l2l_tf.training import meta_trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_string(
   "optimizer_path",
@@ -39,13 +44,27 @@ flags.DEFINE_bool(
   "Replace --output_path even when it is a non-empty "
   "directory that is not an earlier export (its contents are lost).",
 )
+flags.DEFINE_string(
+  "checkpoint",
+  None,
+  "Export one of the run's checkpoints instead of best/: 'latest' or a checkpoint prefix "
+  "(<output_dir>/checkpoints/ckpt-N); --optimizer_path is then the run's output directory.",
+)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
+  load = optimizer_format.load_rule
+  if FLAGS.checkpoint:
+    checkpoint = None if FLAGS.checkpoint == "latest" else FLAGS.checkpoint
+    load = functools.partial(meta_trainer.load_checkpoint_rule, checkpoint=checkpoint)
   rule, _ = export.export_optimizer_directory(
-    FLAGS.optimizer_path, FLAGS.output_path, FLAGS.evaluation_json, overwrite=FLAGS.overwrite
+    FLAGS.optimizer_path,
+    FLAGS.output_path,
+    FLAGS.evaluation_json,
+    overwrite=FLAGS.overwrite,
+    load=load,
   )
   names = export.signature_names(rule)
   print(

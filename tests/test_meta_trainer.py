@@ -1,5 +1,6 @@
 """The meta-training loop: learning, NaN guard, run directories, resume."""
 
+import functools
 import json
 import os
 
@@ -270,3 +271,40 @@ def test_a_damaged_checkpoint_state_file_resumes_from_the_newest_checkpoint(tmp_
   assert int(again.meta_optimizer.iterations.numpy()) == int(
     first.meta_optimizer.iterations.numpy()
   )
+
+
+def test_a_checkpoint_loads_as_its_epochs_optimizer_and_exports(tmp_path):
+  out = str(tmp_path / "run")
+  trainer, rule, _ = _trainer(epochs=2, trajectories_per_epoch=3)
+  history = trainer.train(out)
+  # The newest checkpoint is epoch 2's optimizer, whatever best/ holds.
+  loaded, metadata = meta_trainer.load_checkpoint_rule(out)
+  for got, want in zip(
+    optimizer_format.weight_arrays(loaded), optimizer_format.weight_arrays(rule)
+  ):
+    np.testing.assert_array_equal(got, want)
+  assert metadata["epoch"] == 2
+  assert metadata["validation_loss"] == pytest.approx(history[-1]["validation_loss"])
+  assert "best_validation_loss" not in metadata and metadata["untrained"] is False
+  first = os.path.join(out, "checkpoints", "ckpt-1")
+  assert meta_trainer.load_checkpoint_rule(out, first)[1]["epoch"] == 1
+  exported, _ = l2l_tf.export.export_optimizer_directory(
+    out,
+    str(tmp_path / "saved"),
+    load=functools.partial(meta_trainer.load_checkpoint_rule, checkpoint=first),
+  )
+  stored = optimizer_format.read_config(str(tmp_path / "saved"))["metadata"]
+  assert stored["exported_from"] == os.path.abspath(first)
+  assert stored["meta_trained_on"]["epoch"] == 1
+
+
+def test_a_checkpoint_of_something_else_is_refused_in_one_line(tmp_path):
+  with pytest.raises(optimizer_format.OptimizerFileError, match="not a scripts/train.py output"):
+    meta_trainer.load_checkpoint_rule(str(tmp_path))
+  out = str(tmp_path / "run")
+  _trainer(epochs=1, trajectories_per_epoch=1)[0].train(out)
+  other = tf.train.Checkpoint(cells={"all": tf.Variable([1.0])})
+  prefix = other.write(str(tmp_path / "other" / "ckpt"))
+  with pytest.raises(optimizer_format.OptimizerFileError, match="not a checkpoint of") as error:
+    meta_trainer.load_checkpoint_rule(out, prefix)
+  assert "\n" not in str(error.value)

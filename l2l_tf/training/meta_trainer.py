@@ -284,6 +284,57 @@ def _newest_checkpoint(directory):
   return os.path.join(directory, f"ckpt-{max(numbers)}") if numbers else None
 
 
+def load_checkpoint_rule(
+  run_dir: str, checkpoint: str | None = None
+) -> tuple[learned_rule.LearnedUpdateRule, dict[str, Any]]:
+  """The optimizer of one of a run's checkpoints (default: the newest), with its metadata.
+
+  best/ holds the epoch that validated best; this reads any other epoch, e.g. to evaluate it
+  on problems the validation did not cover. The architecture comes from best/ (a run never
+  changes it), the weights from the checkpoint; the metadata is best/'s with that epoch's
+  number and validation loss. Raises OptimizerFileError (one line) for a path that is not a
+  run directory with checkpoints, or a checkpoint of another architecture.
+  """
+  directory = os.path.join(run_dir, run_directory.CHECKPOINTS)
+  best = os.path.join(run_dir, run_directory.BEST)
+  prefix = checkpoint or tf.train.latest_checkpoint(directory) or _newest_checkpoint(directory)
+  if not prefix or not os.path.isdir(best):
+    raise optimizer_format.OptimizerFileError(
+      f"{run_dir}: not a scripts/train.py output directory with best/ and checkpoints/"
+    )
+  rule, metadata = optimizer_format.load_rule(best)
+  epoch = tf.Variable(0, dtype=tf.int64)
+  try:
+    tf.train.Checkpoint(cells=rule.cells, epoch=epoch).restore(
+      prefix
+    ).assert_existing_objects_matched().expect_partial()
+  except (tf.errors.OpError, AssertionError, ValueError) as e:
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise optimizer_format.OptimizerFileError(
+      f"{prefix}: not a checkpoint of {best}'s optimizer ({first_line})"
+    ) from e
+  epoch = int(epoch.numpy())
+  history = _read_history(run_dir)
+  record = next((r for r in history if r.get("epoch") == epoch), {})
+  metadata = dict(
+    metadata,
+    epoch=epoch,
+    checkpoint=os.path.abspath(prefix),
+    untrained=bool(metadata.get("untrained")) and epoch == 0,
+  )
+  metadata["validation_loss"] = record.get("validation_loss")
+  metadata.pop("best_validation_loss", None)  # best/'s, not this epoch's
+  return rule, metadata
+
+
+def _read_history(run_dir):
+  try:
+    with open(os.path.join(run_dir, run_directory.HISTORY_FILE)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return []
+
+
 # Settings that change how a run computes or reports, not what it computes: a run may resume
 # with other values (e.g. --recompute=blocks after running out of memory).
 RESUMABLE_SETTINGS = ("recompute", "log_every", "max_consecutive_skips")
