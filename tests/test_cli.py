@@ -40,7 +40,7 @@ HELP_FLAGS = {
     "seed",
     "grid_points",
   ),
-  "scripts/export.py": ("optimizer_path", "output_path", "evaluation_json"),
+  "scripts/export.py": ("optimizer_path", "output_path", "evaluation_json", "checkpoint"),
   "scripts/make_results.py": ("root", "check"),
   "scripts/serve_check.py": ("saved_model", "signature", "num_coordinates"),
   "benchmarks/distributed_throughput.py": ("problem", "batch_size", "trajectories", "modes"),

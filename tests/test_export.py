@@ -424,3 +424,26 @@ def test_meta_training_problems_walks_the_whole_provenance():
     map(json.dumps, [sigmoid_20, sigmoid_20, relu_20, tanh_40, quadratic])
   )
   assert optimizer_format.meta_training_problems({"command": "x"}) == []
+
+
+def test_export_of_a_checkpoint_needs_a_run_directory(tmp_path, cell):
+  optimizer_dir = tmp_path / "run" / "best"
+  optimizer_format.save_rule(l2l_tf.LearnedUpdateRule(cell), str(optimizer_dir))
+  result = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "scripts", "export.py"),
+      f"--optimizer_path={tmp_path / 'run'}",
+      f"--output_path={tmp_path / 'out'}",
+      "--checkpoint=latest",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=120,
+    check=False,
+  )
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "best/ and checkpoints/" in last
+  assert not os.path.exists(tmp_path / "out")
