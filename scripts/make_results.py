@@ -202,9 +202,20 @@ def seeds_rows(data):
 
 
 def _short_path(path):
-  """A run's starting point by name: its last component, or RUN/best for a run's best/."""
+  """A run's optimizer by name: RUN/X for results/training/RUN/X (best/, an exported epoch),
+  else the last component."""
   parts = path.rstrip("/").split("/")
-  return "/".join(parts[-2:]) if parts[-1] == "best" and len(parts) > 1 else parts[-1] or path
+  in_run = parts[-1] == "best" or (len(parts) > 2 and parts[-3] == "training")
+  return "/".join(parts[-2:]) if in_run and len(parts) > 1 else parts[-1] or path
+
+
+def _best_record(history):
+  """{epoch, validation_loss} of what the run's best/ holds (epoch 0: the optimizer it started
+  from, when no epoch validated better)."""
+  last = history[-1]
+  if "best_epoch" in last:
+    return {"epoch": last["best_epoch"], "validation_loss": last["best_validation_loss"]}
+  return min(history, key=lambda h: h["validation_loss"])  # histories before best_epoch
 
 
 def training_rows(runs):
@@ -223,7 +234,7 @@ def training_rows(runs):
         ),
         "scratch",
       )
-    best = min(history, key=lambda h: h["validation_loss"])
+    best = _best_record(history)
     rows.append(
       {
         "problem": name,
@@ -235,7 +246,9 @@ def training_rows(runs):
         "trajectories": len(history) * config["trajectories_per_epoch"],
         "minutes": sum(h["epoch_seconds"] for h in history) / 60,
         "validation": " ".join(f"{h['validation_loss']:.3f}" for h in history),
-        "best": f"{best['validation_loss']:.4f} (epoch {best['epoch']})",
+        "random_scale": config.get("random_scale") or 1.0,
+        "best": f"{best['validation_loss']:.4f} (epoch {best['epoch']}"
+        + (": the starting optimizer)" if best["epoch"] == 0 else ")"),
         "jit_compile": "",
       }
     )
@@ -355,6 +368,7 @@ TRAINING_COLUMNS = (
   ("starts from", lambda r: r["start"]),
   ("stages (steps x unroll)", lambda r: r["stages"]),
   ("meta lr", lambda r: f"{r['meta_lr']:g}"),
+  ("random scale", lambda r: f"{r['random_scale']:g}" if r["random_scale"] != 1 else "-"),
   ("seed", lambda r: str(r["seed"])),
   ("trajectories", lambda r: str(r["trajectories"])),
   ("minutes", lambda r: f"{r['minutes']:.1f}"),
@@ -453,8 +467,8 @@ def _mnist_panel(key, title, horizon):
 
 
 def _seeds_command(result_file, runs, extra_flags="--horizons=100,200"):
-  """benchmarks/mnist_seeds.py over results/training/RUN/best of each run."""
-  paths = ",".join(f"results/training/{run}/best" for run in runs)
+  """benchmarks/mnist_seeds.py over results/training/RUN/best of each run (RUN/X: that path)."""
+  paths = ",".join(f"results/training/{run}" + ("" if "/" in run else "/best") for run in runs)
   return (
     f"python benchmarks/mnist_seeds.py --problem=mnist {MNIST_FULL} --optimizer_paths={paths} "
     f"{extra_flags} --output_json=results/{result_file}"
@@ -534,6 +548,28 @@ STAGE4_COMMANDS = (
   ),
   _seeds_command(
     "mnist_stage4_candidates_tanh.json", STAGE4_CANDIDATES, "--horizons=100 --activation=tanh"
+  ),
+)
+
+
+# Random objective scaling (Lv et al. 2017) as a stage after the shipped recipe: its epoch 4
+# (validation never beat its start, so best/ is the start; the checkpoint is exported).
+RANDOM_SCALE_RUNS = ("netmix200", "rs200/epoch4")
+RANDOM_SCALE_COLUMNS = (  # (column, result file, step)
+  ("step 100", "results/mnist_random_scale.json", "100"),
+  ("step 200", "results/mnist_random_scale.json", "200"),
+  ("ReLU, step 100", "results/mnist_random_scale_relu.json", "100"),
+  ("tanh (held out), step 100", "results/mnist_random_scale_tanh.json", "100"),
+)
+RANDOM_SCALE_COMMANDS = (
+  "python scripts/export.py --optimizer_path=results/training/rs200 --checkpoint=latest "
+  "--output_path=results/training/rs200/epoch4",
+  _seeds_command("mnist_random_scale.json", RANDOM_SCALE_RUNS),
+  _seeds_command(
+    "mnist_random_scale_relu.json", RANDOM_SCALE_RUNS, "--horizons=100 --activation=relu"
+  ),
+  _seeds_command(
+    "mnist_random_scale_tanh.json", RANDOM_SCALE_RUNS, "--horizons=100 --activation=tanh"
   ),
 )
 
@@ -670,6 +706,16 @@ PANELS = (
     "The shipped optimizer (netmix200) and long1000, fine-tuned from it on 1,000-step "
     "trajectories, on the same 20 t10k runs as the MNIST panels; tuned baselines at step "
     "1,000: the 1,000-step panel.",
+  ),
+  _runs_by_column_panel(
+    "mnist_random_scale",
+    "MNIST, random objective scaling after the shipped recipe",
+    RANDOM_SCALE_COLUMNS,
+    RANDOM_SCALE_COMMANDS,
+    "The shipped optimizer (netmix200) and rs200 (from it: the same four networks and 200 "
+    "untruncated steps, with --random_scale=10 and meta learning rate 0.0003; stopped after 4 "
+    "of 12 epochs, its validation worse than its start each epoch: the training table), "
+    "on the same 20 t10k runs as the MNIST panels, whose tuned baselines apply.",
   ),
   _runs_by_column_panel(
     "mnist_gac_vs_lstm",

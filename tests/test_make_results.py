@@ -432,6 +432,29 @@ def test_seed_keras_fit_and_training_panels_read_their_files(tmp_path):
     3.0,
     "0.4000 (epoch 2)",
   )
+  assert row["random_scale"] == 1.0
+  # A run whose epochs never beat its start: best/ is the starting optimizer (epoch 0), and a
+  # run with --random_scale says so.
+  config = json.loads((run / "run.json").read_text())
+  config["config"]["random_scale"] = 10.0
+  (run / "run.json").write_text(json.dumps(config))
+  (run / "history.json").write_text(
+    json.dumps(
+      [
+        {"epoch": 1, "validation_loss": 0.5, "epoch_seconds": 60, "best_epoch": 0},
+        {
+          "epoch": 2,
+          "validation_loss": 0.45,
+          "epoch_seconds": 60,
+          "best_epoch": 0,
+          "best_validation_loss": 0.4,
+        },
+      ]
+    )
+  )
+  (row,) = make_results.training_rows(make_results.load_result(str(tmp_path), panel))
+  assert row["best"] == "0.4000 (epoch 0: the starting optimizer)"
+  assert dict(make_results.TRAINING_COLUMNS)["random scale"](row) == "10"
 
 
 def test_paired_difference_of_learned_and_best_baseline_from_per_run_losses(tmp_path):
