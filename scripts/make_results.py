@@ -760,6 +760,22 @@ PANELS = (
     "results/convnet_training/mconv_s0 after 6 of its 20 epochs (unrolls of 20, "
     "120 trajectories); baselines tuned on 4 validation problems; SGD not run.",
   ),
+  Panel(
+    "neural_art_meta_training",
+    "Neural Art meta-training runs",
+    "results/neural_art_training",
+    "python scripts/train.py --problem=neural_art --output_dir=runs/NAME ... "
+    "(each run's full command is in results/neural_art_training/NAME/run.json)",
+    training_rows,
+    columns=TRAINING_COLUMNS,
+    summarize=False,
+    note="Style gravel, 64x64 crops, random-filter features (no VGG19 weights here), 128 "
+    "steps. stage1 fine-tunes savedmodels/mnist as it was then (the optimizer after stage 3 "
+    "of the MNIST recipe); stage2 starts from stage1 (recorded under its earlier path "
+    "results/training/neural_art_stage1), stage3 from stage2. Validation: 4 (stage1) or 8 "
+    "problems, mean loss over the last unroll; each run draws its own validation problems "
+    "(its seed), so compare epochs within a run.",
+  ),
   _neural_art_panel("neural_art_64", "Neural Art, 64x64", ""),
   _neural_art_panel("neural_art_128", "Neural Art, 128x128", " --image_size=128"),
   _neural_art_panel("neural_art_second_style", "Neural Art, second style", " --style=brick"),
