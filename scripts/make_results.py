@@ -776,6 +776,20 @@ PANELS = (
     "problems, mean loss over the last unroll; each run draws its own validation problems "
     "(its seed), so compare epochs within a run.",
   ),
+  Panel(
+    "neural_art_candidate_64",
+    "Neural Art, 64x64: the best candidate so far (not shipped)",
+    "results/neural_art_candidate_64.json",
+    _evaluate_command(
+      "--problem=neural_art --optimizer_path=results/neural_art_training/stage2/best "
+      "--num_problems=8 --num_tuning_problems=2 --num_steps=128",
+      "neural_art_candidate_64",
+    ),
+    evaluation_rows,
+    figure="docs/figures/neural_art_candidate_64.png",
+    note="Stage 2 of the neural-art meta-training table on 8 held-out content crops (style "
+    "gravel, random-filter features); baselines tuned on 2 other crops.",
+  ),
   _neural_art_panel("neural_art_64", "Neural Art, 64x64", ""),
   _neural_art_panel("neural_art_128", "Neural Art, 128x128", " --image_size=128"),
   _neural_art_panel("neural_art_second_style", "Neural Art, second style", " --style=brick"),
