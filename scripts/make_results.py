@@ -718,6 +718,15 @@ PANELS = (
     "on the same 20 t10k runs as the MNIST panels, whose tuned baselines apply.",
   ),
   _runs_by_column_panel(
+    "mnist_imitation",
+    "MNIST, imitation of tuned NAG as warm start",
+    tuple((f"step {step}", "results/mnist_imitation.json", step) for step in ("100", "200")),
+    (_seeds_command("mnist_imitation.json", ("lstm_curr9_s0", "imit_curr9_s0")),),
+    "lstm_curr9_s0 and imit_curr9_s0: the same command from scratch, the second with "
+    "--imitate=nag:1 --imitation_trajectories=20 first (Chen et al. 2020; the training "
+    "table), on the same 20 t10k runs as the MNIST panels.",
+  ),
+  _runs_by_column_panel(
     "mnist_sharing_vs_lstm",
     "MNIST, LSTM+GAC and NTM-L-BFGS against the LSTM (same command, seed and budget)",
     tuple((f"step {step}", "results/mnist_sharing_vs_lstm.json", step) for step in ("100", "200")),
