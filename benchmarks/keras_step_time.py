@@ -13,7 +13,7 @@ ratio is the steadier one: a 1 ms Adam step often runs inside one scheduler slic
 longer step is preempted, which inflates the wall-time ratio.
 
     python benchmarks/keras_step_time.py [--steps=200] [--rounds=10] [--jit_compile=false,true]
-        [--cells=lstm,lstm_gac,ntm_bfgs,ntm_lbfgs]
+        [--cells=lstm,lstm_gac,ntm_bfgs,ntm_lbfgs] [--output_json=results/keras_step_time.json]
 
 Prints one line per (optimizer, jit), then each cell's ratio and the headline (the
 coordinatewise LSTM's ratio at the first --jit_compile setting):
@@ -35,6 +35,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import l2l_tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from l2l_tf import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
 from l2l_tf import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _STEPS = flags.DEFINE_integer("steps", 200, "Timed batches per optimizer.", lower_bound=10)
@@ -45,6 +46,9 @@ _WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed batches (tracing) first.",
 _JIT = flags.DEFINE_list("jit_compile", ["false"], "model.fit jit_compile settings to time.")
 _CELLS = flags.DEFINE_list(
   "cells", list(registry.CELLS), "Learned optimizers (registry names) to time against Adam."
+)
+_OUTPUT_JSON = flags.DEFINE_string(
+  "output_json", None, "Also write every timing as JSON here (with provenance)."
 )
 _BATCH = 128
 
@@ -83,9 +87,9 @@ def state_per_param(model, optimizer):
   return params, floats / params, state_bytes / params
 
 
-def _compiled(name, jit):
+def _compiled(name, jit, refusals):
   """(model, optimizer) for "adam" or a registry cell name; None if the optimizer refuses the
-  model (printed)."""
+  model (printed, and kept in refusals {name: message})."""
   model = make_model()
   optimizer = (
     keras.optimizers.Adam(1e-3)
@@ -101,20 +105,22 @@ def _compiled(name, jit):
     optimizer.build(model.trainable_variables)
   except ValueError as e:
     print(f"RESULT optimizer={name} jit={str(jit).lower()} refused={str(e)!r}", flush=True)
+    refusals[name] = str(e)
     return None
   return model, optimizer
 
 
-def compare(jit):
+def compare(jit, refusals):
   """Median batch times of Adam and each learned optimizer, measured in alternating rounds
-  so that all see the same machine load (this CPU is shared); returns {cell: ratio to Adam}."""
+  so that all see the same machine load (this CPU is shared); returns {name: timing row}, each
+  with its wall and CPU time ratios to Adam's."""
   rng = np.random.default_rng(0)
   per_round = max(10, _STEPS.value // _ROUNDS.value)
   x = rng.random((_BATCH * per_round, 784), dtype=np.float32)
   y = rng.integers(0, 10, _BATCH * per_round)
   runs = {}
   for name in ["adam"] + _CELLS.value:
-    compiled = _compiled(name, jit)
+    compiled = _compiled(name, jit, refusals)
     if compiled is None:
       continue
     model, _ = compiled
@@ -141,12 +147,17 @@ def compare(jit):
       f"state_floats_per_param={floats:.1f} state_bytes_per_param={state_bytes:.1f}",
       flush=True,
     )
-    results[name] = step_ms, cpu_ms
-  return {
-    name: (results[name][0] / results["adam"][0], results[name][1] / results["adam"][1])
-    for name in results
-    if name != "adam"
-  }
+    results[name] = {
+      "step_ms": step_ms,
+      "cpu_ms": cpu_ms,
+      "batches": len(timer.times),
+      "params": params,
+      "state_bytes_per_param": state_bytes,
+    }
+  for row in results.values():
+    row["over_adam_step_time"] = row["step_ms"] / results["adam"]["step_ms"]
+    row["over_adam_cpu_time"] = row["cpu_ms"] / results["adam"]["cpu_ms"]
+  return results
 
 
 def main(argv):
@@ -154,24 +165,36 @@ def main(argv):
   unknown = sorted(set(_CELLS.value) - set(registry.CELLS))
   if unknown:
     raise ValueError(f"--cells: unknown {unknown}; choose from {sorted(registry.CELLS)}")
-  headline = None
+  settings = []
   for jit in _JIT.value:
     if jit.strip().lower() not in ("true", "false"):
       raise ValueError(f"--jit_compile: expected true or false, got {jit!r}")
-    jit = jit.strip().lower() == "true"
-    for name, (ratio, cpu_ratio) in compare(jit).items():
+    settings.append(jit.strip().lower() == "true")
+  headline = None
+  timings = {}
+  for jit in settings:
+    refusals = {}
+    rows = compare(jit, refusals)
+    timings[str(jit).lower()] = {"optimizers": rows, "refused": refusals}
+    for name, row in rows.items():
+      if name == "adam":
+        continue
       print(
-        f"RESULT jit={str(jit).lower()} cell={name} over_adam_step_time={ratio:.2f} "
-        f"over_adam_cpu_time={cpu_ratio:.2f}",
+        f"RESULT jit={str(jit).lower()} cell={name} "
+        f"over_adam_step_time={row['over_adam_step_time']:.2f} "
+        f"over_adam_cpu_time={row['over_adam_cpu_time']:.2f}",
         flush=True,
       )
       if name == "lstm" and headline is None:
-        headline = ratio, cpu_ratio
+        headline = row["over_adam_step_time"], row["over_adam_cpu_time"]
   if headline is not None:
     print(
       f"RESULT learned_over_adam_step_time={headline[0]:.2f} "
       f"learned_over_adam_cpu_time={headline[1]:.2f}"
     )
+  if _OUTPUT_JSON.value:
+    evaluation.write_json({"batch_size": _BATCH, "jit_compile": timings}, _OUTPUT_JSON.value)
+    print(f"wrote {_OUTPUT_JSON.value}")
 
 
 if __name__ == "__main__":

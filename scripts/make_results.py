@@ -334,6 +334,21 @@ def peer_speed_rows(data):
   ]
 
 
+def keras_step_rows(data):
+  """Rows of benchmarks/keras_step_time.py's JSON: one per (jit_compile, optimizer), with its
+  median model.fit batch time and its ratios to Adam's; an optimizer that refused the model
+  gets a row saying so."""
+  rows = []
+  for jit, timing in data["jit_compile"].items():
+    for name, row in timing["optimizers"].items():
+      rows.append(dict(row, optimizer=name, jit=jit, refused=None))
+    for name, message in timing["refused"].items():
+      # its reason, without the group preamble and the advice that follow
+      reason = message.split("refuses it: ")[-1].split(". ")[0]
+      rows.append({"optimizer": name, "jit": jit, "refused": f"refused: {reason}"})
+  return rows
+
+
 def format_number(x):
   """4 significant digits, the same on every machine ("-" for none)."""
   if x is None:
@@ -389,6 +404,18 @@ SENSITIVITY_COLUMNS = (
   ("runs", lambda r: str(r["runs"])),
   ("learned (update x scale)", lambda r: format_number(r["learned"])),
   ("adam (tuned rate x scale)", lambda r: format_number(r["adam"])),
+)
+KERAS_STEP_COLUMNS = (
+  ("optimizer", lambda r: r["optimizer"]),
+  ("jit_compile", lambda r: r["jit"]),
+  ("batch ms (wall)", lambda r: "-" if r["refused"] else f"{r['step_ms']:.3f}"),
+  ("batch ms (CPU)", lambda r: "-" if r["refused"] else f"{r['cpu_ms']:.3f}"),
+  ("wall / Adam's", lambda r: r["refused"] or f"{r['over_adam_step_time']:.2f}"),
+  ("CPU / Adam's", lambda r: "-" if r["refused"] else f"{r['over_adam_cpu_time']:.2f}"),
+  (
+    "state bytes per parameter",
+    lambda r: "-" if r["refused"] else f"{r['state_bytes_per_param']:.0f}",
+  ),
 )
 PEER_SPEED_COLUMNS = (
   ("implementation", lambda r: r["implementation"]),
@@ -652,6 +679,19 @@ PANELS = (
     evaluation_rows,
     figure="docs/figures/mnist_1000_steps.png",
     note="The 784-20-10 MLP trained for 1,000 steps; baselines tuned for step 1,000.",
+  ),
+  Panel(
+    "keras_step_time",
+    "Keras model.fit step time of every learned optimizer beside Adam's",
+    "results/keras_step_time.json",
+    "python benchmarks/keras_step_time.py --output_json=results/keras_step_time.json",
+    keras_step_rows,
+    columns=KERAS_STEP_COLUMNS,
+    summarize=False,
+    order=lambda r: (r["jit"], r.get("over_adam_step_time") or float("inf")),
+    note="The 784-20-10 MLP (15,910 parameters), batch 128, each optimizer with the paper's "
+    "MNIST settings and random weights (its cost does not depend on them); medians of "
+    "per-batch wall and process CPU times inside model.fit, timed in alternating rounds.",
   ),
   Panel(
     "keras_mnist_fit",

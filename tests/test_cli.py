@@ -53,7 +53,7 @@ HELP_FLAGS = {
     "epochs",
     "adam_grid",
   ),
-  "benchmarks/keras_step_time.py": ("steps", "rounds", "jit_compile"),
+  "benchmarks/keras_step_time.py": ("steps", "rounds", "jit_compile", "output_json"),
   "benchmarks/meta_training_memory.py": (
     "problems",
     "recompute",

@@ -593,3 +593,23 @@ def test_peer_speed_rows_give_l2l_tfs_ratio_to_each(tmp_path):
     ["l2l_tf", "mnist", "1,000,000", "1"],
     ["jax", "mnist", "500,000", "2"],
   ]
+
+
+def test_keras_step_time_rows_read_each_optimizer_and_the_refusal():
+  data = {
+    "jit_compile": {
+      "false": {
+        "optimizers": {
+          "adam": {"step_ms": 1.0, "cpu_ms": 2.0, "over_adam_step_time": 1.0},
+          "lstm": {"step_ms": 5.0, "cpu_ms": 12.0, "over_adam_step_time": 5.0},
+        },
+        "refused": {"ntm_bfgs": "group 'all': X, which refuses it: too big. Use Y."},
+      }
+    }
+  }
+  rows = {r["optimizer"]: r for r in make_results.keras_step_rows(data)}
+  assert rows["lstm"]["step_ms"] == 5.0 and rows["lstm"]["cpu_ms"] == 12.0
+  assert rows["lstm"]["jit"] == "false" and rows["lstm"]["refused"] is None
+  assert rows["ntm_bfgs"]["refused"] == "refused: too big"
+  wall = dict(make_results.KERAS_STEP_COLUMNS)["wall / Adam's"]
+  assert wall(rows["lstm"]) == "5.00" and wall(rows["ntm_bfgs"]) == "refused: too big"
