@@ -634,6 +634,26 @@ def _neural_art_panel(key, title, extra_flags):
   )
 
 
+def _neural_art_candidate_panel(suffix, title, extra_flags):
+  """The best neural-art optimizer so far (not shipped) against tuned baselines."""
+  key = f"neural_art_candidate_{suffix}"
+  return Panel(
+    key,
+    f"Neural Art, {title}: the best candidate so far (not shipped)",
+    f"results/{key}.json",
+    _evaluate_command(
+      "--problem=neural_art --optimizer_path=results/neural_art_training/stage2/best"
+      f"{extra_flags} --num_problems=8 --num_tuning_problems=2 --num_steps=128",
+      key,
+    ),
+    evaluation_rows,
+    figure=f"docs/figures/{key}.png",
+    note="Stage 2 of the neural-art meta-training table (meta-trained on 64x64 crops, style "
+    "gravel) on 8 held-out content crops, random-filter features; baselines tuned on 2 other "
+    "crops.",
+  )
+
+
 PANELS = (
   Panel(
     "quadratic",
@@ -827,20 +847,9 @@ PANELS = (
     "problems, mean loss over the last unroll; each run draws its own validation problems "
     "(its seed), so compare epochs within a run.",
   ),
-  Panel(
-    "neural_art_candidate_64",
-    "Neural Art, 64x64: the best candidate so far (not shipped)",
-    "results/neural_art_candidate_64.json",
-    _evaluate_command(
-      "--problem=neural_art --optimizer_path=results/neural_art_training/stage2/best "
-      "--num_problems=8 --num_tuning_problems=2 --num_steps=128",
-      "neural_art_candidate_64",
-    ),
-    evaluation_rows,
-    figure="docs/figures/neural_art_candidate_64.png",
-    note="Stage 2 of the neural-art meta-training table on 8 held-out content crops (style "
-    "gravel, random-filter features); baselines tuned on 2 other crops.",
-  ),
+  _neural_art_candidate_panel("64", "64x64", ""),
+  _neural_art_candidate_panel("128", "128x128", " --image_size=128"),
+  _neural_art_candidate_panel("second_style", "second style (brick)", " --style=brick"),
   _neural_art_panel("neural_art_64", "Neural Art, 64x64", ""),
   _neural_art_panel("neural_art_128", "Neural Art, 128x128", " --image_size=128"),
   _neural_art_panel("neural_art_second_style", "Neural Art, second style", " --style=brick"),
