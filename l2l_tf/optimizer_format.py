@@ -413,7 +413,7 @@ def build_rule(config, source):
   except (KeyError, TypeError, ValueError) as e:
     if isinstance(e, OptimizerFileError):
       raise
-    raise OptimizerFileError(f"{source}: invalid optimizer config ({_first_line(e)})") from e
+    raise OptimizerFileError(f"{source}: invalid optimizer config ({first_line(e)})") from e
 
 
 def read_config(path):
@@ -438,7 +438,8 @@ def read_config(path):
 # -- weights -----------------------------------------------------------------------------------
 
 
-def _first_line(error):
+def first_line(error):
+  """The first line of an exception's message (its type's name when empty), for one-line errors."""
   lines = str(getattr(error, "message", None) or error).strip().splitlines()
   return lines[0] if lines else type(error).__name__
 
@@ -531,7 +532,7 @@ def read_weights(weights_path, shapes):
     if isinstance(e, OptimizerFileError):
       raise
     raise OptimizerFileError(
-      f"{weights_path}: unreadable weights ({type(e).__name__}: {_first_line(e)})"
+      f"{weights_path}: unreadable weights ({type(e).__name__}: {first_line(e)})"
     ) from e
 
 
@@ -579,7 +580,7 @@ def parse_saved_model(path):
       raise OptimizerFileError(f"{pb_path}: larger than {MAX_SAVED_MODEL_BYTES} bytes")
     proto.ParseFromString(raw)
   except (OSError, message.DecodeError, RuntimeError) as e:
-    raise OptimizerFileError(f"{pb_path}: corrupt SavedModel graph ({_first_line(e)})") from e
+    raise OptimizerFileError(f"{pb_path}: corrupt SavedModel graph ({first_line(e)})") from e
   if not any("serve" in m.meta_info_def.tags for m in proto.meta_graphs):
     raise OptimizerFileError(f"{path}: corrupt or foreign SavedModel: no 'serve' tag-set")
   return proto
@@ -602,7 +603,7 @@ def _check_fingerprint(path):
     actual.ParseFromString(fingerprinting.CreateFingerprintDef(path))
   except (message.DecodeError, tf.errors.OpError, OSError, ValueError, RuntimeError) as e:
     raise OptimizerFileError(
-      f"{fingerprint_path}: unreadable SavedModel fingerprint ({_first_line(e)})"
+      f"{fingerprint_path}: unreadable SavedModel fingerprint ({first_line(e)})"
     ) from e
   for field in ("saved_model_checksum", "checkpoint_hash"):
     if getattr(stored, field) != getattr(actual, field):
@@ -626,7 +627,7 @@ def _saved_variables(path):
       values.append(tensors[f"cell_variables/{len(values)}/.ATTRIBUTES/VARIABLE_VALUE"])
     return values
   except (tf.errors.OpError, ValueError, OSError, IndexError, RuntimeError) as e:
-    raise OptimizerFileError(f"{path}: unreadable SavedModel variables ({_first_line(e)})") from e
+    raise OptimizerFileError(f"{path}: unreadable SavedModel variables ({first_line(e)})") from e
 
 
 def verify_saved_model(path, arrays):

@@ -309,9 +309,8 @@ def load_checkpoint_rule(
       prefix
     ).assert_existing_objects_matched().expect_partial()
   except (tf.errors.OpError, AssertionError, ValueError) as e:
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise optimizer_format.OptimizerFileError(
-      f"{prefix}: not a checkpoint of {best}'s optimizer ({first_line})"
+      f"{prefix}: not a checkpoint of {best}'s optimizer ({optimizer_format.first_line(e)})"
     ) from e
   epoch = int(epoch.numpy())
   history = _read_history(run_dir)
