@@ -18,6 +18,7 @@ except ModuleNotFoundError as e:
 from l2l_tf import update_rules
 from l2l_tf.cells import CoordinatewiseLSTM
 from l2l_tf.cells import GlobalAveragingLSTM
+from l2l_tf.cells import RNNprop
 from l2l_tf.cells import LearnedOptimizerCell
 from l2l_tf.cells import NTMBFGS
 from l2l_tf.cells import NTMLBFGS
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
   "CoordinatewiseLSTM",
   "GlobalAveragingLSTM",
+  "RNNprop",
   "KerasModelProblem",
   "LearnedOptimizer",
   "LearnedOptimizerCell",

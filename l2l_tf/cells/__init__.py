@@ -6,6 +6,7 @@ from l2l_tf.cells.gac import GlobalAveragingLSTM
 from l2l_tf.cells.ntm_bfgs import NTMBFGS
 from l2l_tf.cells.ntm_bfgs import NTMLBFGS
 from l2l_tf.cells.ntm_bfgs import NeuralTuringMachineCell
+from l2l_tf.cells.rnnprop import RNNprop
 
 __all__ = [
   "LearnedOptimizerCell",
@@ -14,4 +15,5 @@ __all__ = [
   "NTMBFGS",
   "NTMLBFGS",
   "NeuralTuringMachineCell",
+  "RNNprop",
 ]
