@@ -58,6 +58,10 @@ def _rate(value):
 
 
 def _cast(value, like):
+  """value in like's dtype; a Python number goes straight to it (tf.cast would round it to
+  float32 first, which float64 runs, e.g. finite-difference tests, must not see)."""
+  if isinstance(value, (int, float)):
+    return tf.constant(value, like.dtype)
   return tf.cast(value, like.dtype)
 
 
@@ -168,8 +172,8 @@ class Adam(UpdateRule):
     t = state["step"] + 1
     alpha = (
       _cast(self.learning_rate, t)
-      * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, t.dtype), t))
-      / (1 - tf.pow(tf.cast(self.beta_1, t.dtype), t))
+      * tf.sqrt(1 - tf.pow(_cast(self.beta_2, t), t))
+      / (1 - tf.pow(_cast(self.beta_1, t), t))
     )
 
     def update(p, g, m, v):

@@ -57,3 +57,13 @@ def test_scaled_rule_multiplies_the_update_and_keeps_the_state():
     new_scaled, scaled_state = scaled.step(params, grads, scaled_state)
     np.testing.assert_allclose(new_scaled["w"] - params["w"], 0.3 * (new["w"] - params["w"]))
     tf.nest.map_structure(np.testing.assert_array_equal, state, scaled_state)
+
+
+def test_adam_in_float64_keeps_its_constants_in_float64():
+  # Its first step is exactly -learning_rate * sign(g); float32-rounded betas or learning rate
+  # (tf.cast of a Python float) are off by ~1e-6 relative.
+  adam = update_rules.Adam(learning_rate=0.03, epsilon=1e-300)
+  params = {"w": tf.zeros([3], tf.float64)}
+  gradients = {"w": tf.constant([2.0, -1e-3, 5e2], tf.float64)}
+  new_params, _ = adam.step(params, gradients, adam.init_state(params))
+  np.testing.assert_allclose(new_params["w"].numpy(), [-0.03, 0.03, -0.03], rtol=1e-13)

@@ -68,11 +68,11 @@ class RNNprop(coordinatewise_lstm.CoordinatewiseLSTM):
         f"epsilon must be > 0 and initial_learning_rate >= 0; got {epsilon} and "
         f"{initial_learning_rate}"
       )
-    super().__init__(hidden_sizes=hidden_sizes, **kwargs)
-    if not self.output_scale > 0:
+    if not float(kwargs.get("output_scale", 0.1)) > 0:
       raise ValueError(
-        f"rnnprop's output_scale bounds its step and must be > 0; got {self.output_scale}"
+        f"rnnprop's output_scale bounds its step and must be > 0; got {kwargs['output_scale']}"
       )
+    super().__init__(hidden_sizes=hidden_sizes, **kwargs)
 
   @property
   def num_inputs(self) -> int:
@@ -95,7 +95,8 @@ class RNNprop(coordinatewise_lstm.CoordinatewiseLSTM):
     self.skip_kernel = self.add_weight(
       name="skip_kernel",
       shape=(self.num_inputs, 1),
-      initializer=keras.initializers.Constant([[weight] for weight in skip]),
+      # Not keras.initializers.Constant, which rounds to float32 in a float64 cell.
+      initializer=lambda shape, dtype=None: tf.constant(skip, dtype, shape),
     )
     self.output_bias = self.add_weight(name="output_bias", shape=(1,), initializer="zeros")
     self.built = True
