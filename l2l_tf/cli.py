@@ -1,5 +1,6 @@
 """Shared pieces of the absl command-line programs in scripts/."""
 
+import json
 import os
 import re
 import sys
@@ -74,6 +75,21 @@ def parse_ints(values, flag):
     return [int(v) for v in values]
   except ValueError:
     raise ValueError(f"{flag} must be integers, got {list(values)}") from None
+
+
+def parse_json_object(text, flag):
+  """A flag's JSON object as a dict ({} for an empty flag), or a one-line error naming the flag."""
+  if not text:
+    return {}
+  try:
+    value = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(
+      f"{flag} is not valid JSON ({e.msg} at character {e.pos}): {text[:80]!r}"
+    ) from None
+  if not isinstance(value, dict):
+    raise ValueError(f"{flag} must be a JSON object such as '{{\"hidden_sizes\": [40, 40]}}'")
+  return value
 
 
 # The problem flags that only some problems read: a flag given for another problem is refused

@@ -146,7 +146,10 @@ def make_cell(optimizer: str, problem_name: str, **overrides: Any):
   cell_class = CELLS.get(optimizer)
   kwargs = dict(PROBLEMS.attributes(problem_name).get("cell_settings", DEFAULT_CELL_SETTINGS))
   kwargs.update({k: v for k, v in overrides.items() if v is not None})
-  return cell_class(**kwargs)
+  try:
+    return cell_class(**kwargs)
+  except TypeError as e:  # an argument the cell does not take, or of the wrong kind
+    raise ValueError(f"optimizer {optimizer!r}: {e}") from None
 
 
 def make_problem(

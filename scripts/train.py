@@ -28,6 +28,7 @@ from l2l_tf import optimizer_format
 from l2l_tf import registry
 from l2l_tf.problems import mlp
 from l2l_tf.training import distribute
+from l2l_tf.training import growth
 from l2l_tf.training import meta_trainer
 from l2l_tf.training import unroll as unroll_lib
 
@@ -83,6 +84,19 @@ flags.DEFINE_string(
   "best/ or a SavedModel) instead of fresh weights: fine-tuning. Its cell "
   "configuration is used, so --optimizer, --preprocessing and --output_scale "
   "must not be given.",
+)
+flags.DEFINE_string(
+  "grow_from",
+  None,
+  "Start from this trained optimizer's weights inside the larger --optimizer (e.g. rnnprop "
+  'with --cell_config=\'{"raw_gradient": true, "bounded": false, '
+  '"initial_learning_rate": 0}\'): its new inputs start at zero weight, so it first steps '
+  "exactly as the trained one (checked before training).",
+)
+flags.DEFINE_string(
+  "cell_config",
+  None,
+  "JSON object of further arguments of the --optimizer cell, e.g. '{\"hidden_sizes\": [40, 40]}'.",
 )
 flags.DEFINE_list(
   "curriculum",
@@ -232,7 +246,11 @@ def training_problems():
 
 def make_rule():
   """(rule, optimizer name, metadata of --init_from's optimizer or None), from the flags."""
-  cell_options = dict(preprocessing=FLAGS.preprocessing, output_scale=FLAGS.output_scale)
+  cell_options = dict(
+    cli.parse_json_object(FLAGS.cell_config, "--cell_config"),
+    preprocessing=FLAGS.preprocessing,
+    output_scale=FLAGS.output_scale,
+  )
   if FLAGS.init_from:
     rule, initial_metadata = optimizer_format.load_rule(FLAGS.init_from)
     # A run's best/ records the optimizer's name at the top; a SavedModel under meta_trained_on.
@@ -244,11 +262,12 @@ def make_rule():
     return rule, optimizer_name, initial_metadata
   # One cell per parameter group the problem declares (the paper's convnet setup: one network
   # for the conv parameters, one for the rest), else one cell for every parameter.
-  return (
-    learned_rule.make_rule(FLAGS.optimizer, FLAGS.problem, **cell_options),
-    FLAGS.optimizer,
-    None,
-  )
+  rule = learned_rule.make_rule(FLAGS.optimizer, FLAGS.problem, **cell_options)
+  if not FLAGS.grow_from:
+    return rule, FLAGS.optimizer, None
+  source, source_metadata = optimizer_format.load_rule(FLAGS.grow_from)
+  growth.grow_from(rule, source)
+  return rule, FLAGS.optimizer, dict(source_metadata, grown_into=FLAGS.optimizer)
 
 
 def start_strategy():
@@ -290,6 +309,10 @@ def main(argv):
     imitation_trajectories=FLAGS.imitation_trajectories,
   )
   config.validate()  # before any data is loaded or directory touched
+  if FLAGS.init_from and (FLAGS.grow_from or FLAGS.cell_config):
+    raise ValueError(
+      "--init_from keeps its optimizer's cell; --grow_from and --cell_config build a new one"
+    )
   if FLAGS.init_from:
     clashing = [
       f"--{name}" for name in ("optimizer", "preprocessing", "output_scale") if FLAGS[name].present
@@ -323,9 +346,12 @@ def main(argv):
   }
   if len(families) > 1:
     metadata["train_networks"] = [p.get_config() for p in families]
-  if FLAGS.init_from:
-    # The lineage: a fine-tuned optimizer records what it started from (recursively).
-    metadata["init_from"] = {"path": FLAGS.init_from, "metadata": initial_metadata}
+  if FLAGS.init_from or FLAGS.grow_from:
+    # The lineage: a fine-tuned (or grown) optimizer records what it started from (recursively).
+    metadata["init_from"] = {
+      "path": FLAGS.init_from or FLAGS.grow_from,
+      "metadata": initial_metadata,
+    }
   trainer = meta_trainer.MetaTrainer(
     rule, problem, validation, config, metadata=metadata, strategy=strategy
   )

@@ -39,6 +39,10 @@ class RNNprop(coordinatewise_lstm.CoordinatewiseLSTM):
     second_moment_decay: decay of the running mean of g^2 that normalises the inputs.
     epsilon: added to sqrt(v) before dividing (Adam's epsilon).
     initial_learning_rate: the Adam learning rate the untrained cell imitates (see above).
+    raw_gradient: also feed the raw gradient (first, before the normalised inputs): the paper's
+      input, which carries the gradient's absolute scale. With bounded=False and
+      initial_learning_rate=0 the cell then contains the paper's LSTM (growth.grow_from).
+    bounded: squash the step with the tanh (False: update = output_scale * logits).
     **kwargs: LearnedOptimizerCell's: preprocessing (applied to each normalised input for the
       LSTM; the skip connection reads them unchanged), output_scale (the largest step any
       coordinate can take), and Keras layer arguments.
@@ -51,8 +55,12 @@ class RNNprop(coordinatewise_lstm.CoordinatewiseLSTM):
     second_moment_decay: float = 0.999,
     epsilon: float = 1e-8,
     initial_learning_rate: float = 0.03,
+    raw_gradient: bool = False,
+    bounded: bool = True,
     **kwargs: Any,
   ) -> None:
+    self.raw_gradient = bool(raw_gradient)
+    self.bounded = bool(bounded)
     self.momentum_decays = tuple(float(decay) for decay in momentum_decays)
     self.second_moment_decay = float(second_moment_decay)
     self.epsilon = float(epsilon)
@@ -76,8 +84,8 @@ class RNNprop(coordinatewise_lstm.CoordinatewiseLSTM):
 
   @property
   def num_inputs(self) -> int:
-    """Normalised inputs per coordinate: the gradient and each momentum."""
-    return 1 + len(self.momentum_decays)
+    """Inputs per coordinate: the normalised gradient and momenta (and the raw gradient)."""
+    return 1 + len(self.momentum_decays) + self.raw_gradient
 
   def build(self, input_shape: Sequence[int | None] | None = None) -> None:
     if self.built:
@@ -91,7 +99,7 @@ class RNNprop(coordinatewise_lstm.CoordinatewiseLSTM):
       range(len(self.momentum_decays)), key=lambda k: abs(self.momentum_decays[k] - 0.9)
     )
     skip = [0.0] * self.num_inputs
-    skip[1 + adam_like] = -self.initial_learning_rate / self.output_scale
+    skip[self.raw_gradient + 1 + adam_like] = -self.initial_learning_rate / self.output_scale
     self.skip_kernel = self.add_weight(
       name="skip_kernel",
       shape=(self.num_inputs, 1),
@@ -128,13 +136,18 @@ class RNNprop(coordinatewise_lstm.CoordinatewiseLSTM):
     corrected_m = momentum / (1 - tf.pow(decays, count))
     corrected_v = second_moment / (1 - tf.pow(decay_v, count))
     scale = tf.sqrt(corrected_v) + tf.constant(self.epsilon, dtype)
-    normalised = tf.concat([g, corrected_m], axis=-1) / scale  # [rows, num_inputs]
-    features = tf.reshape(self.preprocessor(tf.reshape(normalised, [-1, 1])), [tf.shape(g)[0], -1])
+    cell_inputs = tf.concat([g, corrected_m], axis=-1) / scale
+    if self.raw_gradient:
+      cell_inputs = tf.concat([g, cell_inputs], axis=-1)
+    # [rows, num_inputs] -> [rows, num_inputs * num_features], input by input.
+    features = tf.reshape(self.preprocessor(tf.reshape(cell_inputs, [-1, 1])), [tf.shape(g)[0], -1])
     h, lstm_states = self.run_lstm_layers(features, states, shape)
     logits = (
-      tf.matmul(h, self.output_kernel) + tf.matmul(normalised, self.skip_kernel) + self.output_bias
+      tf.matmul(h, self.output_kernel) + tf.matmul(cell_inputs, self.skip_kernel) + self.output_bias
     )
-    updates = tf.tanh(logits) * tf.constant(self.output_scale, dtype)
+    if self.bounded:
+      logits = tf.tanh(logits)
+    updates = logits * tf.constant(self.output_scale, dtype)
     new_states = lstm_states + [momentum, second_moment, count]
     return tf.reshape(updates, shape), [
       coordinatewise_lstm.per_coordinate(s, shape) for s in new_states
@@ -147,5 +160,7 @@ class RNNprop(coordinatewise_lstm.CoordinatewiseLSTM):
       second_moment_decay=self.second_moment_decay,
       epsilon=self.epsilon,
       initial_learning_rate=self.initial_learning_rate,
+      raw_gradient=self.raw_gradient,
+      bounded=self.bounded,
     )
     return config
