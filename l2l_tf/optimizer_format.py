@@ -310,6 +310,15 @@ def _check_cell_arguments(source, args):
     args.get("global_averaging_fraction"),
     lambda v: _check_fraction(source, v),
   )
+  momenta = args.get("momentum_decays", [])  # rnnprop: one input per momentum
+  if not isinstance(momenta, list) or len(momenta) > MAX_LAYERS:
+    raise OptimizerFileError(
+      f"{source}: momentum_decays must be a list of at most {MAX_LAYERS} numbers"
+    )
+  names = ("second_moment_decay", "epsilon", "initial_learning_rate")
+  for value in [args.get(name, 0.0) for name in names] + momenta:
+    if not _is_number(value):
+      raise OptimizerFileError(f"{source}: rnnprop's arguments must be numbers, got {value!r}")
   if "output_scale" in args and not _is_number(args["output_scale"]):
     raise OptimizerFileError(
       f"{source}: output_scale must be a finite number, got {args['output_scale']!r}"
@@ -323,8 +332,8 @@ def _check_cell_arguments(source, args):
     )
   if "trainable" in args and not isinstance(args["trainable"], bool):
     raise OptimizerFileError(f"{source}: trainable must be true or false")
-  # Inputs: at most two preprocessed features plus the read heads (NTM cells).
-  return _lstm_weight_count(hidden_sizes, 2 + heads)
+  # Inputs: two preprocessed features per input (rnnprop: up to 2 + momenta) plus read heads.
+  return _lstm_weight_count(hidden_sizes, 2 * (2 + len(momenta)) + heads)
 
 
 def _check_group_name(source, group):

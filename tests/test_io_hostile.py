@@ -86,14 +86,18 @@ def test_oversized_or_non_integer_hidden_sizes_are_refused(
     ("preprocessing", {"name": "scale", "scale": [1]}, "preprocessing must be"),
     ("dtype", {"class_name": "Lambda", "config": {}}, "dtype must be a DTypePolicy"),
     ("activity_regularizer", {"class_name": "L2"}, "unknown CoordinatewiseLSTM arguments"),
+    ("momentum_decays", [0.9] * 10**5, "momentum_decays must be a list of at most 8"),
+    ("momentum_decays", ["0.9"], "rnnprop's arguments must be numbers"),
+    ("epsilon", float("nan"), "rnnprop's arguments must be numbers"),
   ],
 )
 def test_bad_cell_arguments_are_refused(opt_dir, key, value, match):
+  owners = {"window_size": "NTMLBFGS", "momentum_decays": "RNNprop", "epsilon": "RNNprop"}
 
   def edit(config):
     _cell_args(config)[key] = value
-    if key == "window_size":  # an NTMLBFGS argument
-      config["cells"]["all"]["registered_name"] = "l2l_tf>NTMLBFGS"
+    if key in owners:  # another cell's argument
+      config["cells"]["all"]["registered_name"] = f"l2l_tf>{owners[key]}"
 
   _edit_config(opt_dir, edit)
   _refused(opt_dir, match)

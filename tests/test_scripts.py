@@ -135,6 +135,10 @@ def test_evaluate_refuses_a_directory_that_is_not_an_optimizer(tmp_path):
     (["--imitate=adam", "--imitation_trajectories=1"], "NAME:LEARNING_RATE"),
     (["--imitate=adam:-0.1", "--imitation_trajectories=1"], "NAME:LEARNING_RATE"),
     (["--imitation_trajectories=2"], "imitate and imitation_trajectories"),
+    (["--cell_config={"], "--cell_config is not valid JSON"),
+    (["--cell_config=[40]"], "--cell_config must be a JSON object"),
+    (['--cell_config={"hiden_sizes": [4]}'], "hiden_sizes"),
+    (["--init_from=x", "--grow_from=y"], "--init_from keeps its optimizer's cell"),
   ],
 )
 def test_train_bad_input_fails_without_touching_the_output(args, message, tmp_path):
@@ -290,3 +294,29 @@ def test_generalization_writes_table_json_and_summary(tmp_path):
     assert row.endswith("yes |" if learned_best else "no |")
   for name in ("summary.png", "base.png", "relu.png"):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_train_grow_from_starts_where_the_grown_optimizer_was(trained, tmp_path):
+  from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top
+
+  out = str(tmp_path / "grown")
+  result = _run(
+    "train.py",
+    f"--output_dir={out}",
+    f"--grow_from={trained}",
+    "--optimizer=rnnprop",
+    '--cell_config={"raw_gradient": true, "bounded": false, "initial_learning_rate": 0}',
+    "--epochs=1",
+    "--trajectories_per_epoch=1",
+    "--num_steps=20",
+    "--unroll_length=10",
+    "--num_validation_problems=8",
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  _, start_metadata = optimizer_format.load_rule(trained)
+  # The grown optimizer steps as the trained one: the same validation loss before training.
+  assert f"initial validation loss {start_metadata['best_validation_loss']:.4g}" in result.stdout
+  rule, metadata = optimizer_format.load_rule(out)
+  assert type(rule.cells["all"]).__name__ == "RNNprop"
+  assert metadata["init_from"]["path"] == trained
+  assert metadata["init_from"]["metadata"]["grown_into"] == "rnnprop"
