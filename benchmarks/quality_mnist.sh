@@ -10,8 +10,9 @@
 # 500 test digits). --retrain first reproduces savedmodels/mnist's recipe in a temporary
 # directory and evaluates that optimizer: stage 1 on the embedded sample (truncated unrolls of
 # 20), then on --data_dir, which it then needs: stage 2 (untruncated, 100 steps), 3 (200 steps
-# in truncations of 100), 4 (untruncated, 100 steps, a mix of four networks) and 5 (the mix,
-# 200 steps untruncated). About 3.5 hours on a quiet 2-core CPU.
+# in truncations of 100), 4 (untruncated, 100 steps, a mix of four networks), 5 (the mix,
+# 200 steps untruncated) and 6 (stage 5 grown into rnnprop, whose new Adam-normalised inputs
+# start at zero weight; the mix, 200 steps untruncated). About 4 hours on a quiet 2-core CPU.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/flags.sh"
 retrain=false
@@ -24,7 +25,7 @@ for arg in "$@"; do
   esac
 done
 if $retrain && [[ -z "$data_dir" ]]; then
-  usage_error "--retrain needs --data_dir (stages 2 to 5 train on full MNIST)"
+  usage_error "--retrain needs --data_dir (stages 2 to 6 train on full MNIST)"
 fi
 data=()
 if [[ -n "$data_dir" ]]; then data=(--dataset_source=idx "--data_dir=$data_dir"); fi
@@ -48,7 +49,12 @@ if $retrain; then
       --output_dir="$out/stage4" --epochs=40
   python scripts/train.py "${full[@]}" "${mix[@]}" --init_from="$out/stage4/best" \
       --output_dir="$out/stage5" --epochs=12 --num_steps=200 --unroll_length=200
-  optimizer="$out/stage5/best"
+  python scripts/train.py "${full[@]}" "${mix[@]}" --grow_from="$out/stage5/best" \
+      --optimizer=rnnprop \
+      --cell_config='{"raw_gradient": true, "bounded": false, "initial_learning_rate": 0}' \
+      --output_dir="$out/stage6" --epochs=6 --num_steps=200 --unroll_length=200 \
+      --meta_learning_rate=0.0003
+  optimizer="$out/stage6/best"
 fi
 python scripts/evaluate.py --problem=mnist --optimizer_path="$optimizer" --num_problems=20 \
     "${data[@]}" --output_json="$out/eval.json" --output_plot="$out/eval.png"

@@ -28,6 +28,7 @@ import numpy as np
 from l2l_tf import atomic_files
 from l2l_tf import cli
 from l2l_tf import evaluation
+from l2l_tf.training import run_directory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -212,10 +213,10 @@ def _short_path(path):
 def _best_record(history):
   """{epoch, validation_loss} of what the run's best/ holds (epoch 0: the optimizer it started
   from, when no epoch validated better)."""
-  last = history[-1]
-  if "best_epoch" in last:
-    return {"epoch": last["best_epoch"], "validation_loss": last["best_validation_loss"]}
-  return min(history, key=lambda h: h["validation_loss"])  # histories before best_epoch
+  return {
+    "epoch": run_directory.best_epoch(history),
+    "validation_loss": history[-1]["best_validation_loss"],
+  }
 
 
 def training_rows(runs):
@@ -726,11 +727,19 @@ PANELS = (
   ),
   _seeds_panel(
     "mnist_seeds",
-    "MNIST, meta-training seeds of the shipped recipe (all five stages)",
+    "MNIST, meta-training seeds of the shipped recipe (all six stages)",
     "mnist_seeds.json",
-    ("netmix200", "netmix200_s1", "netmix200_s2"),
-    "savedmodels/mnist (seed 0: netmix200) and stages 2-5 rerun with --seed=1 and --seed=2 "
+    ("g200", "g200_s1", "g200_s2"),
+    "savedmodels/mnist (seed 0: g200) and stages 2-6 rerun with --seed=1 and --seed=2 "
     "(stage 1, savedmodels/mnist_sample, shared)",
+  ),
+  _seeds_panel(
+    "mnist_seeds_stage5",
+    "MNIST, meta-training seeds of stages 1-5 of the shipped recipe",
+    "mnist_seeds_stage5.json",
+    ("netmix200", "netmix200_s1", "netmix200_s2"),
+    "the optimizer after stage 5 of the six (seed 0: netmix200, shipped before stage 6 was "
+    "added) and stages 2-5 rerun with --seed=1 and --seed=2",
   ),
   _seeds_panel(
     "mnist_seeds_stage3",
@@ -753,7 +762,7 @@ PANELS = (
   ),
   _runs_by_column_panel(
     "mnist_stage6_candidate",
-    "MNIST, a 1,000-step stage after the shipped recipe",
+    "MNIST, a 1,000-step stage after stage 5",
     tuple(
       (f"step {step}", "results/mnist_stage6_candidate.json", step)
       for step in ("100", "200", "1000")
@@ -763,16 +772,32 @@ PANELS = (
         "mnist_stage6_candidate.json", ("netmix200", "long1000"), "--horizons=100,200,1000"
       ),
     ),
-    "The shipped optimizer (netmix200) and long1000, fine-tuned from it on 1,000-step "
+    "Stage 5 (netmix200) and long1000, fine-tuned from it on 1,000-step "
     "trajectories, on the same 20 t10k runs as the MNIST panels; tuned baselines at step "
     "1,000: the 1,000-step panel.",
   ),
   _runs_by_column_panel(
+    "mnist_growth",
+    "MNIST, growth into rnnprop (stage 6 of the shipped recipe)",
+    tuple((f"step {step}", "results/mnist_growth.json", step) for step in ("100", "200", "1000")),
+    (
+      _seeds_command(
+        "mnist_growth.json", ("netmix200", "g200", "g1000"), "--horizons=100,200,1000"
+      ),
+    ),
+    "Stage 5 (netmix200) and, grown from it into an rnnprop cell that also reads the "
+    "Adam-normalised gradient and momenta (train.py --grow_from; the new inputs start at zero "
+    "weight), g200 (the same four networks, 200 untruncated steps, meta learning rate 0.0003: "
+    "stage 6, shipped) and g1000 (1,000-step trajectories in unrolls of 200, 10 per epoch; "
+    "stopped after 3 of 12 epochs, best at epoch 1), on the same 20 t10k runs as the MNIST "
+    "panels, whose tuned baselines apply (step 1,000: the 1,000-step panel).",
+  ),
+  _runs_by_column_panel(
     "mnist_random_scale",
-    "MNIST, random objective scaling after the shipped recipe",
+    "MNIST, random objective scaling after stage 5",
     RANDOM_SCALE_COLUMNS,
     RANDOM_SCALE_COMMANDS,
-    "The shipped optimizer (netmix200) and rs200 (from it: the same four networks and 200 "
+    "Stage 5 (netmix200) and rs200 (from it: the same four networks and 200 "
     "untruncated steps, with --random_scale=10 and meta learning rate 0.0003; stopped after 4 "
     "of 12 epochs, its validation worse than its start each epoch: the training table), "
     "on the same 20 t10k runs as the MNIST panels, whose tuned baselines apply.",

@@ -30,6 +30,7 @@ from l2l_tf.problems import mlp
 from l2l_tf.training import distribute
 from l2l_tf.training import growth
 from l2l_tf.training import meta_trainer
+from l2l_tf.training import run_directory
 from l2l_tf.training import unroll as unroll_lib
 
 cli.define_problem_flags()
@@ -368,7 +369,7 @@ def main(argv):
     print(target.describe(), flush=True)
   history = trainer.train(FLAGS.output_dir)
   best = min(h["best_validation_loss"] for h in history) if history else float("nan")
-  if history and meta_trainer.best_epoch(history) == 0:
+  if history and run_directory.best_epoch(history) == 0:
     print(
       f"no epoch improved on {trainer.initial_optimizer} (validation loss {best:.4g}); "
       f"{FLAGS.output_dir}/best holds it"

@@ -415,8 +415,8 @@ def test_seed_keras_fit_and_training_panels_read_their_files(tmp_path):
   (run / "history.json").write_text(
     json.dumps(
       [
-        {"epoch": 1, "validation_loss": 0.5, "epoch_seconds": 60},
-        {"epoch": 2, "validation_loss": 0.4, "epoch_seconds": 120},
+        {"epoch": 1, "validation_loss": 0.5, "epoch_seconds": 60, "best_validation_loss": 0.5},
+        {"epoch": 2, "validation_loss": 0.4, "epoch_seconds": 120, "best_validation_loss": 0.4},
       ]
     )
   )
@@ -441,7 +441,13 @@ def test_seed_keras_fit_and_training_panels_read_their_files(tmp_path):
   (run / "history.json").write_text(
     json.dumps(
       [
-        {"epoch": 1, "validation_loss": 0.5, "epoch_seconds": 60, "best_epoch": 0},
+        {
+          "epoch": 1,
+          "validation_loss": 0.5,
+          "epoch_seconds": 60,
+          "best_epoch": 0,
+          "best_validation_loss": 0.4,
+        },
         {
           "epoch": 2,
           "validation_loss": 0.45,

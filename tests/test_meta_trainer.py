@@ -11,6 +11,7 @@ import tensorflow as tf
 import l2l_tf
 from l2l_tf import optimizer_format
 from l2l_tf.training import meta_trainer
+from l2l_tf.training import run_directory
 
 
 def _trainer(log=None, problem=None, **overrides):
@@ -76,7 +77,7 @@ def test_non_finite_meta_loss_is_reported_and_skipped(tmp_path):
   history = trainer.train(str(tmp_path / "run"))
   assert history[0]["skipped_updates"] == 2
   # Every update skipped: best/ is still the untrained optimizer, and says so.
-  assert history[0]["best_epoch"] == meta_trainer.best_epoch(history) == 0
+  assert history[0]["best_epoch"] == run_directory.best_epoch(history) == 0
   _, metadata = optimizer_format.load_rule(str(tmp_path / "run"))
   assert metadata["untrained"] and metadata["epoch"] == 0
 

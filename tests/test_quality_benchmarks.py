@@ -176,7 +176,7 @@ def test_quality_mnist_retrain_trains_then_evaluates_its_own_optimizer(run_scrip
     (
       MNIST,
       ["--retrain"],
-      "error: --retrain needs --data_dir (stages 2 to 5 train on full MNIST)",
+      "error: --retrain needs --data_dir (stages 2 to 6 train on full MNIST)",
     ),
   ],
 )

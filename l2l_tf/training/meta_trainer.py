@@ -31,7 +31,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
@@ -220,19 +220,6 @@ def resolve_jit_compile(setting: str | bool) -> bool:
 def trajectory_seed(seed: int, epoch: int, index: int) -> int:
   """Training seeds, disjoint from the small seeds used for validation and test problems."""
   return int((seed * 1_000_003 + epoch * 10_007 + index) % (2**31 - 1)) + 1_000_000
-
-
-def best_epoch(history: Sequence[Mapping[str, Any]]) -> int:
-  """The epoch whose optimizer best/ holds, per a run's history; 0 is the untrained one."""
-  for record in reversed(history):
-    if "best_epoch" in record:
-      return record["best_epoch"]
-    # A record written before best_epoch existed: the epoch that set the best loss.
-    if math.isfinite(record["validation_loss"]) and (
-      record["validation_loss"] == record["best_validation_loss"]
-    ):
-      return record["epoch"]
-  return 0
 
 
 def _write_summaries(writer, record):
@@ -792,7 +779,7 @@ class MetaTrainer:
     streak = int(run.skip_streak.numpy())
     if not limit or streak < limit:
       return
-    kept = best_epoch(run.history)
+    kept = run_directory.best_epoch(run.history)
     raise TrainingDivergedError(
       f"meta-training stopped in epoch {epoch + 1}, trajectory {index + 1}: {streak} "
       "meta-updates in a row were skipped for a non-finite meta-loss or meta-gradient "
@@ -814,7 +801,7 @@ class MetaTrainer:
     if improved:
       self._record_best(run.output_dir, record["validation_loss"], epoch)
     record["best_validation_loss"] = float(self.best_validation.numpy())
-    record["best_epoch"] = epoch if improved else best_epoch(run.history)
+    record["best_epoch"] = epoch if improved else run_directory.best_epoch(run.history)
     run.history.append(record)
     self.epoch.assign(epoch)
     run.history_json.assign(json.dumps(run.history))

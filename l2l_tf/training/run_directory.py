@@ -13,6 +13,7 @@ checkpoints/ (ckpt-N_temp/, checkpoint.tmp<hex>). Call it only while holding the
 
 import contextlib
 import fcntl
+import math
 import os
 import re
 import shutil
@@ -87,3 +88,16 @@ def remove_leftovers(directory):
     for entry in _remove_matching(os.path.join(directory, CHECKPOINTS), _CHECKPOINT_TEMPORARIES)
   ]
   return removed
+
+
+def best_epoch(history) -> int:
+  """The epoch whose optimizer best/ holds, per a run's history; 0 is the untrained one."""
+  for record in reversed(history):
+    if "best_epoch" in record:
+      return record["best_epoch"]
+    # A record written before best_epoch existed: the epoch that set the best loss.
+    if math.isfinite(record["validation_loss"]) and (
+      record["validation_loss"] == record["best_validation_loss"]
+    ):
+      return record["epoch"]
+  return 0
