@@ -155,26 +155,33 @@ def test_train_refuses_a_directory_holding_another_run(trained):
   assert os.path.isfile(os.path.join(trained, "best", "optimizer.json"))
 
 
-def test_train_init_from_starts_from_the_given_optimizer(trained, tmp_path):
+def _one_epoch_from(trained, out, *flags):
+  """One short epoch of train.py started from `trained` (by the given flags); checks that
+  before any meta-update its validation loss (same problems and metric as the trained run) is
+  the trained optimizer's best. Returns (the run's result, the trained optimizer's metadata)."""
   from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top
 
-  out = str(tmp_path / "finetuned")
   result = _run(
     "train.py",
     f"--output_dir={out}",
-    f"--init_from={trained}",
     "--epochs=1",
     "--trajectories_per_epoch=1",
     "--num_steps=20",
     "--unroll_length=10",
     "--num_validation_problems=8",
-    "--meta_objective=log_loss",
+    *flags,
   )
   assert result.returncode == 0, result.stderr[-2000:]
-  # Same validation problems and metric as the starting run: before any meta-update the
-  # fine-tuning run's validation loss is the starting optimizer's best.
   _, start_metadata = optimizer_format.load_rule(trained)
   assert f"initial validation loss {start_metadata['best_validation_loss']:.4g}" in result.stdout
+  return result, start_metadata
+
+
+def test_train_init_from_starts_from_the_given_optimizer(trained, tmp_path):
+  out = str(tmp_path / "finetuned")
+  result, start_metadata = _one_epoch_from(
+    trained, out, f"--init_from={trained}", "--meta_objective=log_loss"
+  )
   with open(os.path.join(out, "run.json")) as f:
     run = json.load(f)
   assert run["config"]["meta_objective"] == "log_loss"
@@ -300,22 +307,14 @@ def test_train_grow_from_starts_where_the_grown_optimizer_was(trained, tmp_path)
   from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top
 
   out = str(tmp_path / "grown")
-  result = _run(
-    "train.py",
-    f"--output_dir={out}",
+  # The grown optimizer steps as the trained one (_one_epoch_from checks the validation loss).
+  _one_epoch_from(
+    trained,
+    out,
     f"--grow_from={trained}",
     "--optimizer=rnnprop",
     '--cell_config={"raw_gradient": true, "bounded": false, "initial_learning_rate": 0}',
-    "--epochs=1",
-    "--trajectories_per_epoch=1",
-    "--num_steps=20",
-    "--unroll_length=10",
-    "--num_validation_problems=8",
   )
-  assert result.returncode == 0, result.stderr[-2000:]
-  _, start_metadata = optimizer_format.load_rule(trained)
-  # The grown optimizer steps as the trained one: the same validation loss before training.
-  assert f"initial validation loss {start_metadata['best_validation_loss']:.4g}" in result.stdout
   rule, metadata = optimizer_format.load_rule(out)
   assert type(rule.cells["all"]).__name__ == "RNNprop"
   assert metadata["init_from"]["path"] == trained
