@@ -102,7 +102,8 @@ _SHIPPED = {}
 
 
 def _like_shipped(name):
-  """A 2 x 20 cell of kind `name` holding the shipped MNIST LSTM's weights (an NTM's extra
+  """A 2 x 20 cell of kind `name` holding the shipped MNIST optimizer's LSTM weights (the
+  shipped rnnprop's first-layer rows beyond the paper's two inputs are left out; an NTM's extra
   first-layer rows and heads keep their initial values)."""
   if not _SHIPPED:
     shipped = optimizer_format.load_rule(os.path.join(ROOT, "savedmodels", "mnist"))[0].cells["all"]
@@ -111,8 +112,8 @@ def _like_shipped(name):
   for weight in cell.weights:
     if weight.name in _SHIPPED:
       value = weight.numpy()
-      source = _SHIPPED[weight.name]
-      value[tuple(slice(0, d) for d in source.shape)] = source
+      overlap = tuple(slice(0, min(a, b)) for a, b in zip(value.shape, _SHIPPED[weight.name].shape))
+      value[overlap] = _SHIPPED[weight.name][overlap]
       weight.assign(value)
   return cell
 
