@@ -472,7 +472,7 @@ def _generalization_panel(key, title, variant):
     title,
     f"{GENERALIZATION_DIR}/generalization.json",
     f"python scripts/generalization.py --optimizer_path=savedmodels/mnist {MNIST_FULL} "
-    f"--output_dir={GENERALIZATION_DIR}",
+    f"--sweep --output_dir={GENERALIZATION_DIR}",
     lambda data: generalization_rows(data[variant]),
     figure=f"{GENERALIZATION_DIR}/{variant.replace(' ', '_')}.png",
     paper_step="100" if variant in PAPER_VARIANTS else None,
