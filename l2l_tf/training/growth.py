@@ -19,21 +19,17 @@ _CHECK_STEPS = 4
 _CHECK_COORDINATES = 64
 
 
-def _weight_name(weight) -> str:
-  return weight.name.split("/")[-1]
-
-
 def embed_weights(cell, source_cell) -> None:
   """Writes source_cell's weights into cell's same-named ones (zero-padded along axis 0)."""
-  source_weights = {_weight_name(w): w for w in source_cell.weights}
+  source_weights = {w.name: w for w in source_cell.weights}
   for weight in cell.weights:
-    source = source_weights.pop(_weight_name(weight), None)
+    source = source_weights.pop(weight.name, None)
     if source is None:
       continue  # a weight of the new inputs only; the check proves it starts neutral
     have, want = tuple(source.shape), tuple(weight.shape)
     if have[1:] != want[1:] or have[:1] > want[:1]:
       raise ValueError(
-        f"cannot grow {type(source_cell).__name__}'s {_weight_name(weight)} {list(have)} into "
+        f"cannot grow {type(source_cell).__name__}'s {weight.name} {list(have)} into "
         f"{type(cell).__name__}'s {list(want)}: only rows (new inputs) may be added"
       )
     value = np.zeros(want, weight.dtype)
