@@ -1,6 +1,5 @@
 """Shared pieces of the absl command-line programs in scripts/."""
 
-import json
 import os
 import re
 import sys
@@ -78,15 +77,15 @@ def parse_ints(values, flag):
 
 
 def parse_json_object(text, flag):
-  """A flag's JSON object as a dict ({} for an empty flag), or a one-line error naming the flag."""
+  """A flag's JSON object as a dict ({} for an empty flag), or a one-line error naming the flag.
+
+  Parsed as optimizer files are (optimizer_format.parse_json: nesting depth bounded).
+  """
   if not text:
     return {}
-  try:
-    value = json.loads(text)
-  except json.JSONDecodeError as e:
-    raise ValueError(
-      f"{flag} is not valid JSON ({e.msg} at character {e.pos}): {text[:80]!r}"
-    ) from None
+  from l2l_tf import optimizer_format  # pylint: disable=g-import-not-at-top  # loads Keras
+
+  value = optimizer_format.parse_json(text, flag)
   if not isinstance(value, dict):
     raise ValueError(f"{flag} must be a JSON object such as '{{\"hidden_sizes\": [40, 40]}}'")
   return value
