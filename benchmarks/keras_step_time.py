@@ -87,9 +87,9 @@ def state_per_param(model, optimizer):
   return params, floats / params, state_bytes / params
 
 
-def _compiled(name, jit, refusals):
-  """(model, optimizer) for "adam" or a registry cell name; None if the optimizer refuses the
-  model (printed, and kept in refusals {name: message})."""
+def _compiled(name, jit):
+  """((model, optimizer), None) for "adam" or a registry cell name, or (None, message) if the
+  optimizer refuses the model (printed)."""
   model = make_model()
   optimizer = (
     keras.optimizers.Adam(1e-3)
@@ -105,23 +105,24 @@ def _compiled(name, jit, refusals):
     optimizer.build(model.trainable_variables)
   except ValueError as e:
     print(f"RESULT optimizer={name} jit={str(jit).lower()} refused={str(e)!r}", flush=True)
-    refusals[name] = str(e)
-    return None
-  return model, optimizer
+    return None, str(e)
+  return (model, optimizer), None
 
 
-def compare(jit, refusals):
+def compare(jit):
   """Median batch times of Adam and each learned optimizer, measured in alternating rounds
-  so that all see the same machine load (this CPU is shared); returns {name: timing row}, each
-  with its wall and CPU time ratios to Adam's."""
+  so that all see the same machine load (this CPU is shared); returns ({name: timing row}, each
+  with its wall and CPU time ratios to Adam's, {name: why the optimizer refused the model})."""
   rng = np.random.default_rng(0)
   per_round = max(10, _STEPS.value // _ROUNDS.value)
   x = rng.random((_BATCH * per_round, 784), dtype=np.float32)
   y = rng.integers(0, 10, _BATCH * per_round)
   runs = {}
+  refusals = {}
   for name in ["adam"] + _CELLS.value:
-    compiled = _compiled(name, jit, refusals)
+    compiled, refusal = _compiled(name, jit)
     if compiled is None:
+      refusals[name] = refusal
       continue
     model, _ = compiled
     model.fit(
@@ -157,7 +158,7 @@ def compare(jit, refusals):
   for row in results.values():
     row["over_adam_step_time"] = row["step_ms"] / results["adam"]["step_ms"]
     row["over_adam_cpu_time"] = row["cpu_ms"] / results["adam"]["cpu_ms"]
-  return results
+  return results, refusals
 
 
 def main(argv):
@@ -173,8 +174,7 @@ def main(argv):
   headline = None
   timings = {}
   for jit in settings:
-    refusals = {}
-    rows = compare(jit, refusals)
+    rows, refusals = compare(jit)
     timings[str(jit).lower()] = {"optimizers": rows, "refused": refusals}
     for name, row in rows.items():
       if name == "adam":
