@@ -133,10 +133,7 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
   def build(self, input_shape: Sequence[int | None] | None = None) -> None:
     if self.built:
       return
-    top = self.build_lstm_layers(self.preprocessor.num_features)
-    self.output_kernel = self.add_weight(
-      name="output_kernel", shape=(top, 1), initializer=keras.initializers.RandomNormal(stddev=0.01)
-    )
+    self.add_output_kernel(self.build_lstm_layers(self.preprocessor.num_features))
     self.output_bias = self.add_weight(name="output_bias", shape=(1,), initializer="zeros")
     self.built = True
 
@@ -161,6 +158,13 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
       self.lstm_weights.append((kernel, recurrent, bias))
       in_features = units
     return in_features
+
+  def add_output_kernel(self, top: int) -> None:
+    """Creates the linear output's kernel on the top layer's `top` units (small: early updates
+    stay near zero)."""
+    self.output_kernel = self.add_weight(
+      name="output_kernel", shape=(top, 1), initializer=keras.initializers.RandomNormal(stddev=0.01)
+    )
 
   @property
   def state_size(self) -> list[int | None]:

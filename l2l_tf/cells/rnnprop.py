@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from l2l_tf.cells import base
@@ -90,10 +89,7 @@ class RNNprop(coordinatewise_lstm.CoordinatewiseLSTM):
   def build(self, input_shape: Sequence[int | None] | None = None) -> None:
     if self.built:
       return
-    top = self.build_lstm_layers(self.num_inputs * self.preprocessor.num_features)
-    self.output_kernel = self.add_weight(
-      name="output_kernel", shape=(top, 1), initializer=keras.initializers.RandomNormal(stddev=0.01)
-    )
+    self.add_output_kernel(self.build_lstm_layers(self.num_inputs * self.preprocessor.num_features))
     # The skip starts as Adam: weight on the momentum whose decay is nearest Adam's 0.9.
     adam_like = min(
       range(len(self.momentum_decays)), key=lambda k: abs(self.momentum_decays[k] - 0.9)
