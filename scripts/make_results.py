@@ -444,6 +444,7 @@ class Panel:
   command: str  # what writes the panel's files (shown when one is missing)
   rows: Callable  # result file's JSON -> table rows
   figure: Optional[str] = None  # relative to the repository root
+  more_figures: tuple = ()  # shown after figure (neural art: the stylised images)
   paper_step: Optional[str] = None  # the step the paper's values are read at
   note: str = ""
   columns: tuple = LOSS_COLUMNS
@@ -494,11 +495,17 @@ def _mnist_panel(key, title, horizon):
   )
 
 
-def _seeds_command(result_file, runs, extra_flags="--horizons=100,200"):
-  """benchmarks/mnist_seeds.py over results/training/RUN/best of each run (RUN/X: that path)."""
-  paths = ",".join(f"results/training/{run}" + ("" if "/" in run else "/best") for run in runs)
+def _seeds_command(
+  result_file,
+  runs,
+  extra_flags="--horizons=100,200",
+  problem_flags=f"--problem=mnist {MNIST_FULL}",
+  runs_dir="results/training",
+):
+  """benchmarks/mnist_seeds.py over RUNS_DIR/RUN/best of each run (RUN/X: that path)."""
+  paths = ",".join(f"{runs_dir}/{run}" + ("" if "/" in run else "/best") for run in runs)
   return (
-    f"python benchmarks/mnist_seeds.py --problem=mnist {MNIST_FULL} --optimizer_paths={paths} "
+    f"python benchmarks/mnist_seeds.py {problem_flags} --optimizer_paths={paths} "
     f"{extra_flags} --output_json=results/{result_file}"
   )
 
@@ -626,13 +633,42 @@ def _neural_art_panel(key, title, extra_flags):
     title,
     f"results/{key}.json",
     _evaluate_command(
-      f"--problem=neural_art --optimizer_path=savedmodels/neural_art --num_steps=128{extra_flags}",
+      "--problem=neural_art --optimizer_path=savedmodels/neural_art"
+      f"{extra_flags} --num_problems=20 --num_tuning_problems=2 --num_steps=128",
       key,
     ),
     evaluation_rows,
     figure=f"docs/figures/{key}.png",
-    note="Paper's Figure 8 (curves only: no values in PAPER.md's table).",
+    more_figures=(f"docs/figures/{key}_images.png",),
+    note="savedmodels/neural_art (stage 4 of the neural-art meta-training table: meta-trained "
+    "on 64x64 crops, style gravel) on 20 held-out content crops, random-filter features; "
+    "baselines tuned on 2 other crops. The paper's Figure 8 has curves only (no values in "
+    "PAPER.md's table).",
   )
+
+
+# The neural-art settings of the paper's Figure 8: (result-file suffix, title, evaluate flags).
+NEURAL_ART_SETTINGS = (
+  ("64", "64x64", ""),
+  ("second_style", "second style (brick)", " --style=brick"),
+  ("128", "128x128", " --image_size=128"),
+)
+# Stage 2, the shipped stage 4 (grown from it), stage 4 at meta lr 1e-3, stage 4 with seeds 2, 3.
+NEURAL_ART_GROWTH_RUNS = ("stage2", "stage4", "stage4_lr001", "stage4_s2", "stage4_s3")
+NEURAL_ART_GROWTH_COLUMNS = tuple(
+  (title, f"results/neural_art_growth_{suffix}.json", "128")
+  for suffix, title, _ in NEURAL_ART_SETTINGS
+)
+NEURAL_ART_GROWTH_COMMANDS = tuple(
+  _seeds_command(
+    f"neural_art_growth_{suffix}.json",
+    NEURAL_ART_GROWTH_RUNS,
+    "--horizons=128",
+    f"--problem=neural_art{flags}",
+    "results/neural_art_training",
+  )
+  for suffix, _, flags in NEURAL_ART_SETTINGS
+)
 
 
 def _neural_art_candidate_panel(suffix, title, extra_flags):
@@ -640,7 +676,7 @@ def _neural_art_candidate_panel(suffix, title, extra_flags):
   key = f"neural_art_candidate_{suffix}"
   return Panel(
     key,
-    f"Neural Art, {title}: the best candidate so far (not shipped)",
+    f"Neural Art, {title}: stage 2, before growth (not shipped)",
     f"results/{key}.json",
     _evaluate_command(
       "--problem=neural_art --optimizer_path=results/neural_art_training/stage2/best"
@@ -649,9 +685,10 @@ def _neural_art_candidate_panel(suffix, title, extra_flags):
     ),
     evaluation_rows,
     figure=f"docs/figures/{key}.png",
+    more_figures=(f"docs/figures/{key}_images.png",),
     note="Stage 2 of the neural-art meta-training table (meta-trained on 64x64 crops, style "
-    "gravel) on 8 held-out content crops, random-filter features; baselines tuned on 2 other "
-    "crops.",
+    "gravel; the best optimizer before growth into rnnprop) on 8 held-out content crops, "
+    "random-filter features; baselines tuned on 2 other crops.",
   )
 
 
@@ -868,9 +905,24 @@ PANELS = (
     note="Style gravel, 64x64 crops, random-filter features (no VGG19 weights here), 128 "
     "steps. stage1 fine-tunes savedmodels/mnist as it was then (the optimizer after stage 3 "
     "of the MNIST recipe); stage2 starts from stage1 (recorded under its earlier path "
-    "results/training/neural_art_stage1), stage3 from stage2. Validation: 4 (stage1) or 8 "
-    "problems, mean loss over the last unroll; each run draws its own validation problems "
-    "(its seed), so compare epochs within a run.",
+    "results/training/neural_art_stage1), stage3 (untruncated 128-step unrolls; not used) "
+    "from stage2. stage4 grows stage2 into an rnnprop cell that also reads the "
+    "Adam-normalised gradient and momenta (train.py --grow_from; shipped as "
+    "savedmodels/neural_art); stage4_lr001 is the same at meta learning rate 0.001, "
+    "stage4_s2 and stage4_s3 with --seed=2 and 3. Validation: 4 (stage1) or 8 problems, mean "
+    "loss over the last unroll; each run draws its own validation problems (its seed), so "
+    "compare epochs within a run.",
+  ),
+  _runs_by_column_panel(
+    "neural_art_growth",
+    "Neural Art, growth into rnnprop and meta-training seeds",
+    NEURAL_ART_GROWTH_COLUMNS,
+    NEURAL_ART_GROWTH_COMMANDS,
+    "Loss at step 128 of each run's best optimizer (results/neural_art_training/RUN/best) on "
+    "the same 20 held-out runs as the Neural Art panels, whose tuned baselines apply: stage2 "
+    "(before growth, the candidate of earlier sessions), stage4 (shipped: stage2 grown into "
+    "rnnprop, seed 1), stage4_lr001 (meta learning rate 0.001) and stage4_s2, stage4_s3 "
+    "(stage 4 rerun with --seed=2 and 3 from the same stage2; stages 1 and 2 were run once).",
   ),
   _neural_art_candidate_panel("64", "64x64", ""),
   _neural_art_candidate_panel("128", "128x128", " --image_size=128"),
@@ -1048,9 +1100,14 @@ def panel_section(root, output_dir, panel, data):
   lines += markdown_table(panel.columns, rows) + [""]
   if panel.columns is LOSS_COLUMNS:
     lines += paired_difference_line(rows)
-  if panel.figure and os.path.exists(os.path.join(root, panel.figure)):
-    link = os.path.relpath(os.path.join(root, panel.figure), output_dir)
-    lines += [f"![{panel.title}]({link})", ""]
+  figures = [(panel.title, panel.figure)]
+  figures += [
+    (f"{panel.title}, figure {i + 2}", figure) for i, figure in enumerate(panel.more_figures)
+  ]
+  for alt, figure in figures:
+    if figure and os.path.exists(os.path.join(root, figure)):
+      link = os.path.relpath(os.path.join(root, figure), output_dir)
+      lines += [f"![{alt}]({link})", ""]
   return lines + provenance_lines(panel, data) + [""]
 
 

@@ -619,3 +619,32 @@ def test_keras_step_time_rows_read_each_optimizer_and_the_refusal():
   assert rows["ntm_bfgs"]["refused"] == "refused: too big"
   wall = dict(make_results.KERAS_STEP_COLUMNS)["wall / Adam's"]
   assert wall(rows["lstm"]) == "5.00" and wall(rows["ntm_bfgs"]) == "refused: too big"
+
+
+def test_neural_art_panels_show_the_stylised_images_and_the_growth_table(tmp_path):
+  finals = {"learned": (None, 0.5077, 0.13), "adam": (0.316, 0.5096, 0.13)}
+  _write(tmp_path, "results/neural_art_64.json", _evaluation(128, finals))
+  figures = tmp_path / "docs" / "figures"
+  figures.mkdir(parents=True)
+  (figures / "neural_art_64_images.png").write_bytes(b"\x89PNG")  # no loss-curve figure
+  section = _section(make_results.render(str(tmp_path)), "neural_art_64")
+  assert "![Neural Art, 64x64, figure 2](figures/neural_art_64_images.png)" in section
+  assert not any("figures/neural_art_64.png" in line for line in section)
+
+  def path(run):
+    return f"results/neural_art_training/{run}/best"
+
+  for suffix, (grown, before) in {
+    "64": (0.5077, 0.5112),
+    "second_style": (0.4162, 0.431),
+    "128": (0.5093, 0.5131),
+  }.items():
+    losses = {path("stage2"): {"128": before}, path("stage4"): {"128": grown}}
+    _write(tmp_path, f"results/neural_art_growth_{suffix}.json", _seeds_file(losses, suffix))
+  section = _section(make_results.render(str(tmp_path)), "neural_art_growth")
+  assert _table_rows(section) == [  # best first; columns in the settings' order
+    ["stage4/best", "0.5077", "0.4162", "0.5093"],
+    ["stage2/best", "0.5112", "0.431", "0.5131"],
+  ]
+  growth = next(p for p in make_results.PANELS if p.key == "neural_art_growth")
+  assert "--problem=neural_art --style=brick --optimizer_paths=" in growth.command

@@ -19,6 +19,7 @@ ROOT = repo_paths.ROOT
 VERDICT = os.path.join(ROOT, "benchmarks", "verdict.py")
 QUADRATIC = os.path.join(ROOT, "benchmarks", "quality_quadratic.sh")
 MNIST = os.path.join(ROOT, "benchmarks", "quality_mnist.sh")
+NEURAL_ART = os.path.join(ROOT, "benchmarks", "quality_neural_art.sh")
 
 
 def _results(**final_losses):
@@ -165,6 +166,38 @@ def test_quality_mnist_retrain_trains_then_evaluates_its_own_optimizer(run_scrip
   assert optimizer.startswith(f"--optimizer_path={tmp_path / 'work'}/")  # the retrained one
 
 
+def test_quality_neural_art_evaluates_the_three_settings_of_one_optimizer(run_script, tmp_path):
+  result, commands = run_script(NEURAL_ART, "--output_dir=na")
+  assert result.returncode == 0, result.stderr
+  out = os.path.realpath(tmp_path / "work" / "na")
+  evaluations = [c.split() for c in commands if c.startswith("scripts/evaluate.py ")]
+  assert [[a for a in e if a.startswith(("--style", "--image_size"))] for e in evaluations] == [
+    [],
+    ["--style=brick"],
+    ["--image_size=128"],
+  ]
+  for evaluation, setting in zip(evaluations, ("64", "second_style", "128")):
+    assert "--optimizer_path=savedmodels/neural_art" in evaluation
+    assert f"--output_json={out}/{setting}.json" in evaluation
+  verdicts = [c.split()[1:] for c in commands if c.startswith("benchmarks/verdict.py ")]
+  assert verdicts == [[f"--eval_json={out}/{s}.json"] for s in ("64", "second_style", "128")]
+  assert not [c for c in commands if c.startswith("scripts/train.py")]
+
+
+def test_quality_neural_art_retrain_grows_its_own_stage_and_evaluates_it(run_script, tmp_path):
+  result, commands = run_script(NEURAL_ART, "--retrain", "--output_dir=na")
+  assert result.returncode == 0, result.stderr
+  out = os.path.realpath(tmp_path / "work" / "na")
+  trainings = [c.split() for c in commands if c.startswith("scripts/train.py ")]
+  assert [next(a for a in t if a.startswith("--output_dir=")) for t in trainings] == [
+    f"--output_dir={out}/stage{n}" for n in (1, 2, 4)
+  ]
+  assert "--init_from=results/training/ft200/best" in trainings[0]
+  assert f"--grow_from={out}/stage2/best" in trainings[2] and "--optimizer=rnnprop" in trainings[2]
+  for evaluation in (c.split() for c in commands if c.startswith("scripts/evaluate.py ")):
+    assert f"--optimizer_path={out}/stage4/best" in evaluation
+
+
 @pytest.mark.parametrize(
   "script,args,error",
   [
@@ -178,6 +211,8 @@ def test_quality_mnist_retrain_trains_then_evaluates_its_own_optimizer(run_scrip
       ["--retrain"],
       "error: --retrain needs --data_dir (stages 2 to 6 train on full MNIST)",
     ),
+    (NEURAL_ART, ["--style=brick"], "error: unknown argument '--style=brick'"),
+    (NEURAL_ART, ["--output_dir"], "error: --output_dir takes a value: --output_dir=DIR"),
   ],
 )
 def test_quality_scripts_refuse_bad_arguments_before_running_anything(
@@ -192,7 +227,11 @@ def test_quality_scripts_refuse_bad_arguments_before_running_anything(
 
 @pytest.mark.parametrize(
   "script,flags",
-  [(QUADRATIC, ["--output_dir=DIR"]), (MNIST, ["--retrain", "--data_dir=MNIST_IDX_DIR"])],
+  [
+    (QUADRATIC, ["--output_dir=DIR"]),
+    (MNIST, ["--retrain", "--data_dir=MNIST_IDX_DIR"]),
+    (NEURAL_ART, ["--retrain", "--output_dir=DIR"]),
+  ],
 )
 def test_quality_scripts_help_prints_usage_and_flags(run_script, script, flags):
   result, commands = run_script(script, "--help")
