@@ -894,6 +894,36 @@ PANELS = (
     "120 trajectories); baselines tuned on 4 validation problems; SGD not run.",
   ),
   Panel(
+    "mnist_convnet_grown",
+    "Two-network convnet on MNIST digits, grown into rnnprop",
+    "results/mnist_convnet_grown.json",
+    _evaluate_command(
+      "--problem=mnist_convnet --optimizer_path=results/convnet_training/mconv_g/best "
+      f"{MNIST_FULL} --num_problems=20 --num_tuning_problems=4 "
+      "--optimizers=learned,adam,nag,rmsprop",
+      "mnist_convnet_grown",
+    ),
+    evaluation_rows,
+    figure="docs/figures/mnist_convnet_grown.png",
+    note="As the panel above, with results/convnet_training/mconv_g: mconv_s0's two networks "
+    "grown into rnnprop cells (train.py --grow_from; new Adam-normalised inputs at zero "
+    "weight), then mconv_s0's recipe at meta learning rate 0.0003 for 8 epochs (best at "
+    "epoch 3). Same test runs and tuned baselines as the panel above.",
+  ),
+  Panel(
+    "convnet_meta_training",
+    "Two-network convnet meta-training runs",
+    "results/convnet_training",
+    "python scripts/train.py --problem=mnist_convnet --output_dir=runs/NAME ... "
+    "(each run's full command is in results/convnet_training/NAME/run.json)",
+    training_rows,
+    columns=TRAINING_COLUMNS,
+    summarize=False,
+    note="Full MNIST digits, the CIFAR convnet, 100 steps in unrolls of 20. mconv_s0 from "
+    "scratch (stopped after 6 of 20 epochs); mconv_g grows mconv_s0's best into rnnprop "
+    "cells. Validation: the same 8 problems for both runs.",
+  ),
+  Panel(
     "neural_art_meta_training",
     "Neural Art meta-training runs",
     "results/neural_art_training",
@@ -909,9 +939,10 @@ PANELS = (
     "from stage2. stage4 grows stage2 into an rnnprop cell that also reads the "
     "Adam-normalised gradient and momenta (train.py --grow_from; shipped as "
     "savedmodels/neural_art); stage4_lr001 is the same at meta learning rate 0.001, "
-    "stage4_s2 and stage4_s3 with --seed=2 and 3. Validation: 4 (stage1) or 8 problems, mean "
-    "loss over the last unroll; each run draws its own validation problems (its seed), so "
-    "compare epochs within a run.",
+    "stage4_s2 and stage4_s3 with --seed=2 and 3 (stopped after 8 of 16 epochs). "
+    "Validation: 4 (stage1) or 8 problems, the same for every run (the trainer's fixed "
+    "validation seed), mean loss over the last unroll (steps 97-128; stage3's unroll is all "
+    "128 steps, so its values are not comparable).",
   ),
   _runs_by_column_panel(
     "neural_art_growth",
@@ -930,6 +961,7 @@ PANELS = (
   _neural_art_panel("neural_art_64", "Neural Art, 64x64", ""),
   _neural_art_panel("neural_art_128", "Neural Art, 128x128", " --image_size=128"),
   _neural_art_panel("neural_art_second_style", "Neural Art, second style", " --style=brick"),
+  _neural_art_panel("neural_art_third_style", "Neural Art, third style (grass)", " --style=grass"),
   Panel(
     "sharing_quadratic",
     "Optimizers that share information (quadratics)",
