@@ -636,15 +636,15 @@ def test_neural_art_panels_show_the_stylised_images_and_the_growth_table(tmp_pat
 
   for suffix, (grown, before) in {
     "64": (0.5077, 0.5112),
-    "second_style": (0.4162, 0.431),
     "128": (0.5093, 0.5131),
+    "second_style": (0.4162, 0.431),
   }.items():
     losses = {path("stage2"): {"128": before}, path("stage4"): {"128": grown}}
     _write(tmp_path, f"results/neural_art_growth_{suffix}.json", _seeds_file(losses, suffix))
   section = _section(make_results.render(str(tmp_path)), "neural_art_growth")
   assert _table_rows(section) == [  # best first; columns in the settings' order
-    ["stage4/best", "0.5077", "0.4162", "0.5093"],
-    ["stage2/best", "0.5112", "0.431", "0.5131"],
+    ["stage4/best", "0.5077", "0.5093", "0.4162"],
+    ["stage2/best", "0.5112", "0.5131", "0.431"],
   ]
   growth = next(p for p in make_results.PANELS if p.key == "neural_art_growth")
   assert "--problem=neural_art --style=brick --optimizer_paths=" in growth.command
