@@ -909,7 +909,9 @@ PANELS = (
     note="As the panel above, with results/convnet_training/mconv_g: mconv_s0's two networks "
     "grown into rnnprop cells (train.py --grow_from; new Adam-normalised inputs at zero "
     "weight), then mconv_s0's recipe at meta learning rate 0.0003 for 8 epochs (best at "
-    "epoch 3). Same test runs and tuned baselines as the panel above.",
+    "epoch 3). Same test runs and tuning as the panel above; the baselines were re-run "
+    "and agree with it except Adam (0.07217 here, 0.07427 there, at the same learning rate; "
+    "cause not established: the runs differed in TensorFlow thread settings).",
   ),
   Panel(
     "convnet_meta_training",
