@@ -20,6 +20,7 @@ VERDICT = os.path.join(ROOT, "benchmarks", "verdict.py")
 QUADRATIC = os.path.join(ROOT, "benchmarks", "quality_quadratic.sh")
 MNIST = os.path.join(ROOT, "benchmarks", "quality_mnist.sh")
 NEURAL_ART = os.path.join(ROOT, "benchmarks", "quality_neural_art.sh")
+CONVNET = os.path.join(ROOT, "benchmarks", "quality_convnet.sh")
 
 
 def _results(**final_losses):
@@ -166,6 +167,23 @@ def test_quality_mnist_retrain_trains_then_evaluates_its_own_optimizer(run_scrip
   assert optimizer.startswith(f"--optimizer_path={tmp_path / 'work'}/")  # the retrained one
 
 
+def test_quality_convnet_evaluates_the_shipped_pair_or_its_retrained_growth(run_script, tmp_path):
+  result, commands = run_script(CONVNET, "--data_dir=/data/mnist")
+  assert result.returncode == 0, result.stderr
+  evaluate = _command(commands, "scripts/evaluate.py")
+  assert "--problem=mnist_convnet" in evaluate and "--data_dir=/data/mnist" in evaluate
+  assert "--optimizer_path=savedmodels/mnist_convnet" in evaluate
+  assert not [c for c in commands if c.startswith("scripts/train.py")]
+  result, commands = run_script(CONVNET, "--retrain", "--data_dir=/data/mnist")
+  assert result.returncode == 0, result.stderr
+  first, grown = [c.split() for c in commands if c.startswith("scripts/train.py ")]
+  (stage1,) = [a for a in first if a.startswith("--output_dir=")]
+  assert f"--grow_from={stage1.split('=', 1)[1]}/best" in grown
+  assert all("--data_dir=/data/mnist" in t for t in (first, grown))
+  retrained = [c for c in commands if c.startswith("scripts/evaluate.py ")][-1]  # log appends
+  assert f"--optimizer_path={stage1.split('=', 1)[1][: -len('stage1')]}stage2/best" in retrained
+
+
 def test_quality_neural_art_evaluates_the_three_settings_of_one_optimizer(run_script, tmp_path):
   result, commands = run_script(NEURAL_ART, "--output_dir=na")
   assert result.returncode == 0, result.stderr
@@ -212,6 +230,7 @@ def test_quality_neural_art_retrain_grows_its_own_stage_and_evaluates_it(run_scr
       "error: --retrain needs --data_dir (stages 2 to 6 train on full MNIST)",
     ),
     (NEURAL_ART, ["--style=brick"], "error: unknown argument '--style=brick'"),
+    (CONVNET, ["--retrain"], "error: --retrain needs --data_dir (the recipe trains on full MNIST)"),
     (NEURAL_ART, ["--output_dir"], "error: --output_dir takes a value: --output_dir=DIR"),
   ],
 )
@@ -231,6 +250,7 @@ def test_quality_scripts_refuse_bad_arguments_before_running_anything(
     (QUADRATIC, ["--output_dir=DIR"]),
     (MNIST, ["--retrain", "--data_dir=MNIST_IDX_DIR"]),
     (NEURAL_ART, ["--retrain", "--output_dir=DIR"]),
+    (CONVNET, ["--retrain", "--data_dir=MNIST_IDX_DIR"]),
   ],
 )
 def test_quality_scripts_help_prints_usage_and_flags(run_script, script, flags):
