@@ -29,3 +29,23 @@ set_path_flag() {  # set_path_flag VAR --name=PATH: VAR gets PATH, relative to t
   if [[ "$value" != /* ]]; then value="$PWD/$value"; fi
   printf -v "$1" '%s' "$value"
 }
+
+parse_mnist_flags() {  # parse_mnist_flags "$@": [--retrain] [--data_dir=DIR] of the MNIST scripts
+  # Sets retrain (true|false), data_dir (absolute, or empty) and data (the evaluate/train flags
+  # that read the IDX files in data_dir; empty without it). --retrain needs --data_dir.
+  retrain=false
+  data_dir=""
+  local arg
+  for arg in "$@"; do
+    case "$arg" in
+      --retrain) retrain=true ;;
+      --data_dir | --data_dir=*) set_path_flag data_dir "$arg" ;;
+      *) help_or_unknown "$arg" ;;
+    esac
+  done
+  if $retrain && [[ -z "$data_dir" ]]; then
+    usage_error "--retrain needs --data_dir (the recipe meta-trains on full MNIST)"
+  fi
+  data=()
+  if [[ -n "$data_dir" ]]; then data=(--dataset_source=idx "--data_dir=$data_dir"); fi
+}

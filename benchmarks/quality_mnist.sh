@@ -15,20 +15,7 @@
 # start at zero weight; the mix, 200 steps untruncated). About 4 hours on a quiet 2-core CPU.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/flags.sh"
-retrain=false
-data_dir=""
-for arg in "$@"; do
-  case "$arg" in
-    --retrain) retrain=true ;;
-    --data_dir | --data_dir=*) set_path_flag data_dir "$arg" ;;
-    *) help_or_unknown "$arg" ;;
-  esac
-done
-if $retrain && [[ -z "$data_dir" ]]; then
-  usage_error "--retrain needs --data_dir (stages 2 to 6 train on full MNIST)"
-fi
-data=()
-if [[ -n "$data_dir" ]]; then data=(--dataset_source=idx "--data_dir=$data_dir"); fi
+parse_mnist_flags "$@"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="$(mktemp -d)"
 optimizer=savedmodels/mnist

@@ -227,10 +227,14 @@ def test_quality_neural_art_retrain_grows_its_own_stage_and_evaluates_it(run_scr
     (
       MNIST,
       ["--retrain"],
-      "error: --retrain needs --data_dir (stages 2 to 6 train on full MNIST)",
+      "error: --retrain needs --data_dir (the recipe meta-trains on full MNIST)",
     ),
     (NEURAL_ART, ["--style=brick"], "error: unknown argument '--style=brick'"),
-    (CONVNET, ["--retrain"], "error: --retrain needs --data_dir (the recipe trains on full MNIST)"),
+    (
+      CONVNET,
+      ["--retrain"],
+      "error: --retrain needs --data_dir (the recipe meta-trains on full MNIST)",
+    ),
     (NEURAL_ART, ["--output_dir"], "error: --output_dir takes a value: --output_dir=DIR"),
   ],
 )
