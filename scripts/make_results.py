@@ -627,6 +627,17 @@ def _cifar_panel(key, title):
   )
 
 
+def _convnet_command(run, key):
+  """scripts/evaluate.py of results/convnet_training/RUN/best on t10k, baselines tuned on 4
+  validation problems (SGD left out)."""
+  return _evaluate_command(
+    f"--problem=mnist_convnet --optimizer_path=results/convnet_training/{run}/best "
+    f"{MNIST_FULL} --num_problems=20 --num_tuning_problems=4 "
+    "--optimizers=learned,adam,nag,rmsprop",
+    key,
+  )
+
+
 def _neural_art_panel(key, title, extra_flags):
   return Panel(
     key,
@@ -881,12 +892,7 @@ PANELS = (
     "mnist_convnet",
     "Two-network convnet on MNIST digits (substitute for the paper's CIFAR panels)",
     "results/mnist_convnet.json",
-    _evaluate_command(
-      "--problem=mnist_convnet --optimizer_path=results/convnet_training/mconv_s0/best "
-      f"{MNIST_FULL} --num_problems=20 --num_tuning_problems=4 "
-      "--optimizers=learned,adam,nag,rmsprop",
-      "mnist_convnet",
-    ),
+    _convnet_command("mconv_s0", "mnist_convnet"),
     evaluation_rows,
     figure="docs/figures/mnist_convnet.png",
     note="The CIFAR convnet (conv and fully connected parameters stepped by two optimizer "
@@ -898,12 +904,7 @@ PANELS = (
     "mnist_convnet_grown",
     "Two-network convnet on MNIST digits, grown into rnnprop",
     "results/mnist_convnet_grown.json",
-    _evaluate_command(
-      "--problem=mnist_convnet --optimizer_path=results/convnet_training/mconv_g/best "
-      f"{MNIST_FULL} --num_problems=20 --num_tuning_problems=4 "
-      "--optimizers=learned,adam,nag,rmsprop",
-      "mnist_convnet_grown",
-    ),
+    _convnet_command("mconv_g", "mnist_convnet_grown"),
     evaluation_rows,
     figure="docs/figures/mnist_convnet_grown.png",
     note="As the panel above, with results/convnet_training/mconv_g: mconv_s0's two networks "

@@ -177,11 +177,11 @@ def test_quality_convnet_evaluates_the_shipped_pair_or_its_retrained_growth(run_
   result, commands = run_script(CONVNET, "--retrain", "--data_dir=/data/mnist")
   assert result.returncode == 0, result.stderr
   first, grown = [c.split() for c in commands if c.startswith("scripts/train.py ")]
-  (stage1,) = [a for a in first if a.startswith("--output_dir=")]
-  assert f"--grow_from={stage1.split('=', 1)[1]}/best" in grown
+  (stage1,) = [a.split("=", 1)[1] for a in first if a.startswith("--output_dir=")]
+  assert f"--grow_from={stage1}/best" in grown
   assert all("--data_dir=/data/mnist" in t for t in (first, grown))
   retrained = [c for c in commands if c.startswith("scripts/evaluate.py ")][-1]  # log appends
-  assert f"--optimizer_path={stage1.split('=', 1)[1][: -len('stage1')]}stage2/best" in retrained
+  assert f"--optimizer_path={os.path.dirname(stage1)}/stage2/best" in retrained.split()
 
 
 def test_quality_neural_art_evaluates_the_three_settings_of_one_optimizer(run_script, tmp_path):
