@@ -19,6 +19,8 @@ setuptools.setup(
       "data/images/README.md",
       "data/images/*/*.jpg",
       "data/images/*/*/*.jpg",
+      # The native kernels' source: compiled on first use (l2l_tf/kernels).
+      "kernels/*.cc",
     ]
   },
   python_requires=">=3.10",

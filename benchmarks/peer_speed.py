@@ -33,6 +33,11 @@ _PROBLEM = flags.DEFINE_enum("problem", "mnist", ["mnist", "quadratic"], "Proble
 _ITERS = flags.DEFINE_integer("iters", 20, "Timed meta-iterations per peer.", lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed unrolls of l2l_tf (median).", lower_bound=1)
 _TIMEOUT = flags.DEFINE_integer("timeout_s", 1800, "Limit per contender.", lower_bound=1)
+_KERNELS = flags.DEFINE_list(
+  "lstm_kernels",
+  ["graph", "native"],
+  "l2l_tf's LSTM kernels to time (throughput.py --lstm_kernels); its best rate counts.",
+)
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the results here (JSON).")
 
 # contender -> (interpreter flag, script in --peers_dir, extra arguments)
@@ -42,6 +47,8 @@ PEERS = {
   "jax": (_JAX_PYTHON, "jax_l2l.py", ()),
 }
 _RATE = re.compile(r"^RESULT .*coord_steps_per_s=([0-9.eE+]+)")
+# throughput.py's lines name their configuration.
+_CONFIGURATION = re.compile(r"^RESULT problem=\S+ (jit=\S+ kernel=\S+) coord_steps_per_s=([0-9.]+)")
 _THROUGHPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "throughput.py")
 
 
@@ -51,7 +58,8 @@ def result_rates(stdout):
 
 
 def run_contender(name, command):
-  """The best coord_steps_per_s the command prints; one-line errors if it fails or prints none."""
+  """(The best coord_steps_per_s the command prints, its output); one-line errors if it fails
+  or prints none."""
   try:
     done = subprocess.run(
       command, capture_output=True, text=True, timeout=_TIMEOUT.value, check=False
@@ -65,7 +73,7 @@ def run_contender(name, command):
     last = (done.stderr.strip().splitlines() or ["no output"])[-1]
     raise ValueError(f"{name} failed (exit status {done.returncode}): {last}")
   print(f"RESULT contender={name} coord_steps_per_s={max(rates):.0f}", flush=True)
-  return max(rates)
+  return max(rates), done.stdout
 
 
 def contenders():
@@ -81,13 +89,25 @@ def contenders():
       out.append((name, [python.value, path, *args]))
   if not out:
     raise ValueError("give --torch_python and/or --jax_python: there is no peer to compare with")
-  throughput = [sys.executable, _THROUGHPUT, f"--problems={_PROBLEM.value}"]
+  throughput = [
+    sys.executable,
+    _THROUGHPUT,
+    f"--problems={_PROBLEM.value}",
+    f"--lstm_kernels={','.join(_KERNELS.value)}",
+  ]
   return out + [("l2l_tf", throughput + [f"--repeats={_REPEATS.value}"])]
 
 
 def main(argv):
   del argv
-  rates = {name: run_contender(name, command) for name, command in contenders()}
+  outputs = {name: run_contender(name, command) for name, command in contenders()}
+  rates = {name: rate for name, (rate, _) in outputs.items()}
+  # Which of l2l_tf's configurations (XLA or not, LSTM kernel) gave its best rate.
+  configurations = {
+    m.group(1): float(m.group(2))
+    for line in outputs["l2l_tf"][1].splitlines()
+    if (m := _CONFIGURATION.match(line.strip()))
+  }
   fastest = max((name for name in rates if name != "l2l_tf"), key=rates.get)
   ratio = rates["l2l_tf"] / rates[fastest]
   print(f"RESULT l2l_tf_over_fastest_peer={ratio:.2f} ({fastest})", flush=True)
@@ -98,6 +118,7 @@ def main(argv):
         "coord_steps_per_s": rates,
         "fastest_peer": fastest,
         "l2l_tf_over_fastest_peer": ratio,
+        "l2l_tf_configurations": configurations,
       },
       _OUTPUT_JSON.value,
     )

@@ -5,14 +5,17 @@ on the quadratic batch (128 x 10 = 1,280 coordinates) and on an MNIST-MLP-sized 
 (784-20-10: 15,910 coordinates, minibatch 128, synthetic data), with XLA on and off.
 
     python benchmarks/throughput.py [--problems=quadratic,mnist] [--jit=false,true]
-        [--intra_op_threads=N --inter_op_threads=N]
+        [--lstm_kernels=graph,native] [--intra_op_threads=N --inter_op_threads=N]
+
+--lstm_kernels=native times the CPU custom ops of l2l_tf/kernels (built on first use; no XLA,
+so only with jit=false).
 
 Thread pools default to TensorFlow's choice (one thread per core each). On a 2-core CPU,
 --intra_op_threads=1 --inter_op_threads=2 was faster for the quadratic problem (its ops are too
 small to gain from being split across threads) and about even for MNIST: measure on yours.
 
 Prints one line per configuration:
-    RESULT problem=mnist jit=false coord_steps_per_s=1234567 compile_s=12.3
+    RESULT problem=mnist jit=false kernel=graph coord_steps_per_s=1234567 compile_s=12.3
 
 and with --output_json=FILE writes them as JSON (results/throughput.json feeds docs/RESULTS.md).
 """
@@ -26,6 +29,7 @@ import tensorflow as tf
 from l2l_tf import cli
 from l2l_tf import evaluation
 from l2l_tf.cells import CoordinatewiseLSTM
+from l2l_tf.cells import coordinatewise_lstm
 from l2l_tf.learned_rule import LearnedUpdateRule
 from l2l_tf.problems.mlp import MLPClassificationProblem
 from l2l_tf.problems.quadratic import QuadraticProblem
@@ -33,6 +37,9 @@ from l2l_tf.training import unroll as unroll_lib
 
 _PROBLEMS = flags.DEFINE_list("problems", ["quadratic", "mnist"], "Problems to time.")
 _JIT = flags.DEFINE_list("jit", ["false", "true"], "jit_compile settings to time.")
+_KERNELS = flags.DEFINE_list(
+  "lstm_kernels", ["graph"], f"LSTM kernels to time, of {coordinatewise_lstm.LSTM_KERNELS}."
+)
 _UNROLL = flags.DEFINE_integer("unroll_length", 20, "Steps per unroll.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed unrolls per configuration (median).")
 _INTRA = flags.DEFINE_integer("intra_op_threads", 0, "Threads within an op (0: TF default).")
@@ -53,7 +60,7 @@ def make_problem(name):
   )
 
 
-def measure(problem_name, jit):
+def measure(problem_name, jit, kernel):
   problem, cell = make_problem(problem_name)
   rule = LearnedUpdateRule(cell)
   batches = problem.sample_batches(0, _UNROLL.value)
@@ -79,13 +86,14 @@ def measure(problem_name, jit):
   coordinates = problem.num_coordinates() * problem.batch_size
   rate = coordinates * _UNROLL.value / float(np.median(times))
   print(
-    f"RESULT problem={problem_name} jit={str(jit).lower()} coord_steps_per_s={rate:.0f} "
-    f"compile_s={compile_s:.1f} coordinates={coordinates}",
+    f"RESULT problem={problem_name} jit={str(jit).lower()} kernel={kernel} "
+    f"coord_steps_per_s={rate:.0f} compile_s={compile_s:.1f} coordinates={coordinates}",
     flush=True,
   )
   return {
     "problem": problem_name,
     "jit_compile": jit,
+    "lstm_kernel": kernel,
     "coordinates": int(coordinates),
     "coord_steps_per_s": rate,
     "compile_s": compile_s,
@@ -97,7 +105,21 @@ def main(argv):
   # Must precede the first TensorFlow op.
   tf.config.threading.set_intra_op_parallelism_threads(_INTRA.value)
   tf.config.threading.set_inter_op_parallelism_threads(_INTER.value)
-  results = [measure(name, jit.lower() == "true") for name in _PROBLEMS.value for jit in _JIT.value]
+  configurations = [
+    (name, jit.lower() == "true", kernel)
+    for name in _PROBLEMS.value
+    for jit in _JIT.value
+    for kernel in _KERNELS.value
+  ]
+  for _, jit, kernel in configurations:
+    if kernel not in coordinatewise_lstm.LSTM_KERNELS:
+      raise ValueError(f"--lstm_kernels: unknown kernel {kernel!r}")
+  # The native ops have no XLA lowering: their jit=true configurations are not run.
+  results = []
+  for name, jit, kernel in configurations:
+    if not (jit and kernel == "native"):
+      with coordinatewise_lstm.lstm_kernel(kernel):  # chosen when the graph is traced
+        results.append(measure(name, jit, kernel))
   if _OUTPUT_JSON.value:
     evaluation.write_json(
       {"unroll_length": _UNROLL.value, "repeats": _REPEATS.value, "results": results},

@@ -396,6 +396,8 @@ SPEED_COLUMNS = (
   ("coordinates", lambda r: f"{r['coordinates']:,}"),
   ("unroll", lambda r: str(r["unroll_length"])),
   ("jit_compile", lambda r: str(r["jit_compile"]).lower()),
+  # Files written before --lstm_kernels existed timed the graph ops.
+  ("lstm kernel", lambda r: r.get("lstm_kernel", "graph")),
   ("coord-steps/s", lambda r: f"{r['coord_steps_per_s']:,.0f}"),
   ("compile s", lambda r: f"{r['compile_s']:.1f}"),
 )
@@ -981,10 +983,13 @@ PANELS = (
     "speed",
     "Speed (meta-training throughput)",
     "results/throughput.json",
-    "python benchmarks/throughput.py --output_json=results/throughput.json",
+    "python benchmarks/throughput.py --lstm_kernels=graph,native "
+    "--output_json=results/throughput.json",
     throughput_rows,
     columns=SPEED_COLUMNS,
-    note="One unroll of the coordinatewise LSTM, forward and backward.",
+    note="One unroll of the coordinatewise LSTM, forward and backward. LSTM kernel: graph "
+    "(TensorFlow ops) or native (the CPU custom ops of l2l_tf/kernels, `--lstm_kernel=native`; "
+    "no XLA).",
   ),
   Panel(
     "peer_speed",
@@ -997,7 +1002,9 @@ PANELS = (
     order=lambda r: -r["coord_steps_per_s"],  # fastest first
     note="One meta-training iteration of the same coordinatewise LSTM (a 20-step unroll, its "
     "backward pass, one Adam step) in each implementation, each in a fresh process, one "
-    "after another; l2l_tf is timed by benchmarks/throughput.py. Last column: l2l_tf's "
+    "after another; l2l_tf is timed by benchmarks/throughput.py, its best configuration "
+    "counting (l2l_tf_configurations in the result file; the native LSTM kernel since "
+    "`--lstm_kernel=native` exists). Last column: l2l_tf's "
     "throughput over this one's (below 1: l2l_tf is slower). One run: a shared machine "
     "slows the peers more than l2l_tf.",
   ),

@@ -2,6 +2,7 @@
 
   python scripts/train.py --problem=quadratic --output_dir=runs/quadratic
   python scripts/train.py --problem=mnist --output_dir=runs/mnist --epochs=20
+  python scripts/train.py --problem=mnist --lstm_kernel=native ...  # CPU: compiled kernels
 
 Re-running with the same flags resumes from the last checkpoint; a directory holding a
 different run is refused.
@@ -23,9 +24,11 @@ from absl import flags
 import keras
 
 from l2l_tf import cli
+from l2l_tf import kernels
 from l2l_tf import learned_rule
 from l2l_tf import optimizer_format
 from l2l_tf import registry
+from l2l_tf.cells import coordinatewise_lstm
 from l2l_tf.problems import mlp
 from l2l_tf.training import distribute
 from l2l_tf.training import growth
@@ -56,6 +59,13 @@ flags.DEFINE_enum(
   "auto",
   ["auto", "true", "false"],
   "XLA for the unroll; auto = XLA on GPU/TPU, plain graphs on CPU.",
+)
+flags.DEFINE_enum(
+  "lstm_kernel",
+  "graph",
+  list(coordinatewise_lstm.LSTM_KERNELS),
+  "How the LSTM cells compute: graph (TensorFlow ops; any device, XLA) or native "
+  "(CPU custom ops compiled from l2l_tf/kernels on first use; no XLA; the fastest on CPU).",
 )
 flags.DEFINE_enum(
   "preprocessing",
@@ -310,6 +320,15 @@ def main(argv):
     imitation_trajectories=FLAGS.imitation_trajectories,
   )
   config.validate()  # before any data is loaded or directory touched
+  if FLAGS.lstm_kernel == "native" and (
+    FLAGS.strategy == "tpu" or meta_trainer.resolve_jit_compile(FLAGS.jit_compile)
+  ):
+    raise ValueError(
+      "--lstm_kernel=native runs on CPU without XLA: use --jit_compile=false "
+      "(or auto on a CPU-only machine) and a CPU strategy"
+    )
+  if FLAGS.lstm_kernel == "native":
+    kernels.load()  # builds them now: a missing compiler is reported before any work
   if FLAGS.init_from and (FLAGS.grow_from or FLAGS.cell_config):
     raise ValueError(
       "--init_from keeps its optimizer's cell; --grow_from and --cell_config build a new one"
@@ -367,7 +386,9 @@ def main(argv):
   )
   if hasattr(target, "describe"):  # neural_art: which feature network and images run
     print(target.describe(), flush=True)
-  history = trainer.train(FLAGS.output_dir)
+  # The kernel is chosen when the meta-trainer's graphs are traced, inside train().
+  with coordinatewise_lstm.lstm_kernel(FLAGS.lstm_kernel):
+    history = trainer.train(FLAGS.output_dir)
   best = min(h["best_validation_loss"] for h in history) if history else float("nan")
   if history and run_directory.best_epoch(history) == 0:
     print(

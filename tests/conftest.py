@@ -25,6 +25,13 @@ def _write_cifar_binary(directory, per_file=20):
       out.write(records.tobytes())
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _kernel_cache(tmp_path_factory):
+  """Native kernels (l2l_tf/kernels) build into one cache per session, inherited by the
+  scripts the tests start: built once, and never into the user's ~/.cache."""
+  os.environ["L2L_TF_KERNEL_CACHE"] = str(tmp_path_factory.mktemp("kernel_cache"))
+
+
 @pytest.fixture(name="cifar_dir", scope="session")
 def fixture_cifar_dir(tmp_path_factory):
   """A directory of CIFAR-10 binary batches (20 records each) for dataset_source="binary"."""

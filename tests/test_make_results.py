@@ -264,6 +264,7 @@ def test_speed_panel_shows_throughputs_json(tmp_path):
           "problem": "mnist",
           "jit_compile": False,
           "coordinates": 15910,
+          "lstm_kernel": "native",
           "coord_steps_per_s": 1080512.3,
           "compile_s": 1.94,
         },
@@ -272,8 +273,8 @@ def test_speed_panel_shows_throughputs_json(tmp_path):
   )
   text = make_results.render(str(tmp_path))
   assert _table_rows(_section(text, "speed")) == [
-    ["mnist", "15,910", "20", "false", "1,080,512", "1.9"],
-    ["quadratic", "1,280", "20", "true", "638,296", "2.1"],
+    ["mnist", "15,910", "20", "false", "native", "1,080,512", "1.9"],
+    ["quadratic", "1,280", "20", "true", "graph", "638,296", "2.1"],  # written before the flag
   ]
   assert "| [Speed (meta-training throughput)](#speed) | see below | | | | |" in text
 

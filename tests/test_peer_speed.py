@@ -1,6 +1,7 @@
 """benchmarks/peer_speed.py: l2l_tf's throughput.py for real (the quadratic, one repeat), the
 peers replaced by stub interpreters that print what the real peer scripts print."""
 
+import json
 import os
 import re
 import subprocess
@@ -52,6 +53,7 @@ def test_prints_each_contender_and_the_ratio_to_the_fastest_peer(tmp_path):
     f"--torch_python={torch}",
     "--problem=quadratic",
     "--repeats=1",
+    "--lstm_kernels=graph",  # the native kernels' timing is tested in test_native_kernels
     f"--output_json={out}",
   )
   assert result.returncode == 0, result.stderr[-2000:]
@@ -61,7 +63,13 @@ def test_prints_each_contender_and_the_ratio_to_the_fastest_peer(tmp_path):
   assert ours > 0
   ratio = re.search(r"RESULT l2l_tf_over_fastest_peer=([0-9.]+) \(torch_compile\)", result.stdout)
   assert float(ratio.group(1)) == round(ours / 2000, 2)
-  assert out.exists()
+  written = json.loads(out.read_text())
+  # l2l_tf's best rate is one of its configurations' (graph ops with and without XLA here).
+  assert sorted(written["l2l_tf_configurations"]) == [
+    "jit=false kernel=graph",
+    "jit=true kernel=graph",
+  ]
+  assert max(written["l2l_tf_configurations"].values()) == written["coord_steps_per_s"]["l2l_tf"]
 
 
 def test_refuses_without_peers_and_names_a_failing_peer_in_one_line(tmp_path):

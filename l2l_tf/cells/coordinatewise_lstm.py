@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from l2l_tf import kernels
 from l2l_tf.cells import base
+
+# How lstm_step computes: "graph" (TensorFlow ops; any device, XLA) or "native" (the CPU custom
+# op pair of l2l_tf/kernels, faster on CPU, no XLA). Chosen when a graph is traced.
+LSTM_KERNELS = ("graph", "native")
+_lstm_kernel = "graph"
+
+
+@contextlib.contextmanager
+def lstm_kernel(name: str) -> Iterator[None]:
+  """Within the block, lstm_step traces with kernel `name` (one of LSTM_KERNELS).
+
+  "native" builds the custom ops first (kernels.load), so a missing compiler fails here, before
+  any work, with kernels.NativeKernelError. Graphs traced inside the block keep their kernel.
+  """
+  global _lstm_kernel
+  if name not in LSTM_KERNELS:
+    raise ValueError(f"lstm kernel must be one of {', '.join(LSTM_KERNELS)}, got {name!r}")
+  if name == "native":
+    kernels.load()
+  previous, _lstm_kernel = _lstm_kernel, name
+  try:
+    yield
+  finally:
+    _lstm_kernel = previous
 
 
 def lstm_gate_scales(units, dtype):
@@ -91,14 +117,81 @@ def _fused_lstm(x, h, c, kernel, recurrent_kernel, bias):
   return (new_h, new_c), gradient
 
 
+def _stacked_weights(kernel, recurrent_kernel, bias):
+  """A layer's weights as the native ops take them: [kernel; recurrent] and bias, both scaled
+  by lstm_gate_scales (one tanh for all gates)."""
+  scales = lstm_gate_scales(recurrent_kernel.shape[0], kernel.dtype)
+  return tf.concat([kernel, recurrent_kernel], axis=0) * scales, bias * scales, scales
+
+
+@tf.custom_gradient
+def _native_stack(x, *tensors):
+  """The stacked LSTM and its output projection on the native ops (l2l_tf/kernels).
+
+  tensors: each layer's h, then c, kernel, recurrent kernel, bias (5 groups of `layers`), then
+  the output kernel [top units, outputs]. Returns (h_top output_kernel, new h..., new c...).
+  """
+  ops = kernels.load()
+  layers = (len(tensors) - 1) // 5
+  h, c, kernel, recurrent, bias = (list(tensors[i * layers : (i + 1) * layers]) for i in range(5))
+  output_kernel = tensors[-1]
+  weights, scaled_bias, scales = zip(*map(_stacked_weights, kernel, recurrent, bias))
+  projection, new_h, new_c, t, tanh_c = ops.l2l_lstm_stack(
+    x, h, c, list(weights), list(scaled_bias), output_kernel
+  )
+
+  def gradient(d_projection, *d_states):
+    d_states = [tf.zeros_like(s) if d is None else d for d, s in zip(d_states, new_h + new_c)]
+    d_x, d_h, d_c, d_weights, d_bias, d_output_kernel = ops.l2l_lstm_stack_grad(
+      d_projection,
+      d_states[:layers],
+      d_states[layers:],
+      x,
+      h,
+      c,
+      new_h,
+      t,
+      tanh_c,
+      list(weights),
+      output_kernel,
+    )
+    d_kernel, d_recurrent = zip(
+      *(tf.split(d * s, [-1, r.shape[0]]) for d, s, r in zip(d_weights, scales, recurrent))
+    )
+    d_bias = [d * s for d, s in zip(d_bias, scales)]
+    return [d_x, *d_h, *d_c, *d_kernel, *d_recurrent, *d_bias, d_output_kernel]
+
+  return (projection, *new_h, *new_c), gradient
+
+
+def native_lstm_stack(x, states, layer_weights, output_kernel):
+  """The stacked LSTM on rows x [rows, features] in one native op pair, each block of rows
+  running every layer and the output while in cache.
+
+  states: [h, c] per layer, each [rows, units]; layer_weights: (kernel, recurrent kernel,
+  bias) per layer; output_kernel: [top units, outputs] (outputs may be 0).
+  Returns (top h @ output_kernel [rows, outputs], new states [h, c] per layer).
+  """
+  layers = len(layer_weights)
+  weights = [tf.convert_to_tensor(w) for group in zip(*layer_weights) for w in group]
+  outputs = _native_stack(x, *states[0::2], *states[1::2], *weights, output_kernel)
+  new_h, new_c = outputs[1 : 1 + layers], outputs[1 + layers :]
+  return outputs[0], [s for pair in zip(new_h, new_c) for s in pair]
+
+
 def lstm_step(inputs, h, c, kernel, recurrent_kernel, bias):
   """One LSTM step on rows of `inputs` [rows, features]; returns (h, c).
 
   Gates are ordered input, forget, cell, output. Same function as lstm_step_reference, computed
-  with one tanh for all gates (lstm_gate_scales), oneDNN matmuls, XLA-fused elementwise gate
-  math and a hand-written backward pass (see _fused_lstm).
+  with one tanh for all gates (lstm_gate_scales) and a hand-written backward pass: by default
+  oneDNN matmuls and XLA-fused elementwise gate math (_fused_lstm); under
+  lstm_kernel("native") the CPU custom ops (native_lstm_stack of one layer).
   """
   weights = [tf.convert_to_tensor(w) for w in (kernel, recurrent_kernel, bias)]
+  if _lstm_kernel == "native":
+    no_output = tf.zeros([h.shape[-1], 0], h.dtype)
+    _, (new_h, new_c) = native_lstm_stack(inputs, [h, c], [weights], no_output)
+    return new_h, new_c
   return _fused_lstm(inputs, h, c, *weights)
 
 
@@ -177,35 +270,50 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
     ]
 
   def run_lstm_layers(
-    self, x: tf.Tensor, states: Sequence[tf.Tensor], shape: tf.Tensor
+    self,
+    x: tf.Tensor,
+    states: Sequence[tf.Tensor],
+    shape: tf.Tensor,
+    output_kernel: tf.Tensor | None = None,
   ) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    """The stacked LSTM on rows x [rows, features]; returns (top h [rows, units], new states).
+    """The stacked LSTM on rows x [rows, features]; returns (top h [rows, units], new states),
+    or with output_kernel [units, outputs], (top h @ output_kernel, new states).
 
     states: the cell's state list, whose first 2 * layers entries are each layer's (h, c)
     [..., n, units]; shape: the dynamic shape of the cell's inputs [..., n, 1]. The new states
-    come back as [h, c] per layer, each [rows, units].
+    come back as [h, c] per layer, each [rows, units]. Under lstm_kernel("native"), a cell
+    whose transform_hidden is the identity runs all layers and the output in one op pair.
     """
+    rows = [
+      tf.reshape(states[i], [-1, self.hidden_sizes[i // 2]])
+      for i in range(2 * len(self.hidden_sizes))
+    ]
+    if _lstm_kernel == "native" and type(self).transform_hidden is _identity_transform:
+      kernel = (
+        tf.zeros([self.hidden_sizes[-1], 0], x.dtype) if output_kernel is None else output_kernel
+      )
+      projection, new_states = native_lstm_stack(x, rows, self.lstm_weights, kernel)
+      return (new_states[-2] if output_kernel is None else projection), new_states
     new_states = []
     for layer, (kernel, recurrent, bias) in enumerate(self.lstm_weights):
-      h = tf.reshape(states[2 * layer], [-1, self.hidden_sizes[layer]])
-      c = tf.reshape(states[2 * layer + 1], [-1, self.hidden_sizes[layer]])
-      h, c = lstm_step(x, h, c, kernel, recurrent, bias)
+      h, c = lstm_step(x, rows[2 * layer], rows[2 * layer + 1], kernel, recurrent, bias)
       h = self.transform_hidden(h, shape, layer)
       new_states += [h, c]
       x = h
-    return x, new_states
+    return (x if output_kernel is None else tf.matmul(x, output_kernel)), new_states
 
   def call(
     self, inputs: tf.Tensor, states: Sequence[tf.Tensor]
   ) -> tuple[tf.Tensor, list[tf.Tensor]]:
     shape = tf.shape(inputs)
-    x, new_states = self.run_lstm_layers(
-      self.preprocessor(tf.reshape(inputs, [-1, 1])), states, shape
+    projection, new_states = self.run_lstm_layers(
+      self.preprocessor(tf.reshape(inputs, [-1, 1])),
+      states,
+      shape,
+      tf.convert_to_tensor(self.output_kernel),
     )
     # tf.constant, not tf.cast: a Python float would be rounded to float32 first.
-    updates = (tf.matmul(x, self.output_kernel) + self.output_bias) * tf.constant(
-      self.output_scale, x.dtype
-    )
+    updates = (projection + self.output_bias) * tf.constant(self.output_scale, projection.dtype)
     return tf.reshape(updates, shape), [per_coordinate(s, shape) for s in new_states]
 
   def transform_hidden(self, h: tf.Tensor, shape: tf.Tensor, layer: int) -> tf.Tensor:
@@ -217,3 +325,6 @@ class CoordinatewiseLSTM(base.LearnedOptimizerCell):
     config = super().get_config()
     config.update(hidden_sizes=list(self.hidden_sizes))
     return config
+
+
+_identity_transform = CoordinatewiseLSTM.transform_hidden
