@@ -136,9 +136,8 @@ def _native_stack(x, *tensors):
   h, c, kernel, recurrent, bias = (list(tensors[i * layers : (i + 1) * layers]) for i in range(5))
   output_kernel = tensors[-1]
   weights, scaled_bias, scales = zip(*map(_stacked_weights, kernel, recurrent, bias))
-  projection, new_h, new_c, t, tanh_c = ops.l2l_lstm_stack(
-    x, h, c, list(weights), list(scaled_bias), output_kernel
-  )
+  weights, scaled_bias = list(weights), list(scaled_bias)
+  projection, new_h, new_c = ops.l2l_lstm_stack(x, h, c, weights, scaled_bias, output_kernel)
 
   def gradient(d_projection, *d_states):
     d_states = [tf.zeros_like(s) if d is None else d for d, s in zip(d_states, new_h + new_c)]
@@ -150,9 +149,8 @@ def _native_stack(x, *tensors):
       h,
       c,
       new_h,
-      t,
-      tanh_c,
-      list(weights),
+      weights,
+      scaled_bias,
       output_kernel,
     )
     d_kernel, d_recurrent = zip(

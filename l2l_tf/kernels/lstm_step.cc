@@ -10,14 +10,16 @@
 // accumulates the weight gradients per thread, summed once at the end.
 //
 // L2lLstmStack(x, h: L, c: L, weights: L, bias: L, output_kernel)
-//     -> (projection, new_h: L, new_c: L, t: L, tanh_c: L)
+//     -> (projection, new_h: L, new_c: L)
 //   x [rows, features]; layer l has h, c [rows, units_l], weights [in_l + units_l, 4 units_l]
 //   (its kernel over its recurrent kernel, in_0 = features, in_l = units_{l-1}) and bias
 //   [4 units_l], both pre-scaled; output_kernel [units_top, outputs] (outputs may be 0);
-//   projection = new_h_top output_kernel. t = tanh([in, h] weights + bias) and tanh_c =
-//   tanh(new_c) are kept for the backward op.
-// L2lLstmStackGrad(d_projection, d_h: L, d_c: L, x, h: L, c: L, new_h: L, t: L, tanh_c: L,
-//                  weights: L, output_kernel)
+//   projection = new_h_top output_kernel.
+// L2lLstmStackGrad(d_projection, d_h: L, d_c: L, x, h: L, c: L, new_h: L, weights: L,
+//                  bias: L, output_kernel)
+// The backward op recomputes each block's gates from [in, h] (one more small matmul per
+// layer) instead of reading them back: these ops are bound by memory traffic, and what the
+// forward op writes is only the new state.
 //     -> (d_x, d_h_prev: L, d_c_prev: L, d_weights: L, d_bias: L, d_output_kernel)
 
 // Eigen's AVX512-FP16 packet code does not compile with GCC 12; float16 is not used here.
@@ -26,6 +28,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 #include <vector>
 
@@ -57,21 +60,16 @@ template <typename T>
 using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 
 // Rows per block: a block's u, t and gradients (a few hundred floats per row) stay in L2.
-#ifndef L2L_BLOCK_ROWS
-#define L2L_BLOCK_ROWS 64
-#endif
-constexpr int64_t kBlockRows = L2L_BLOCK_ROWS;
+constexpr int64_t kBlockRows = 64;
 
-#ifndef L2L_SHARDS_PER_THREAD
-#define L2L_SHARDS_PER_THREAD 8
-#endif
+constexpr int64_t kShardsPerThread = 8;
 
 // The number of shards ForEachShard splits `rows` into: a few per intra-op thread, so that a
 // thread held up by another op's work does not leave the others waiting at the end.
 int64_t NumShards(OpKernelContext* context, int64_t rows) {
   const int64_t num_blocks = (rows + kBlockRows - 1) / kBlockRows;
   const int64_t threads = context->device()->tensorflow_cpu_worker_threads()->num_threads;
-  return std::max<int64_t>(1, std::min<int64_t>(L2L_SHARDS_PER_THREAD * threads, num_blocks));
+  return std::max<int64_t>(1, std::min<int64_t>(kShardsPerThread * threads, num_blocks));
 }
 
 // Splits [0, rows) into NumShards contiguous runs of whole blocks and runs
@@ -214,12 +212,18 @@ void AccumulateOuterRows(const T* x, int64_t features, const T* h, int64_t units
   using namespace Eigen::internal;
   constexpr int64_t width = NV * kPacket<T>;
   const int64_t k = features + units;
-  // Column j of u: x's column j, then h's.
-  auto u_at = [&](int64_t row, int64_t j) {
-    return j < features ? x[row * features + j] : h[row * units + (j - features)];
-  };
+  const T one = T(1);
   for (int64_t j0 = 0; j0 < k + 1; j0 += kTileRows) {  // j == k is the bias: a column of ones
     const int64_t rows_in_tile = std::min<int64_t>(kTileRows, k + 1 - j0);
+    // Column j of u = [x, h, 1] as a pointer and a row stride (0 for the ones, and for the
+    // columns past the end of the tile, which are computed and dropped).
+    const T* column[kTileRows];
+    int64_t stride[kTileRows];
+    L2L_UNROLL for (int i = 0; i < kTileRows; ++i) {
+      const int64_t j = j0 + i;
+      column[i] = j < features ? x + j : j < k ? h + (j - features) : &one;
+      stride[i] = j < features ? features : j < k ? units : 0;
+    }
     Packet<T> acc[kTileRows][NV];
     L2L_UNROLL for (int i = 0; i < kTileRows; ++i)
       L2L_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = pset1<Packet<T>>(T(0));
@@ -227,8 +231,7 @@ void AccumulateOuterRows(const T* x, int64_t features, const T* h, int64_t units
       Packet<T> dz[NV];
       L2L_UNROLL for (int v = 0; v < NV; ++v) dz[v] = ploadu<Packet<T>>(d_z + row * width + v * kPacket<T>);
       L2L_UNROLL for (int i = 0; i < kTileRows; ++i) {
-        const int64_t j = j0 + i;
-        const Packet<T> s = pset1<Packet<T>>(j < k ? u_at(row, j) : T(j == k));
+        const Packet<T> s = pset1<Packet<T>>(column[i][row * stride[i]]);
         L2L_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = pmadd(s, dz[v], acc[i][v]);
       }
     }
@@ -263,51 +266,56 @@ EIGEN_ALWAYS_INLINE void ForEachPacket(int64_t count, Body body) {
   for (; j < count; ++j) body(T(), j);
 }
 
-// Gate math of one row: new_c = sigmoid(f) c + sigmoid(i) g from t = tanh(scaled z), where
-// sigmoid(z) = 0.5 t + 0.5; writes new_c. tanh(new_c) and new_h follow in a vector pass.
+// tanh of a packet (Eigen's vectorised rational approximation, TensorFlow's Tanh op's too) or
+// of a scalar.
+template <typename P>
+EIGEN_ALWAYS_INLINE P Tanh(const P& x) {
+  if constexpr (std::is_arithmetic_v<P>) {
+    return std::tanh(x);
+  } else {
+    return Eigen::internal::ptanh(x);
+  }
+}
+
+// Gate math of one row from t = tanh(scaled z), where sigmoid(z) = 0.5 t + 0.5:
+// new_c = sigmoid(f) c + sigmoid(i) g and new_h = sigmoid(o) tanh(new_c).
 template <typename T>
-EIGEN_ALWAYS_INLINE void CellRow(const T* tr, const T* c_prev, int64_t units, T* c_new) {
+EIGEN_ALWAYS_INLINE void CellRow(const T* tr, const T* c_prev, int64_t units, T* c_new, T* h_new) {
   using namespace Eigen::internal;
   ForEachPacket<T>(units, [&](auto tag, int64_t j) {
     using P = decltype(tag);
     const P half = pset1<P>(T(0.5));
     const P f = pmadd(half, ploadu<P>(tr + units + j), half);
     const P i = pmadd(half, ploadu<P>(tr + j), half);
-    pstoreu(c_new + j, pmadd(f, ploadu<P>(c_prev + j), pmul(i, ploadu<P>(tr + 2 * units + j))));
-  });
-}
-
-// new_h = sigmoid(o) tanh(new_c) for one row.
-template <typename T>
-EIGEN_ALWAYS_INLINE void OutputRow(const T* tr, const T* tanh_c, int64_t units, T* new_h) {
-  using namespace Eigen::internal;
-  ForEachPacket<T>(units, [&](auto tag, int64_t j) {
-    using P = decltype(tag);
-    const P half = pset1<P>(T(0.5));
-    pstoreu(new_h + j, pmul(pmadd(half, ploadu<P>(tr + 3 * units + j), half), ploadu<P>(tanh_c + j)));
+    const P o = pmadd(half, ploadu<P>(tr + 3 * units + j), half);
+    const P c = pmadd(f, ploadu<P>(c_prev + j), pmul(i, ploadu<P>(tr + 2 * units + j)));
+    pstoreu(c_new + j, c);
+    pstoreu(h_new + j, pmul(o, Tanh(c)));
   });
 }
 
 // Backward of the gate math for one row: d_z (the pre-activations' gradient, in the scaled
-// form the weights use) and d_c_prev, from upstream d_h, d_c.
+// form the weights use) and d_c_prev, from upstream d_h, d_c. new_c and its tanh are
+// recomputed from t and c_prev.
 template <typename T>
-EIGEN_ALWAYS_INLINE void CellGradRow(const T* tr, const T* tanh_c, const T* d_h, const T* d_c,
-                                     const T* c_prev, int64_t units, T* d_z, T* d_c_prev) {
+EIGEN_ALWAYS_INLINE void CellGradRow(const T* tr, const T* d_h, const T* d_c, const T* c_prev,
+                                     int64_t units, T* d_z, T* d_c_prev) {
   using namespace Eigen::internal;
   ForEachPacket<T>(units, [&](auto tag, int64_t j) {
     using P = decltype(tag);
     const P half = pset1<P>(T(0.5)), one = pset1<P>(T(1));
     const P t_i = ploadu<P>(tr + j), t_f = ploadu<P>(tr + units + j);
     const P g = ploadu<P>(tr + 2 * units + j), t_o = ploadu<P>(tr + 3 * units + j);
-    const P tc = ploadu<P>(tanh_c + j), dh = ploadu<P>(d_h + j);
-    const P o = pmadd(half, t_o, half), i = pmadd(half, t_i, half);
+    const P c = ploadu<P>(c_prev + j), dh = ploadu<P>(d_h + j);
+    const P o = pmadd(half, t_o, half), i = pmadd(half, t_i, half), f = pmadd(half, t_f, half);
+    const P tc = Tanh(pmadd(f, c, pmul(i, g)));
     const P dc = padd(ploadu<P>(d_c + j), pmul(pmul(dh, o), psub(one, pmul(tc, tc))));
     const P half_dc = pmul(half, dc);
     pstoreu(d_z + j, pmul(pmul(half_dc, g), psub(one, pmul(t_i, t_i))));
-    pstoreu(d_z + units + j, pmul(pmul(half_dc, ploadu<P>(c_prev + j)), psub(one, pmul(t_f, t_f))));
+    pstoreu(d_z + units + j, pmul(pmul(half_dc, c), psub(one, pmul(t_f, t_f))));
     pstoreu(d_z + 2 * units + j, pmul(pmul(dc, i), psub(one, pmul(g, g))));
     pstoreu(d_z + 3 * units + j, pmul(pmul(pmul(half, dh), tc), psub(one, pmul(t_o, t_o))));
-    pstoreu(d_c_prev + j, pmul(dc, pmadd(half, t_f, half)));
+    pstoreu(d_c_prev + j, pmul(dc, f));
   });
 }
 
@@ -347,6 +355,22 @@ T* Data(Tensor* tensor) {
   return tensor->flat<T>().data();
 }
 
+// t[n, gates] = tanh([in, h] w + bias) for rows [first, first + n) of in [., in_width] and
+// h [., units]: the tiled kernel where gates is whole packets, Eigen otherwise (u: scratch).
+template <typename T>
+void GateTanhBlock(const T* in, int64_t in_width, const T* h, int64_t units, const T* w,
+                   const T* bias, int64_t first, int64_t n, Rows<T>* u, T* t) {
+  const int64_t gates = 4 * units;
+  if (!L2L_DISPATCH_PACKETS(T, gates, AffineTanhRows, in + first * in_width, in_width,
+                            h + first * units, units, w, bias, n, t)) {
+    GatherBlock(in, in_width, h, units, first, n, u);
+    RowsMap<T> z(t, n, gates);
+    z.noalias() = u->topRows(n) * ConstRowsMap<T>(w, in_width + units, gates);
+    z.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias, gates);
+    ArrayMap<T>(t, n * gates) = ArrayMap<T>(t, n * gates).tanh();
+  }
+}
+
 template <typename T>
 class LstmStackOp : public OpKernel {
  public:
@@ -365,51 +389,37 @@ class LstmStackOp : public OpKernel {
     const int64_t rows = shape.rows, layers = shape.layers();
     Tensor* projection;
     OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({rows, shape.outputs}), &projection));
-    ::tensorflow::OpOutputList new_h, new_c, t, tanh_c;
+    ::tensorflow::OpOutputList new_h, new_c;
     OP_REQUIRES_OK(context, context->output_list("new_h", &new_h));
     OP_REQUIRES_OK(context, context->output_list("new_c", &new_c));
-    OP_REQUIRES_OK(context, context->output_list("t", &t));
-    OP_REQUIRES_OK(context, context->output_list("tanh_c", &tanh_c));
-    std::vector<Tensor*> new_h_out(layers), new_c_out(layers), t_out(layers), tanh_c_out(layers);
-    int64_t cost_per_row = 0;
+    std::vector<Tensor*> new_h_out(layers), new_c_out(layers);
+    int64_t cost_per_row = 0, widest = 0;
     for (int64_t l = 0; l < layers; ++l) {
       OP_REQUIRES_OK(context, new_h.allocate(l, c[l].shape(), &new_h_out[l]));
       OP_REQUIRES_OK(context, new_c.allocate(l, c[l].shape(), &new_c_out[l]));
-      OP_REQUIRES_OK(context, t.allocate(l, TensorShape({rows, shape.gates(l)}), &t_out[l]));
-      OP_REQUIRES_OK(context, tanh_c.allocate(l, c[l].shape(), &tanh_c_out[l]));
       cost_per_row += 4 * shape.k(l) * shape.gates(l);
+      widest = std::max(widest, shape.gates(l));
     }
     if (rows == 0) return;
     const int64_t top_units = shape.units.back();
     ForEachShard(context, rows, cost_per_row, [&](int64_t, int64_t begin, int64_t end) {
-      Rows<T> u;
+      // The gates live in this block buffer only: the backward op recomputes them (memory
+      // traffic, not arithmetic, bounds these ops).
+      Rows<T> u, t(kBlockRows, widest);
       for (int64_t first = begin; first < end; first += kBlockRows) {
         const int64_t n = std::min(kBlockRows, end - first);
         for (int64_t l = 0; l < layers; ++l) {
           const int64_t units = shape.units[l], gates = shape.gates(l), in_width = shape.in[l];
           const T* in = l == 0 ? Data<T>(x) : Data<T>(new_h_out[l - 1]);
-          const T* h_prev = Data<T>(h[l]);
-          const T* w = Data<T>(weights[l]);
-          T* t_block = Data<T>(t_out[l]) + first * gates;
-          if (!L2L_DISPATCH_PACKETS(T, gates, AffineTanhRows, in + first * in_width, in_width,
-                                    h_prev + first * units, units, w, Data<T>(bias[l]), n,
-                                    t_block)) {
-            GatherBlock(in, in_width, h_prev, units, first, n, &u);
-            RowsMap<T> z(t_block, n, gates);
-            z.noalias() = u.topRows(n) * ConstRowsMap<T>(w, shape.k(l), gates);
-            z.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(Data<T>(bias[l]), gates);
-            ArrayMap<T>(t_block, n * gates) = ArrayMap<T>(t_block, n * gates).tanh();
-          }
+          T* t_block = t.data();
+          GateTanhBlock(in, in_width, Data<T>(h[l]), units, Data<T>(weights[l]), Data<T>(bias[l]),
+                        first, n, &u, t_block);
           const T* c_prev = Data<T>(c[l]) + first * units;
           T* c_next = Data<T>(new_c_out[l]) + first * units;
-          T* tanh_c_block = Data<T>(tanh_c_out[l]) + first * units;
           T* h_next = Data<T>(new_h_out[l]) + first * units;
           for (int64_t row = 0; row < n; ++row) {
-            CellRow(t_block + row * gates, c_prev + row * units, units, c_next + row * units);
-          }
-          ArrayMap<T>(tanh_c_block, n * units) = ArrayMap<T>(c_next, n * units).tanh();
-          for (int64_t row = 0; row < n; ++row) {
-            OutputRow(t_block + row * gates, tanh_c_block + row * units, units, h_next + row * units);
+            CellRow(t_block + row * gates, c_prev + row * units, units, c_next + row * units,
+                    h_next + row * units);
           }
         }
         if (shape.outputs > 0) {
@@ -429,9 +439,9 @@ class LstmStackGradOp : public OpKernel {
   explicit LstmStackGradOp(OpKernelConstruction* context) : OpKernel(context) {}
 
   void Compute(OpKernelContext* context) override {
-    ::tensorflow::OpInputList d_h, d_c, h, c, new_h, t, tanh_c, weights;
+    ::tensorflow::OpInputList d_h, d_c, h, c, new_h, weights, bias;
     for (auto [name, list] : {std::pair{"d_h", &d_h}, {"d_c", &d_c}, {"h", &h}, {"c", &c},
-                              {"new_h", &new_h}, {"t", &t}, {"tanh_c", &tanh_c},
+                              {"new_h", &new_h}, {"bias", &bias},
                               {"weights", &weights}}) {
       OP_REQUIRES_OK(context, context->input_list(name, list));
     }
@@ -441,15 +451,14 @@ class LstmStackGradOp : public OpKernel {
     OP_REQUIRES_OK(context, context->input("x", &x));
     OP_REQUIRES_OK(context, context->input("output_kernel", &output_kernel));
     StackShape shape;
-    OP_REQUIRES_OK(context, ReadShape(*x, h, c, weights, nullptr, *output_kernel, &shape));
+    OP_REQUIRES_OK(context, ReadShape(*x, h, c, weights, &bias, *output_kernel, &shape));
     const int64_t rows = shape.rows, layers = shape.layers(), outputs = shape.outputs;
     OP_REQUIRES(context, d_projection.shape() == TensorShape({rows, outputs}),
                 InvalidArgument("d_projection must be [rows, outputs]"));
     for (int64_t l = 0; l < layers; ++l) {
       OP_REQUIRES(context,
                   d_h[l].shape() == c[l].shape() && d_c[l].shape() == c[l].shape() &&
-                      new_h[l].shape() == c[l].shape() && tanh_c[l].shape() == c[l].shape() &&
-                      t[l].shape() == TensorShape({rows, shape.gates(l)}),
+                      new_h[l].shape() == c[l].shape(),
                   InvalidArgument("layer ", l, ": gradients and saved tensors do not fit"));
     }
     Tensor *d_x, *d_output_kernel;
@@ -485,6 +494,7 @@ class LstmStackGradOp : public OpKernel {
     if (rows > 0) ForEachShard(context, rows, cost_per_row, [&](int64_t shard, int64_t begin, int64_t end) {
       // d_above: the gradient arriving at the current layer's output from above, [n, units].
       Rows<T> d_z(kBlockRows, widest), d_u(kBlockRows, widest), d_above(kBlockRows, widest), u;
+      Rows<T> t(kBlockRows, widest);
       std::vector<Rows<T>>& part = parts[shard];
       for (int64_t first = begin; first < end; first += kBlockRows) {
         const int64_t n = std::min(kBlockRows, end - first);
@@ -503,10 +513,14 @@ class LstmStackGradOp : public OpKernel {
           // The gradient of this layer's new h: from the state (next step) plus from above.
           auto d_h_total = d_above.topLeftCorner(n, units);
           d_h_total += ConstRowsMap<T>(Data<T>(d_h[l]) + first * units, n, units);
-          const T* t_block = Data<T>(t[l]) + first * gates;
+          const T* in = l == 0 ? Data<T>(*x) : Data<T>(new_h[l - 1]);
+          const T* h_prev = Data<T>(h[l]);
+          T* t_block = t.data();
+          GateTanhBlock(in, in_width, h_prev, units, Data<T>(weights[l]), Data<T>(bias[l]), first,
+                        n, &u, t_block);
           for (int64_t row = 0; row < n; ++row) {
             const int64_t r = first + row;
-            CellGradRow(t_block + row * gates, Data<T>(tanh_c[l]) + r * units, d_h_total.data() + row * d_above.cols(),
+            CellGradRow(t_block + row * gates, d_h_total.data() + row * d_above.cols(),
                         Data<T>(d_c[l]) + r * units, Data<T>(c[l]) + r * units, units,
                         d_z.data() + row * gates, Data<T>(d_c_prev_out[l]) + r * units);
           }
@@ -517,8 +531,6 @@ class LstmStackGradOp : public OpKernel {
           }
           const ConstRowsMap<T> d_u_block(d_u_data, n, padded);
           RowsMap<T>(Data<T>(d_h_prev_out[l]) + first * units, n, units) = d_u_block.middleCols(in_width, units);
-          const T* in = l == 0 ? Data<T>(*x) : Data<T>(new_h[l - 1]);
-          const T* h_prev = Data<T>(h[l]);
           T* d_w = part[l].data();
           if (!L2L_DISPATCH_PACKETS(T, gates, AccumulateOuterRows, in + first * in_width, in_width,
                                     h_prev + first * units, units, d_z.data(), n, d_w, d_w + k * gates)) {
@@ -561,8 +573,6 @@ REGISTER_OP("L2lLstmStack")
     .Output("projection: T")
     .Output("new_h: layers * T")
     .Output("new_c: layers * T")
-    .Output("t: layers * T")
-    .Output("tanh_c: layers * T")
     .Attr("layers: int >= 1")
     .Attr("T: {float, double}")
     .SetShapeFn([](shape_inference::InferenceContext* context) {
@@ -572,11 +582,8 @@ REGISTER_OP("L2lLstmStack")
       context->set_output(0, context->Matrix(rows, context->Dim(context->input(1 + 4 * layers), 1)));
       for (int64_t l = 0; l < layers; ++l) {
         const auto c = context->input(1 + layers + l);
-        const auto gates = context->Dim(context->input(1 + 2 * layers + l), 1);
         context->set_output(1 + l, c);
         context->set_output(1 + layers + l, c);
-        context->set_output(1 + 2 * layers + l, context->Matrix(rows, gates));
-        context->set_output(1 + 3 * layers + l, c);
       }
       return ::tensorflow::OkStatus();
     });
@@ -589,9 +596,8 @@ REGISTER_OP("L2lLstmStackGrad")
     .Input("h: layers * T")
     .Input("c: layers * T")
     .Input("new_h: layers * T")
-    .Input("t: layers * T")
-    .Input("tanh_c: layers * T")
     .Input("weights: layers * T")
+    .Input("bias: layers * T")
     .Input("output_kernel: T")
     .Output("d_x: T")
     .Output("d_h_prev: layers * T")
@@ -604,7 +610,7 @@ REGISTER_OP("L2lLstmStackGrad")
     .SetShapeFn([](shape_inference::InferenceContext* context) {
       int64_t layers;
       TF_RETURN_IF_ERROR(context->GetAttr("layers", &layers));
-      const int64_t x = 1 + 2 * layers, h = x + 1, c = h + layers, weights = c + 4 * layers;
+      const int64_t x = 1 + 2 * layers, h = x + 1, c = h + layers, weights = c + 2 * layers;
       context->set_output(0, context->input(x));
       for (int64_t l = 0; l < layers; ++l) {
         context->set_output(1 + l, context->input(h + l));
@@ -612,7 +618,7 @@ REGISTER_OP("L2lLstmStackGrad")
         context->set_output(1 + 2 * layers + l, context->input(weights + l));
         context->set_output(1 + 3 * layers + l, context->Vector(context->Dim(context->input(weights + l), 1)));
       }
-      context->set_output(1 + 4 * layers, context->input(weights + layers));
+      context->set_output(1 + 4 * layers, context->input(weights + 2 * layers));
       return ::tensorflow::OkStatus();
     });
 
