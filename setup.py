@@ -42,6 +42,7 @@ setuptools.setup(
     # Adds nothing (the base install runs on CPU); kept so that `pip install ".[cpu]"`,
     # the install command of earlier versions, still works.
     "cpu": [],
-    "test": ["pytest>=8", "ruff==0.17.6"],
+    # clang-format: the native kernels' C++ (l2l_tf/kernels), as ruff is for the Python.
+    "test": ["pytest>=8", "ruff==0.17.6", "clang-format==23.1.5"],
   },
 )

@@ -81,14 +81,15 @@ void ForEachShard(OpKernelContext* context, int64_t rows, int64_t cost_per_row, 
   const int64_t num_blocks = (rows + kBlockRows - 1) / kBlockRows;
   const int64_t blocks_per_shard = (num_blocks + num_shards - 1) / num_shards;
   auto* workers = context->device()->tensorflow_cpu_worker_threads();
-  ::tensorflow::Shard(num_shards, workers->workers, num_shards,
-                      cost_per_row * blocks_per_shard * kBlockRows, [&](int64_t first, int64_t last) {
-                        for (int64_t shard = first; shard < last; ++shard) {
-                          const int64_t begin = std::min(rows, shard * blocks_per_shard * kBlockRows);
-                          const int64_t end = std::min(rows, (shard + 1) * blocks_per_shard * kBlockRows);
-                          if (begin < end) fn(shard, begin, end);
-                        }
-                      });
+  ::tensorflow::Shard(
+      num_shards, workers->workers, num_shards, cost_per_row * blocks_per_shard * kBlockRows,
+      [&](int64_t first, int64_t last) {
+        for (int64_t shard = first; shard < last; ++shard) {
+          const int64_t begin = std::min(rows, shard * blocks_per_shard * kBlockRows);
+          const int64_t end = std::min(rows, (shard + 1) * blocks_per_shard * kBlockRows);
+          if (begin < end) fn(shard, begin, end);
+        }
+      });
 }
 
 // The shapes of one stack, read from (and checked against) the op's inputs.
@@ -141,7 +142,6 @@ template <typename T>
 constexpr int64_t kPacket = Eigen::internal::unpacket_traits<Packet<T>>::size;
 #define L2L_UNROLL _Pragma("GCC unroll 16")  // tile loops: accumulators must stay in registers
 constexpr int64_t kTileRows = 4;  // rows of a register tile: 4 x 5 packets = 20 accumulators
-constexpr int kMaxPackets = 8;    // widest tile kernel: 8 packets
 
 // acc[i] += s * w for rows i of a tile (one packet column).
 template <typename T, int R, int NV>
@@ -156,22 +156,25 @@ EIGEN_ALWAYS_INLINE void TileUpdate(Packet<T> (&acc)[R][NV], const T* w, const T
   }
 }
 
-// t[n, NV * P] = tanh([x, h] w + bias) for R rows starting at `row` (x [., features], h [., units]).
+// t[n, NV * P] = tanh([x, h] w + bias) for R rows starting at `row` (x [., features], h [.,
+// units]).
 template <typename T, int R, int NV>
 EIGEN_ALWAYS_INLINE void AffineTanhTile(const T* x, int64_t features, const T* h, int64_t units,
                                         const T* w, const T* bias, int64_t row, T* t) {
   using namespace Eigen::internal;
   constexpr int64_t width = NV * kPacket<T>;
   Packet<T> acc[R][NV];
-  L2L_UNROLL for (int i = 0; i < R; ++i)
-    L2L_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = ploadu<Packet<T>>(bias + v * kPacket<T>);
+  L2L_UNROLL for (int i = 0; i < R; ++i) L2L_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] =
+      ploadu<Packet<T>>(bias + v * kPacket<T>);
   const T* x_rows[R];
   const T* h_rows[R];
-  L2L_UNROLL for (int i = 0; i < R; ++i) x_rows[i] = x + (row + i) * features, h_rows[i] = h + (row + i) * units;
+  L2L_UNROLL for (int i = 0; i < R; ++i) x_rows[i] = x + (row + i) * features,
+                                         h_rows[i] = h + (row + i) * units;
   for (int64_t j = 0; j < features; ++j) TileUpdate<T, R, NV>(acc, w + j * width, x_rows, j);
-  for (int64_t j = 0; j < units; ++j) TileUpdate<T, R, NV>(acc, w + (features + j) * width, h_rows, j);
-  L2L_UNROLL for (int i = 0; i < R; ++i)
-    L2L_UNROLL for (int v = 0; v < NV; ++v) pstoreu(t + (row + i) * width + v * kPacket<T>, ptanh(acc[i][v]));
+  for (int64_t j = 0; j < units; ++j)
+    TileUpdate<T, R, NV>(acc, w + (features + j) * width, h_rows, j);
+  L2L_UNROLL for (int i = 0; i < R; ++i) L2L_UNROLL for (int v = 0; v < NV; ++v)
+      pstoreu(t + (row + i) * width + v * kPacket<T>, ptanh(acc[i][v]));
 }
 
 template <typename T, int NV>
@@ -189,19 +192,20 @@ EIGEN_ALWAYS_INLINE void MatMulTile(const T* a, int64_t inner, const T* b, int64
   using namespace Eigen::internal;
   constexpr int64_t width = NV * kPacket<T>;
   Packet<T> acc[R][NV];
-  L2L_UNROLL for (int i = 0; i < R; ++i)
-    L2L_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = pset1<Packet<T>>(T(0));
+  L2L_UNROLL for (int i = 0; i < R; ++i) L2L_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] =
+      pset1<Packet<T>>(T(0));
   const T* a_rows[R];
   L2L_UNROLL for (int i = 0; i < R; ++i) a_rows[i] = a + (row + i) * inner;
   for (int64_t j = 0; j < inner; ++j) TileUpdate<T, R, NV>(acc, b + j * width, a_rows, j);
-  L2L_UNROLL for (int i = 0; i < R; ++i)
-    L2L_UNROLL for (int v = 0; v < NV; ++v) pstoreu(out + (row + i) * width + v * kPacket<T>, acc[i][v]);
+  L2L_UNROLL for (int i = 0; i < R; ++i) L2L_UNROLL for (int v = 0; v < NV; ++v)
+      pstoreu(out + (row + i) * width + v * kPacket<T>, acc[i][v]);
 }
 
 template <typename T, int NV>
 void MatMulRows(const T* a, int64_t inner, const T* b, int64_t n, T* out) {
   int64_t row = 0;
-  for (; row + kTileRows <= n; row += kTileRows) MatMulTile<T, kTileRows, NV>(a, inner, b, row, out);
+  for (; row + kTileRows <= n; row += kTileRows)
+    MatMulTile<T, kTileRows, NV>(a, inner, b, row, out);
   for (; row < n; ++row) MatMulTile<T, 1, NV>(a, inner, b, row, out);
 }
 
@@ -225,11 +229,12 @@ void AccumulateOuterRows(const T* x, int64_t features, const T* h, int64_t units
       stride[i] = j < features ? features : j < k ? units : 0;
     }
     Packet<T> acc[kTileRows][NV];
-    L2L_UNROLL for (int i = 0; i < kTileRows; ++i)
-      L2L_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = pset1<Packet<T>>(T(0));
+    L2L_UNROLL for (int i = 0; i < kTileRows; ++i) L2L_UNROLL for (int v = 0; v < NV; ++v)
+        acc[i][v] = pset1<Packet<T>>(T(0));
     for (int64_t row = 0; row < n; ++row) {
       Packet<T> dz[NV];
-      L2L_UNROLL for (int v = 0; v < NV; ++v) dz[v] = ploadu<Packet<T>>(d_z + row * width + v * kPacket<T>);
+      L2L_UNROLL for (int v = 0; v < NV; ++v) dz[v] =
+          ploadu<Packet<T>>(d_z + row * width + v * kPacket<T>);
       L2L_UNROLL for (int i = 0; i < kTileRows; ++i) {
         const Packet<T> s = pset1<Packet<T>>(column[i][row * stride[i]]);
         L2L_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = pmadd(s, dz[v], acc[i][v]);
@@ -320,21 +325,38 @@ EIGEN_ALWAYS_INLINE void CellGradRow(const T* tr, const T* d_h, const T* d_c, co
 }
 
 // Calls kernel<NV>(args...) for NV = width / packet size if that is a whole number of at most
-// kMaxPackets; returns false (the caller falls back to Eigen) otherwise.
-#define L2L_DISPATCH_PACKETS(T, width, kernel, ...)                                       \
-  [&]() -> bool {                                                                         \
-    if ((width) % kPacket<T> != 0) return false;                                          \
-    switch ((width) / kPacket<T>) {                                                       \
-      case 1: kernel<T, 1>(__VA_ARGS__); return true;                                     \
-      case 2: kernel<T, 2>(__VA_ARGS__); return true;                                     \
-      case 3: kernel<T, 3>(__VA_ARGS__); return true;                                     \
-      case 4: kernel<T, 4>(__VA_ARGS__); return true;                                     \
-      case 5: kernel<T, 5>(__VA_ARGS__); return true;                                     \
-      case 6: kernel<T, 6>(__VA_ARGS__); return true;                                     \
-      case 7: kernel<T, 7>(__VA_ARGS__); return true;                                     \
-      case 8: kernel<T, 8>(__VA_ARGS__); return true;                                     \
-      default: return false;                                                              \
-    }                                                                                     \
+// 8; returns false (the caller falls back to Eigen) otherwise.
+#define L2L_DISPATCH_PACKETS(T, width, kernel, ...) \
+  [&]() -> bool {                                   \
+    if ((width) % kPacket<T> != 0) return false;    \
+    switch ((width) / kPacket<T>) {                 \
+      case 1:                                       \
+        kernel<T, 1>(__VA_ARGS__);                  \
+        return true;                                \
+      case 2:                                       \
+        kernel<T, 2>(__VA_ARGS__);                  \
+        return true;                                \
+      case 3:                                       \
+        kernel<T, 3>(__VA_ARGS__);                  \
+        return true;                                \
+      case 4:                                       \
+        kernel<T, 4>(__VA_ARGS__);                  \
+        return true;                                \
+      case 5:                                       \
+        kernel<T, 5>(__VA_ARGS__);                  \
+        return true;                                \
+      case 6:                                       \
+        kernel<T, 6>(__VA_ARGS__);                  \
+        return true;                                \
+      case 7:                                       \
+        kernel<T, 7>(__VA_ARGS__);                  \
+        return true;                                \
+      case 8:                                       \
+        kernel<T, 8>(__VA_ARGS__);                  \
+        return true;                                \
+      default:                                      \
+        return false;                               \
+    }                                               \
   }()
 
 // Rows [first, first + n) of in and h side by side: u = [in, h], [n, in_width + units].
@@ -388,7 +410,8 @@ class LstmStackOp : public OpKernel {
     OP_REQUIRES_OK(context, ReadShape(x, h, c, weights, &bias, output_kernel, &shape));
     const int64_t rows = shape.rows, layers = shape.layers();
     Tensor* projection;
-    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({rows, shape.outputs}), &projection));
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(0, TensorShape({rows, shape.outputs}), &projection));
     ::tensorflow::OpOutputList new_h, new_c;
     OP_REQUIRES_OK(context, context->output_list("new_h", &new_h));
     OP_REQUIRES_OK(context, context->output_list("new_c", &new_c));
@@ -440,8 +463,12 @@ class LstmStackGradOp : public OpKernel {
 
   void Compute(OpKernelContext* context) override {
     ::tensorflow::OpInputList d_h, d_c, h, c, new_h, weights, bias;
-    for (auto [name, list] : {std::pair{"d_h", &d_h}, {"d_c", &d_c}, {"h", &h}, {"c", &c},
-                              {"new_h", &new_h}, {"bias", &bias},
+    for (auto [name, list] : {std::pair{"d_h", &d_h},
+                              {"d_c", &d_c},
+                              {"h", &h},
+                              {"c", &c},
+                              {"new_h", &new_h},
+                              {"bias", &bias},
                               {"weights", &weights}}) {
       OP_REQUIRES_OK(context, context->input_list(name, list));
     }
@@ -468,7 +495,8 @@ class LstmStackGradOp : public OpKernel {
     OP_REQUIRES_OK(context, context->output_list("d_c_prev", &d_c_prev));
     OP_REQUIRES_OK(context, context->output_list("d_weights", &d_weights));
     OP_REQUIRES_OK(context, context->output_list("d_bias", &d_bias));
-    OP_REQUIRES_OK(context, context->allocate_output("d_output_kernel", output_kernel->shape(), &d_output_kernel));
+    OP_REQUIRES_OK(context, context->allocate_output("d_output_kernel", output_kernel->shape(),
+                                                     &d_output_kernel));
     std::vector<Tensor*> d_h_prev_out(layers), d_c_prev_out(layers);
     // d_u = d_z w^T is computed as d_z w_t, with w_t = w^T zero-padded to whole packets.
     std::vector<Rows<T>> w_t(layers);
@@ -488,66 +516,74 @@ class LstmStackGradOp : public OpKernel {
     const int64_t num_shards = NumShards(context, rows);
     std::vector<std::vector<Rows<T>>> parts(num_shards);
     for (auto& part : parts) {
-      for (int64_t l = 0; l < layers; ++l) part.push_back(Rows<T>::Zero(shape.k(l) + 1, shape.gates(l)));
+      for (int64_t l = 0; l < layers; ++l)
+        part.push_back(Rows<T>::Zero(shape.k(l) + 1, shape.gates(l)));
       part.push_back(Rows<T>::Zero(top_units, outputs));
     }
-    if (rows > 0) ForEachShard(context, rows, cost_per_row, [&](int64_t shard, int64_t begin, int64_t end) {
-      // d_above: the gradient arriving at the current layer's output from above, [n, units].
-      Rows<T> d_z(kBlockRows, widest), d_u(kBlockRows, widest), d_above(kBlockRows, widest), u;
-      Rows<T> t(kBlockRows, widest);
-      std::vector<Rows<T>>& part = parts[shard];
-      for (int64_t first = begin; first < end; first += kBlockRows) {
-        const int64_t n = std::min(kBlockRows, end - first);
-        auto above = d_above.topLeftCorner(n, top_units);
-        above.setZero();
-        if (outputs > 0) {
-          const ConstRowsMap<T> d_proj(Data<T>(d_projection) + first * outputs, n, outputs);
-          const ConstRowsMap<T> kernel(Data<T>(*output_kernel), top_units, outputs);
-          const T* top = Data<T>(new_h[layers - 1]);
-          above.noalias() = d_proj * kernel.transpose();
-          part[layers].noalias() += ConstRowsMap<T>(top + first * top_units, n, top_units).transpose() * d_proj;
+    if (rows > 0)
+      ForEachShard(context, rows, cost_per_row, [&](int64_t shard, int64_t begin, int64_t end) {
+        // d_above: the gradient arriving at the current layer's output from above, [n, units].
+        Rows<T> d_z(kBlockRows, widest), d_u(kBlockRows, widest), d_above(kBlockRows, widest), u;
+        Rows<T> t(kBlockRows, widest);
+        std::vector<Rows<T>>& part = parts[shard];
+        for (int64_t first = begin; first < end; first += kBlockRows) {
+          const int64_t n = std::min(kBlockRows, end - first);
+          auto above = d_above.topLeftCorner(n, top_units);
+          above.setZero();
+          if (outputs > 0) {
+            const ConstRowsMap<T> d_proj(Data<T>(d_projection) + first * outputs, n, outputs);
+            const ConstRowsMap<T> kernel(Data<T>(*output_kernel), top_units, outputs);
+            const T* top = Data<T>(new_h[layers - 1]);
+            above.noalias() = d_proj * kernel.transpose();
+            part[layers].noalias() +=
+                ConstRowsMap<T>(top + first * top_units, n, top_units).transpose() * d_proj;
+          }
+          for (int64_t l = layers - 1; l >= 0; --l) {
+            const int64_t units = shape.units[l], gates = shape.gates(l), in_width = shape.in[l];
+            const int64_t k = shape.k(l), padded = w_t[l].cols();
+            // The gradient of this layer's new h: from the state (next step) plus from above.
+            auto d_h_total = d_above.topLeftCorner(n, units);
+            d_h_total += ConstRowsMap<T>(Data<T>(d_h[l]) + first * units, n, units);
+            const T* in = l == 0 ? Data<T>(*x) : Data<T>(new_h[l - 1]);
+            const T* h_prev = Data<T>(h[l]);
+            T* t_block = t.data();
+            GateTanhBlock(in, in_width, h_prev, units, Data<T>(weights[l]), Data<T>(bias[l]), first,
+                          n, &u, t_block);
+            for (int64_t row = 0; row < n; ++row) {
+              const int64_t r = first + row;
+              CellGradRow(t_block + row * gates, d_h_total.data() + row * d_above.cols(),
+                          Data<T>(d_c[l]) + r * units, Data<T>(c[l]) + r * units, units,
+                          d_z.data() + row * gates, Data<T>(d_c_prev_out[l]) + r * units);
+            }
+            // d_z rows are packed at stride `gates`, d_u rows at stride `padded`.
+            T* d_u_data = d_u.data();
+            if (!L2L_DISPATCH_PACKETS(T, padded, MatMulRows, d_z.data(), gates, w_t[l].data(), n,
+                                      d_u_data)) {
+              RowsMap<T>(d_u_data, n, padded).noalias() =
+                  ConstRowsMap<T>(d_z.data(), n, gates) * w_t[l];
+            }
+            const ConstRowsMap<T> d_u_block(d_u_data, n, padded);
+            RowsMap<T>(Data<T>(d_h_prev_out[l]) + first * units, n, units) =
+                d_u_block.middleCols(in_width, units);
+            T* d_w = part[l].data();
+            if (!L2L_DISPATCH_PACKETS(T, gates, AccumulateOuterRows, in + first * in_width,
+                                      in_width, h_prev + first * units, units, d_z.data(), n, d_w,
+                                      d_w + k * gates)) {
+              GatherBlock(in, in_width, h_prev, units, first, n, &u);
+              const ConstRowsMap<T> block_d_z(d_z.data(), n, gates);
+              part[l].topRows(k).noalias() += u.topRows(n).transpose() * block_d_z;
+              part[l].row(k) += block_d_z.colwise().sum();
+            }
+            // Hand the input gradient down: to the layer below, or out as d_x.
+            if (l > 0) {
+              d_above.topLeftCorner(n, in_width) = d_u_block.leftCols(in_width);
+            } else {
+              RowsMap<T>(Data<T>(d_x) + first * in_width, n, in_width) =
+                  d_u_block.leftCols(in_width);
+            }
+          }
         }
-        for (int64_t l = layers - 1; l >= 0; --l) {
-          const int64_t units = shape.units[l], gates = shape.gates(l), in_width = shape.in[l];
-          const int64_t k = shape.k(l), padded = w_t[l].cols();
-          // The gradient of this layer's new h: from the state (next step) plus from above.
-          auto d_h_total = d_above.topLeftCorner(n, units);
-          d_h_total += ConstRowsMap<T>(Data<T>(d_h[l]) + first * units, n, units);
-          const T* in = l == 0 ? Data<T>(*x) : Data<T>(new_h[l - 1]);
-          const T* h_prev = Data<T>(h[l]);
-          T* t_block = t.data();
-          GateTanhBlock(in, in_width, h_prev, units, Data<T>(weights[l]), Data<T>(bias[l]), first,
-                        n, &u, t_block);
-          for (int64_t row = 0; row < n; ++row) {
-            const int64_t r = first + row;
-            CellGradRow(t_block + row * gates, d_h_total.data() + row * d_above.cols(),
-                        Data<T>(d_c[l]) + r * units, Data<T>(c[l]) + r * units, units,
-                        d_z.data() + row * gates, Data<T>(d_c_prev_out[l]) + r * units);
-          }
-          // d_z rows are packed at stride `gates`, d_u rows at stride `padded`.
-          T* d_u_data = d_u.data();
-          if (!L2L_DISPATCH_PACKETS(T, padded, MatMulRows, d_z.data(), gates, w_t[l].data(), n, d_u_data)) {
-            RowsMap<T>(d_u_data, n, padded).noalias() = ConstRowsMap<T>(d_z.data(), n, gates) * w_t[l];
-          }
-          const ConstRowsMap<T> d_u_block(d_u_data, n, padded);
-          RowsMap<T>(Data<T>(d_h_prev_out[l]) + first * units, n, units) = d_u_block.middleCols(in_width, units);
-          T* d_w = part[l].data();
-          if (!L2L_DISPATCH_PACKETS(T, gates, AccumulateOuterRows, in + first * in_width, in_width,
-                                    h_prev + first * units, units, d_z.data(), n, d_w, d_w + k * gates)) {
-            GatherBlock(in, in_width, h_prev, units, first, n, &u);
-            const ConstRowsMap<T> block_d_z(d_z.data(), n, gates);
-            part[l].topRows(k).noalias() += u.topRows(n).transpose() * block_d_z;
-            part[l].row(k) += block_d_z.colwise().sum();
-          }
-          // Hand the input gradient down: to the layer below, or out as d_x.
-          if (l > 0) {
-            d_above.topLeftCorner(n, in_width) = d_u_block.leftCols(in_width);
-          } else {
-            RowsMap<T>(Data<T>(d_x) + first * in_width, n, in_width) = d_u_block.leftCols(in_width);
-          }
-        }
-      }
-    });
+      });
     for (int64_t shard = 1; shard < num_shards; ++shard) {
       for (size_t i = 0; i < parts[0].size(); ++i) parts[0][i] += parts[shard][i];
     }
@@ -579,7 +615,8 @@ REGISTER_OP("L2lLstmStack")
       int64_t layers;
       TF_RETURN_IF_ERROR(context->GetAttr("layers", &layers));
       const auto rows = context->Dim(context->input(0), 0);
-      context->set_output(0, context->Matrix(rows, context->Dim(context->input(1 + 4 * layers), 1)));
+      context->set_output(0,
+                          context->Matrix(rows, context->Dim(context->input(1 + 4 * layers), 1)));
       for (int64_t l = 0; l < layers; ++l) {
         const auto c = context->input(1 + layers + l);
         context->set_output(1 + l, c);
@@ -616,17 +653,18 @@ REGISTER_OP("L2lLstmStackGrad")
         context->set_output(1 + l, context->input(h + l));
         context->set_output(1 + layers + l, context->input(c + l));
         context->set_output(1 + 2 * layers + l, context->input(weights + l));
-        context->set_output(1 + 3 * layers + l, context->Vector(context->Dim(context->input(weights + l), 1)));
+        context->set_output(1 + 3 * layers + l,
+                            context->Vector(context->Dim(context->input(weights + l), 1)));
       }
       context->set_output(1 + 4 * layers, context->input(weights + 2 * layers));
       return ::tensorflow::OkStatus();
     });
 
-#define REGISTER(T)                                                                     \
-  REGISTER_KERNEL_BUILDER(Name("L2lLstmStack").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
-                          LstmStackOp<T>);                                              \
-  REGISTER_KERNEL_BUILDER(                                                              \
-      Name("L2lLstmStackGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"), LstmStackGradOp<T>);
+#define REGISTER(T)                                                                           \
+  REGISTER_KERNEL_BUILDER(Name("L2lLstmStack").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
+                          LstmStackOp<T>);                                                    \
+  REGISTER_KERNEL_BUILDER(Name("L2lLstmStackGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
+                          LstmStackGradOp<T>);
 REGISTER(float)
 REGISTER(double)
 #undef REGISTER
