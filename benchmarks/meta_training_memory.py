@@ -9,7 +9,8 @@ MetaTrainer runs per meta-step. Two optimizees, both on the embedded MNIST sampl
 
     python benchmarks/meta_training_memory.py [--problems=mnist,large]
         [--recompute=none,steps,blocks] [--mnist_unroll=20] [--large_unroll=2,4]
-        [--jit=false] [--max_rss_mib=4608] [--min_available_mib=1024]
+        [--lstm_kernels=graph,native] [--jit=false] [--max_rss_mib=4608]
+        [--min_available_mib=1024] [--output_json=FILE]
 
 Each configuration runs in its own subprocess, one at a time (TensorFlow does not return
 memory to the OS, and tf.config.experimental.get_memory_info does not work on CPU); its peak
@@ -19,9 +20,12 @@ ru_maxrss. A child that passes --max_rss_mib, or leaves the machine less than
 "setup" column is the child's peak before the meta-gradient is traced (TensorFlow, the data, the
 problem); "seconds" is the median of --repeats meta-gradients after a first, compiling one.
 Prints one line per configuration, then a table with memory above setup and time relative
-to recompute=none:
+to recompute=none with the same LSTM kernel (--lstm_kernels: graph ops, or the native CPU
+ops of l2l_tf/kernels, which keep only the new state of a step for the backward pass):
 
-    RESULT problem=mnist recompute=steps unroll=20 peak_mib=1097 setup_mib=683 seconds=2.49 ...
+    RESULT problem=mnist kernel=graph recompute=steps unroll=20 peak_mib=1097 setup_mib=683 ...
+
+--output_json writes the reports (results/meta_training_memory.json feeds docs/RESULTS.md).
 """
 
 import json
@@ -42,6 +46,8 @@ _RECOMPUTE = flags.DEFINE_list(
 )
 _MNIST_UNROLL = flags.DEFINE_list("mnist_unroll", ["20"], "Unroll lengths on mnist.")
 _LARGE_UNROLL = flags.DEFINE_list("large_unroll", ["2", "4"], "Unroll lengths on large.")
+_KERNELS = flags.DEFINE_list("lstm_kernels", ["graph"], "LSTM kernels: graph, native.")
+_OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the reports here (JSON).")
 _JIT = flags.DEFINE_enum("jit", "false", ["false", "true"], "jit_compile of the meta-gradient.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed meta-gradients per configuration.")
 _MAX_RSS_MIB = flags.DEFINE_integer(
@@ -55,19 +61,25 @@ _MIN_AVAILABLE_MIB = flags.DEFINE_integer(
   "Kill a configuration that leaves the machine less than this "
   "available memory (MiB); it is reported as over the limit.",
 )
-_CHILD = flags.DEFINE_string("child", None, "Internal: PROBLEM,RECOMPUTE,UNROLL to measure.")
+_CHILD = flags.DEFINE_string("child", None, "Internal: PROBLEM,RECOMPUTE,UNROLL,KERNEL to measure.")
 
 HIDDEN_SIZES = {"mnist": (20,), "large": (1260,)}
 
 
-def measure_in_this_process(problem_name, recompute, unroll_length, jit, repeats):
+def measure_in_this_process(problem_name, recompute, unroll_length, kernel, jit, repeats):
   """Builds the problem and times meta-gradients; prints a JSON line for the parent."""
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from l2l_tf import learned_rule  # pylint: disable=g-import-not-at-top
   from l2l_tf import registry  # pylint: disable=g-import-not-at-top
+  from l2l_tf.cells import coordinatewise_lstm  # pylint: disable=g-import-not-at-top
   from l2l_tf.training import unroll as unroll_lib  # pylint: disable=g-import-not-at-top
+
+  if kernel == "native":
+    from l2l_tf import kernels  # pylint: disable=g-import-not-at-top
+
+    kernels.load()  # before the setup peak: the library is not the meta-gradient's memory
 
   keras.utils.set_random_seed(0)  # the same optimizer weights in every configuration
   problem = registry.make_problem("mnist", "train", hidden_sizes=HIDDEN_SIZES[problem_name])
@@ -85,9 +97,10 @@ def measure_in_this_process(problem_name, recompute, unroll_length, jit, repeats
     return meta_loss, tape.gradient(meta_loss, rule.trainable_variables)
 
   times = []
-  for _ in range(repeats + 1):  # the first call traces and compiles
+  for _ in range(repeats + 1):  # the first call traces (with the kernel) and compiles
     start = time.perf_counter()
-    meta_loss, grads = meta_gradient(trajectory, rest)
+    with coordinatewise_lstm.lstm_kernel(kernel):
+      meta_loss, grads = meta_gradient(trajectory, rest)
     grad_norm = float(tf.linalg.global_norm(grads))
     times.append(time.perf_counter() - start)
   print(
@@ -125,7 +138,7 @@ def _limit_passed(pid):
   return None
 
 
-def run_child(problem_name, recompute, unroll_length):
+def run_child(problem_name, recompute, unroll_length, kernel):
   """Measures one configuration in a subprocess; returns its report with peak_mib added.
 
   A child whose resident size passes --max_rss_mib, or that leaves the machine less than
@@ -135,11 +148,16 @@ def run_child(problem_name, recompute, unroll_length):
   command = [
     sys.executable,
     os.path.abspath(__file__),
-    f"--child={problem_name},{recompute},{unroll_length}",
+    f"--child={problem_name},{recompute},{unroll_length},{kernel}",
     f"--jit={_JIT.value}",
     f"--repeats={_REPEATS.value}",
   ]
-  report = {"problem": problem_name, "recompute": recompute, "unroll": unroll_length}
+  report = {
+    "problem": problem_name,
+    "lstm_kernel": kernel,
+    "recompute": recompute,
+    "unroll": unroll_length,
+  }
   with tempfile.TemporaryFile("w+") as output:
     process = subprocess.Popen(command, stdout=output, text=True)
     stopped_by = None
@@ -166,7 +184,8 @@ def run_child(problem_name, recompute, unroll_length):
 def result_line(report):
   """The RESULT line of one configuration."""
   line = (
-    f"RESULT problem={report['problem']} recompute={report['recompute']} unroll={report['unroll']}"
+    f"RESULT problem={report['problem']} kernel={report['lstm_kernel']} "
+    f"recompute={report['recompute']} unroll={report['unroll']}"
   )
   if report["peak_mib"] is None:
     limit = report["stopped_by"]
@@ -179,23 +198,24 @@ def result_line(report):
 
 
 def print_table(reports):
-  """Peak memory and time per configuration, relative to recompute=none on the same problem."""
+  """Peak memory and time per configuration, relative to recompute=none on the same problem,
+  unroll and kernel."""
   plain = {
-    (r["problem"], r["unroll"]): r
+    (r["problem"], r["unroll"], r["lstm_kernel"]): r
     for r in reports
     if r["recompute"] == "none" and r["peak_mib"] is not None
   }
   print(
-    f"{'problem':8} {'unroll':>6} {'recompute':9} {'peak MiB':>9} {'setup MiB':>9} "
+    f"{'problem':8} {'kernel':6} {'unroll':>6} {'recompute':9} {'peak MiB':>9} {'setup MiB':>9} "
     f"{'peak-setup':>10} {'seconds':>8} {'memory x':>8} {'time x':>7}"
   )
   for r in reports:
-    head = f"{r['problem']:8} {r['unroll']:>6} {r['recompute']:9}"
+    head = f"{r['problem']:8} {r['lstm_kernel']:6} {r['unroll']:>6} {r['recompute']:9}"
     if r["peak_mib"] is None:
       print(f"{head} {'stopped':>9}  (passed --{r['stopped_by']})")
       continue
     above_setup = r["peak_mib"] - r["setup_mib"]
-    base = plain.get((r["problem"], r["unroll"]))
+    base = plain.get((r["problem"], r["unroll"], r["lstm_kernel"]))
     memory_ratio = time_ratio = float("nan")
     if base:
       memory_ratio = above_setup / (base["peak_mib"] - base["setup_mib"])
@@ -209,22 +229,36 @@ def print_table(reports):
 def main(argv):
   del argv
   if _CHILD.value:
-    problem_name, recompute, unroll_length = _CHILD.value.split(",")
+    problem_name, recompute, unroll_length, kernel = _CHILD.value.split(",")
     measure_in_this_process(
-      problem_name, recompute, int(unroll_length), _JIT.value == "true", _REPEATS.value
+      problem_name, recompute, int(unroll_length), kernel, _JIT.value == "true", _REPEATS.value
     )
     return
   for name in _PROBLEMS.value:
     if name not in HIDDEN_SIZES:
       raise app.UsageError(f"unknown problem {name!r}; choose from {sorted(HIDDEN_SIZES)}")
+  for kernel in _KERNELS.value:
+    if kernel not in ("graph", "native"):
+      raise app.UsageError(f"unknown LSTM kernel {kernel!r}; choose from graph, native")
+  if "native" in _KERNELS.value and _JIT.value == "true":
+    raise app.UsageError("the native LSTM kernel has no XLA lowering: use --jit=false")
   reports = []
   for name in _PROBLEMS.value:
     unrolls = _MNIST_UNROLL.value if name == "mnist" else _LARGE_UNROLL.value
     for unroll_length in unrolls:
-      for recompute in _RECOMPUTE.value:  # one configuration at a time: memory is shared
-        reports.append(run_child(name, recompute, int(unroll_length)))
-        print(result_line(reports[-1]), flush=True)
+      for kernel in _KERNELS.value:
+        for recompute in _RECOMPUTE.value:  # one configuration at a time: memory is shared
+          reports.append(run_child(name, recompute, int(unroll_length), kernel))
+          print(result_line(reports[-1]), flush=True)
   print_table(reports)
+  if _OUTPUT_JSON.value:
+    from l2l_tf import evaluation  # pylint: disable=g-import-not-at-top  # loads TensorFlow
+
+    evaluation.write_json(
+      {"jit_compile": _JIT.value == "true", "repeats": _REPEATS.value, "results": reports},
+      _OUTPUT_JSON.value,
+    )
+    print(f"wrote {_OUTPUT_JSON.value}")
 
 
 if __name__ == "__main__":

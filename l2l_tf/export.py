@@ -68,6 +68,7 @@ from l2l_tf import learned_rule
 from l2l_tf import leftovers
 from l2l_tf import optimizer_format
 from l2l_tf.cells import base as cells_base
+from l2l_tf.cells import coordinatewise_lstm
 
 SIGNATURE_INITIAL_STATE = "initial_state"
 SIGNATURE_STEP = "step"
@@ -326,7 +327,14 @@ def export_saved_model(
   for cell in rule.cells.values():
     _state_sizes(cell)
   metadata = _export_metadata(rule, metadata)
+  # A SavedModel must load wherever TensorFlow does: it is traced with the graph ops, never
+  # the native kernels (a custom op other loaders do not have), whatever the caller chose.
+  with coordinatewise_lstm.lstm_kernel("graph"):
+    return _save(rule, path, metadata)
 
+
+def _save(rule, path, metadata):
+  """export_saved_model's tracing and atomic write, once the inputs are checked."""
   module = _OptimizerModule()
   signatures = {}
   functions = {}

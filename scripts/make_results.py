@@ -296,6 +296,18 @@ def throughput_rows(data):
   return [dict(r, unroll_length=data["unroll_length"]) for r in data["results"]]
 
 
+def memory_rows(data):
+  """Rows of benchmarks/meta_training_memory.py --output_json: one per configuration."""
+  return list(data["results"])
+
+
+def _memory_cell(row, value):
+  """A memory column of row: value(row) in MiB, or where a memory limit stopped the run."""
+  if row["peak_mib"] is None:
+    return f"stopped ({row['stopped_by']})"
+  return f"{value(row):,.0f}"
+
+
 def sensitivity_rows(data):
   """Rows of benchmarks/mnist_paper_setting.py's step-size study: the learned update and Adam's
   tuned learning rate multiplied by each scale, on the test runs of its first horizon."""
@@ -400,6 +412,16 @@ SPEED_COLUMNS = (
   ("lstm kernel", lambda r: r.get("lstm_kernel", "graph")),
   ("coord-steps/s", lambda r: f"{r['coord_steps_per_s']:,.0f}"),
   ("compile s", lambda r: f"{r['compile_s']:.1f}"),
+)
+MEMORY_COLUMNS = (
+  ("problem", lambda r: r["problem"]),
+  ("parameters", lambda r: f"{r['coordinates']:,}" if r["peak_mib"] is not None else "-"),
+  ("unroll", lambda r: str(r["unroll"])),
+  ("lstm kernel", lambda r: r["lstm_kernel"]),
+  ("recompute", lambda r: r["recompute"]),
+  ("peak MiB", lambda r: _memory_cell(r, lambda x: x["peak_mib"])),
+  ("above setup MiB", lambda r: _memory_cell(r, lambda x: x["peak_mib"] - x["setup_mib"])),
+  ("seconds", lambda r: f"{r['seconds']:.2f}" if r["peak_mib"] is not None else "-"),
 )
 SENSITIVITY_COLUMNS = (
   ("scale", lambda r: f"{r['scale']:g}"),
@@ -990,6 +1012,23 @@ PANELS = (
     note="One unroll of the coordinatewise LSTM, forward and backward. LSTM kernel: graph "
     "(TensorFlow ops) or native (the CPU custom ops of l2l_tf/kernels, `--lstm_kernel=native`; "
     "no XLA).",
+  ),
+  Panel(
+    "meta_training_memory",
+    "Memory of one meta-gradient",
+    "results/meta_training_memory.json",
+    "python benchmarks/meta_training_memory.py --lstm_kernels=graph,native "
+    "--output_json=results/meta_training_memory.json",
+    memory_rows,
+    columns=MEMORY_COLUMNS,
+    order=lambda r: (r["problem"], r["unroll"], r["lstm_kernel"], r["recompute"]),
+    note="Peak resident memory of one meta-gradient (one truncated unroll of the paper's LSTM, "
+    "forward and backward) on the MNIST MLP (mnist) and a 784-1260-10 MLP of about a million "
+    "parameters (large), each configuration in its own process, one at a time. Above setup: "
+    "the peak minus the process's peak before the meta-gradient ran (TensorFlow, data, "
+    "problem). recompute: none stores every step's intermediates; steps and blocks recompute "
+    "them in the backward pass (`--recompute`). The native LSTM kernel keeps only each step's "
+    "new state. Seconds: median of the timed meta-gradients after the first.",
   ),
   Panel(
     "peer_speed",

@@ -28,8 +28,10 @@ def _write_cifar_binary(directory, per_file=20):
 @pytest.fixture(autouse=True, scope="session")
 def _kernel_cache(tmp_path_factory):
   """Native kernels (l2l_tf/kernels) build into one cache per session, inherited by the
-  scripts the tests start: built once, and never into the user's ~/.cache."""
-  os.environ["L2L_TF_KERNEL_CACHE"] = str(tmp_path_factory.mktemp("kernel_cache"))
+  scripts the tests start: built once, and never into the user's ~/.cache. A cache named by
+  L2L_TF_KERNEL_CACHE is kept (CI shares one between pytest and the Bazel targets)."""
+  if not os.environ.get("L2L_TF_KERNEL_CACHE"):
+    os.environ["L2L_TF_KERNEL_CACHE"] = str(tmp_path_factory.mktemp("kernel_cache"))
 
 
 @pytest.fixture(name="cifar_dir", scope="session")

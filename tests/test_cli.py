@@ -29,7 +29,7 @@ PROBLEM_FLAGS = (
 
 HELP_FLAGS = {
   "scripts/train.py": PROBLEM_FLAGS
-  + ("output_dir", "optimizer", "epochs", "strategy", "cpu_devices", "tpu"),
+  + ("output_dir", "optimizer", "epochs", "strategy", "cpu_devices", "tpu", "lstm_kernel"),
   "scripts/evaluate.py": PROBLEM_FLAGS + ("optimizer_path", "num_problems", "output_json"),
   "scripts/generalization.py": (
     "optimizer_path",
@@ -61,14 +61,23 @@ HELP_FLAGS = {
     "large_unroll",
     "max_rss_mib",
     "min_available_mib",
+    "lstm_kernels",
+    "output_json",
   ),
   "benchmarks/mnist_seeds.py": PROBLEM_FLAGS + ("optimizer_paths", "horizons", "num_problems"),
   "benchmarks/mnist_paper_setting.py": PROBLEM_FLAGS
   + ("optimizer_path", "horizons", "num_problems", "scales"),
-  "benchmarks/peer_speed.py": ("peers_dir", "torch_python", "jax_python", "problem", "iters"),
+  "benchmarks/peer_speed.py": (
+    "peers_dir",
+    "torch_python",
+    "jax_python",
+    "problem",
+    "iters",
+    "lstm_kernels",
+  ),
   "benchmarks/sharing_cost.py": ("layouts", "repeats", "windows"),
   "benchmarks/sharing_quadratic.py": ("optimizers", "num_steps", "seeds"),
-  "benchmarks/throughput.py": ("problems", "jit", "unroll_length"),
+  "benchmarks/throughput.py": ("problems", "jit", "unroll_length", "lstm_kernels"),
   "benchmarks/validation_baselines.py": PROBLEM_FLAGS
   + ("num_validation_problems", "horizons", "validation_window"),
   "benchmarks/verdict.py": ("eval_json",),

@@ -244,6 +244,32 @@ def test_sharing_std_is_pooled_over_seeds_and_problems(tmp_path):
   assert f"- lstm: median {np.median(lstm):.4g}; per seed {per_seed}" in section
 
 
+def test_memory_panel_shows_each_configuration_and_where_a_limit_stopped_one(tmp_path):
+  row = {"problem": "large", "unroll": 2, "lstm_kernel": "graph", "coordinates": 1001710}
+  _write(
+    tmp_path,
+    "results/meta_training_memory.json",  # as benchmarks/meta_training_memory.py --output_json
+    {
+      "jit_compile": False,
+      "repeats": 2,
+      "provenance": PROVENANCE,
+      "results": [
+        dict(row, recompute="steps", peak_mib=3000.4, setup_mib=700.2, seconds=9.871),
+        dict(row, recompute="none", peak_mib=None, stopped_by="max_rss_mib"),
+        dict(
+          row, lstm_kernel="native", recompute="none", peak_mib=2100.0, setup_mib=710.0, seconds=4.5
+        ),
+      ],
+    },
+  )
+  text = make_results.render(str(tmp_path))
+  assert _table_rows(_section(text, "meta_training_memory")) == [
+    ["large", "-", "2", "graph", "none", "stopped (max_rss_mib)", "stopped (max_rss_mib)", "-"],
+    ["large", "1,001,710", "2", "graph", "steps", "3,000", "2,300", "9.87"],
+    ["large", "1,001,710", "2", "native", "none", "2,100", "1,390", "4.50"],
+  ]
+
+
 def test_speed_panel_shows_throughputs_json(tmp_path):
   _write(
     tmp_path,

@@ -127,30 +127,40 @@ def test_cells_compute_the_same_with_native_kernels(native, name, kwargs):
   _assert_all_close(actual, expected, tf.float64, name)
 
 
-def test_meta_gradient_of_an_unroll_is_unchanged(native):
-  """The meta-gradient through a 4-step unroll (tf.while_loop and its gradient), float64."""
-  tf.random.set_seed(3)
+def _tiny_unroll(seed, preprocessing, hidden_sizes):
+  """(meta_loss(second_derivatives), rule): a 4-step unroll of an LSTM with random weights on
+  two 3-dimensional quadratics, in float64."""
+  tf.random.set_seed(seed)
   problem = l2l_tf.QuadraticProblem(dim=3, batch_size=2, init_stddev=1.0, dtype="float64")
   cell = l2l_tf.CoordinatewiseLSTM(
-    hidden_sizes=(4, 4), preprocessing="log_sign", output_scale=0.3, dtype="float64"
+    hidden_sizes=hidden_sizes, preprocessing=preprocessing, output_scale=0.3, dtype="float64"
   )
-  for w in cell.trainable_variables:
+  for w in cell.trainable_variables:  # non-trivial weights, so every path matters
     w.assign(tf.random.normal(w.shape, stddev=0.5, dtype=tf.float64))
   rule = l2l_tf.LearnedUpdateRule(cell)
   params, batches = problem.init_params(5), problem.sample_batches(5, 5)
 
-  @tf.function
-  def meta_gradient():
+  def meta_loss(second_derivatives):
     first = tf.nest.map_structure(lambda x: x[0], batches)
     rest = tf.nest.map_structure(lambda x: x[1:], batches)
-    trajectory = unroll_lib.start_trajectory(problem, rule, params, first)
+    trajectory = unroll_lib.start_trajectory(problem, rule, params, first, second_derivatives)
+    return unroll_lib.unroll(problem, rule, trajectory, rest, second_derivatives)[0]
+
+  return meta_loss, rule
+
+
+def test_meta_gradient_of_an_unroll_is_unchanged(native):
+  """The meta-gradient through the unroll's tf.while_loop and its gradient, float64."""
+  meta_loss, rule = _tiny_unroll(3, "log_sign", (4, 4))
+
+  def meta_gradient():
     with tf.GradientTape() as tape:
-      loss, _, _ = unroll_lib.unroll(problem, rule, trajectory, rest)
+      loss = meta_loss(False)
     return [loss, *tape.gradient(loss, rule.trainable_variables)]
 
-  expected = meta_gradient()
+  expected = tf.function(meta_gradient)()
   with native():
-    actual = tf.function(meta_gradient.python_function)()
+    actual = tf.function(meta_gradient)()
   assert _relative_error(expected[1], np.zeros_like(expected[1])) > 1e-3  # not vacuous
   _assert_all_close(actual, expected, tf.float64, "meta-gradient")
 
@@ -158,26 +168,11 @@ def test_meta_gradient_of_an_unroll_is_unchanged(native):
 def test_full_meta_gradient_matches_finite_differences(native):
   """With second derivatives kept, the meta-gradient also runs through d_x of the ops (the
   optimizer's input gradient): central differences of the meta-loss in float64."""
-  tf.random.set_seed(4)
-  problem = l2l_tf.QuadraticProblem(dim=3, batch_size=2, init_stddev=1.0, dtype="float64")
-  cell = l2l_tf.CoordinatewiseLSTM(
-    hidden_sizes=(3, 3), preprocessing="identity", output_scale=0.3, dtype="float64"
-  )
-  for w in cell.trainable_variables:
-    w.assign(tf.random.normal(w.shape, stddev=0.5, dtype=tf.float64))
-  rule = l2l_tf.LearnedUpdateRule(cell)
-  params, batches = problem.init_params(5), problem.sample_batches(5, 5)
-
-  def meta_loss():
-    first = tf.nest.map_structure(lambda x: x[0], batches)
-    rest = tf.nest.map_structure(lambda x: x[1:], batches)
-    trajectory = unroll_lib.start_trajectory(problem, rule, params, first, True)
-    return unroll_lib.unroll(problem, rule, trajectory, rest, True)[0]
-
+  meta_loss, rule = _tiny_unroll(4, "identity", (3, 3))
   variables = rule.trainable_variables
   with native():
     with tf.GradientTape() as tape:
-      loss = meta_loss()
+      loss = meta_loss(True)
     grads = tape.gradient(loss, variables)
     rng = np.random.default_rng(0)
     for _ in range(3):
@@ -187,12 +182,26 @@ def test_full_meta_gradient_matches_finite_differences(native):
       for sign in (1, -1):
         for v, o, d in zip(variables, originals, direction):
           v.assign(o + sign * 1e-5 * d)
-        values.append(float(meta_loss()))
+        values.append(float(meta_loss(True)))
       for v, o in zip(variables, originals):
         v.assign(o)
       numeric = (values[0] - values[1]) / 2e-5
       analytic = sum(float(np.sum(g.numpy() * d)) for g, d in zip(grads, direction))
       np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_an_export_traced_under_native_kernels_uses_the_graph_ops(native, tmp_path):
+  """A SavedModel must not need the custom op: export traces the graph path regardless."""
+  cell = l2l_tf.CoordinatewiseLSTM()
+  states = [tf.TensorSpec([5, 20])] * 4
+  with native():
+    traced = tf.function(cell.call).get_concrete_function(tf.TensorSpec([5, 1]), states)
+    path = l2l_tf.export_saved_model(cell, str(tmp_path / "exported"))
+  op_types = {node.op for node in traced.graph.as_graph_def().node}
+  assert "L2lLstmStack" in op_types  # what a trace under the native kernels would hold
+  with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+    graph = f.read()
+  assert b"L2lLstmStack" not in graph and b"MatMul" in graph
 
 
 def test_the_op_refuses_shapes_that_do_not_fit(native):
