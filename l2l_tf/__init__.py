@@ -22,6 +22,7 @@ from l2l_tf.cells import RNNprop
 from l2l_tf.cells import LearnedOptimizerCell
 from l2l_tf.cells import NTMBFGS
 from l2l_tf.cells import NTMLBFGS
+from l2l_tf.cells.coordinatewise_lstm import lstm_kernel
 from l2l_tf.export import export_saved_model
 from l2l_tf.keras_optimizer import LearnedOptimizer
 from l2l_tf.learned_rule import LearnedUpdateRule
@@ -55,6 +56,7 @@ __all__ = [
   "QuadraticProblem",
   "export_saved_model",
   "load_optimizer",
+  "lstm_kernel",
   "save_optimizer",
   "update_rules",
 ]

@@ -20,10 +20,14 @@ _lstm_kernel = "graph"
 
 @contextlib.contextmanager
 def lstm_kernel(name: str) -> Iterator[None]:
-  """Within the block, lstm_step traces with kernel `name` (one of LSTM_KERNELS).
+  """Within the block, the LSTM cells trace with kernel `name` (one of LSTM_KERNELS):
+
+      with l2l_tf.lstm_kernel("native"):
+        trainer.train(output_dir)
 
   "native" builds the custom ops first (kernels.load), so a missing compiler fails here, before
-  any work, with kernels.NativeKernelError. Graphs traced inside the block keep their kernel.
+  any work, with kernels.NativeKernelError. Graphs traced inside the block keep their kernel;
+  exports always use the graph ops.
   """
   global _lstm_kernel
   if name not in LSTM_KERNELS:
